@@ -1,0 +1,188 @@
+//! Wiring: store, telephony, dialer and adapters; the axum Router; graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+use tracing::{info, warn};
+
+use crate::calls::dialer::{self, DialerConfig};
+use crate::calls::service::CallDefaults;
+use crate::calls::{CallService, CallStore, MemoryStore, Telephony};
+use crate::chat::web::{self, WebState};
+use crate::config::{Settings, StoreBackend, TelephonyChoice};
+use crate::telephony::simulator::Simulator;
+use crate::telephony::twilio::client::TwilioConfig;
+use crate::telephony::twilio::webhook::{self, TwilioHooks};
+use crate::telephony::twilio::{SignatureVerifier, TwilioClient};
+
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    service: Arc<CallService>,
+    public_url: String,
+    shutdown: CancellationToken,
+    dialer: JoinHandle<()>,
+    grace: Duration,
+}
+
+impl App {
+    /// Binds the listener (port 0 picks a free one) and builds everything; nothing is
+    /// served until [`App::run`].
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings.validate()?;
+        let listener = TcpListener::bind(settings.server.bind)
+            .await
+            .with_context(|| format!("could not listen on {}", settings.server.bind))?;
+        let local = listener.local_addr()?;
+        let public_url = settings
+            .server
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{local}"))
+            .trim_end_matches('/')
+            .to_owned();
+
+        let (telephony, webhook_token, from): (Arc<dyn Telephony>, SecretString, String) =
+            match settings.telephony().map_err(anyhow::Error::msg)? {
+                TelephonyChoice::Twilio {
+                    account_sid,
+                    auth_token,
+                    from,
+                } => {
+                    let client = TwilioClient::new(TwilioConfig {
+                        api_base: settings.twilio.api_base.clone(),
+                        account_sid,
+                        auth_token: auth_token.clone(),
+                        public_url: public_url.clone(),
+                        ring_timeout_secs: settings.calls.ring_timeout_secs,
+                        time_limit_secs: settings.calls.time_limit_secs,
+                        timeout: Duration::from_millis(settings.twilio.request_timeout_ms),
+                    })?;
+                    (Arc::new(client), auth_token, from.e164().to_owned())
+                }
+                TelephonyChoice::Simulator => {
+                    warn!("SIMULATOR: no Twilio credentials are set, so no real calls are placed");
+                    let token: SecretString = format!("{:032x}", rand::random::<u128>()).into();
+                    let sim = Simulator::new(
+                        &public_url,
+                        token.clone(),
+                        settings.simulator.speed,
+                        settings.simulator.chaos,
+                    );
+                    (Arc::new(sim), token, "+15005550006".to_owned())
+                }
+            };
+
+        let store: Arc<dyn CallStore> = match settings.store.backend {
+            StoreBackend::Memory => Arc::new(MemoryStore::new(
+                settings.store.capacity,
+                Duration::from_secs(settings.store.ttl_hours * 3600),
+            )),
+            StoreBackend::Redis => anyhow::bail!("the redis store is not available in this build yet; use CALLBOT_STORE=memory"),
+        };
+
+        let calls = &settings.calls;
+        let (service, queue) = CallService::new(
+            store,
+            telephony.clone(),
+            CallDefaults {
+                from,
+                voice: calls.voice.clone(),
+                language: calls.language.clone(),
+                message: calls.default_message.clone(),
+            },
+            calls.queue_capacity,
+        );
+        let shutdown = CancellationToken::new();
+        let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
+        let dialer = dialer::spawn(
+            service.clone(),
+            queue,
+            telephony,
+            DialerConfig {
+                cps: calls.cps,
+                max_concurrent: calls.max_concurrent_requests,
+                max_tries: calls.max_tries,
+                backoff_base: Duration::from_millis(calls.backoff_base_ms),
+                backoff_max: Duration::from_millis(calls.backoff_max_ms),
+                grace,
+            },
+            shutdown.clone(),
+        );
+
+        let hooks = Arc::new(TwilioHooks {
+            service: service.clone(),
+            verifier: SignatureVerifier::new(webhook_token, &public_url),
+            body_limit: settings.server.webhook_body_limit,
+        });
+        let web = Arc::new(WebState {
+            service: service.clone(),
+            region: settings.region(),
+            token: settings.server.web_token.clone(),
+        });
+        let router = Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .merge(webhook::routes(hooks))
+            .merge(web::routes(web))
+            .layer(DefaultBodyLimit::max(settings.server.webhook_body_limit))
+            .layer(TraceLayer::new_for_http());
+
+        Ok(Self {
+            listener,
+            router,
+            service,
+            public_url,
+            shutdown,
+            dialer,
+            grace,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    pub fn service(&self) -> Arc<CallService> {
+        self.service.clone()
+    }
+
+    /// Cancel it to stop the app gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled, then lets the dialer settle.
+    pub async fn run(self) -> anyhow::Result<()> {
+        info!(addr = %self.local_addr(), public_url = %self.public_url, "callbot listening");
+        let shutdown = self.shutdown.clone();
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await?;
+        if tokio::time::timeout(self.grace + Duration::from_secs(1), self.dialer)
+            .await
+            .is_err()
+        {
+            warn!("dialer did not stop within the grace period");
+        }
+        info!("callbot stopped");
+        Ok(())
+    }
+}

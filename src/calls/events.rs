@@ -1,0 +1,56 @@
+//! The CallEvent bus: every change to a call, in the order the store applied them.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use crate::core::call::Call;
+
+/// Room for events a slow subscriber has not read yet; beyond it, it skips the oldest
+/// (and should re-read the store).
+pub const BUS_CAPACITY: usize = 16_384;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Created,
+    Progress,
+    Final,
+}
+
+#[derive(Debug, Clone)]
+pub struct CallEvent {
+    pub kind: EventKind,
+    pub call: Arc<Call>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventBus {
+    tx: broadcast::Sender<CallEvent>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventBus {
+    pub fn new() -> Self {
+        Self {
+            tx: broadcast::channel(BUS_CAPACITY).0,
+        }
+    }
+
+    pub fn publish(&self, kind: EventKind, call: Call) {
+        // No subscriber is fine: nobody is listening yet.
+        let _ = self.tx.send(CallEvent {
+            kind,
+            call: Arc::new(call),
+        });
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<CallEvent> {
+        self.tx.subscribe()
+    }
+}

@@ -1,0 +1,99 @@
+//! The engine and its ports: [`CallService`] takes requests and status updates, the
+//! [`dialer`] places queued calls at a steady rate, [`store::CallStore`] keeps them and
+//! [`events::EventBus`] tells the chat adapters what happened. Adapters implement the
+//! [`Telephony`] and [`store::CallStore`] ports; nothing here imports an adapter.
+
+pub mod dialer;
+pub mod events;
+pub mod service;
+pub mod store;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::core::call::{Call, CallError, CallSid, CallStatus};
+
+pub use events::{CallEvent, EventBus, EventKind};
+pub use service::{CallService, RequestError};
+pub use store::{CallStore, MemoryStore, Stats};
+
+/// What the provider said when it accepted a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    pub sid: CallSid,
+    pub status: CallStatus,
+}
+
+/// How to end a live call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hangup {
+    /// Not answered yet (queued or ringing): Twilio `Status=canceled`.
+    Cancel,
+    /// Answered: Twilio `Status=completed`.
+    Complete,
+}
+
+/// A telephony failure, keeping the provider's code and message for the user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TelephonyError {
+    /// The provider answered with an error.
+    #[error("{message} (HTTP {http_status}{})", code.map(|c| format!(", error {c}")).unwrap_or_default())]
+    Api {
+        http_status: u16,
+        code: Option<i64>,
+        message: String,
+        more_info: Option<String>,
+        /// From a 429's Retry-After header.
+        retry_after: Option<Duration>,
+    },
+    #[error("the telephony provider did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("could not reach the telephony provider: {0}")]
+    Network(String),
+    #[error("unexpected answer from the telephony provider: {0}")]
+    Protocol(String),
+}
+
+impl TelephonyError {
+    /// 429, 5xx, timeouts and connection errors may succeed on a later try.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Api { http_status, .. } => *http_status == 429 || *http_status >= 500,
+            Self::Timeout(_) | Self::Network(_) => true,
+            Self::Protocol(_) => false,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Api { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The reason stored on a failed call and shown to its requester.
+    pub fn to_call_error(&self) -> CallError {
+        match self {
+            Self::Api { code, message, .. } => CallError {
+                code: *code,
+                message: message.clone(),
+            },
+            other => CallError {
+                code: None,
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// The port to a telephony provider (Twilio, or the built-in simulator).
+#[async_trait]
+pub trait Telephony: Send + Sync + 'static {
+    /// Asks the provider to place `call`; its TwiML and callbacks point back at us.
+    async fn place(&self, call: &Call) -> Result<Placed, TelephonyError>;
+    /// Ends a live call.
+    async fn hangup(&self, sid: &CallSid, how: Hangup) -> Result<(), TelephonyError>;
+    /// True when no real calls are placed.
+    fn is_simulated(&self) -> bool;
+}

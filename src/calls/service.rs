@@ -1,0 +1,315 @@
+//! CallService: the one entry point for placing, following and cancelling calls.
+//! Every change goes through the store and is then published on the event bus.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio::sync::{broadcast, mpsc};
+use tracing::{info, warn};
+
+use super::events::{CallEvent, EventBus, EventKind};
+use super::store::{CallStore, ListFilter, Stats, StoreError};
+use super::{Hangup, Placed, Telephony, TelephonyError};
+use crate::core::call::{
+    Applied, Call, CallError, CallId, CallSid, CallStatus, Origin, StatusUpdate,
+};
+use crate::core::phone::PhoneNumber;
+
+/// What a call says and sounds like when the request does not choose.
+#[derive(Debug, Clone)]
+pub struct CallDefaults {
+    pub from: String,
+    pub voice: String,
+    pub language: String,
+    pub message: String,
+}
+
+/// A request to place one call.
+#[derive(Debug, Clone)]
+pub struct CallRequest {
+    pub to: PhoneNumber,
+    pub message: Option<String>,
+    pub origin: Origin,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("callbot is busy: {0} calls are waiting to be dialed. Please try again in a minute.")]
+    QueueFull(usize),
+    #[error("callbot is shutting down and is not placing new calls.")]
+    Stopping,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How a status callback was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusOutcome {
+    Applied(Applied),
+    UnknownCall,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    #[error("I don't know a call with id {0}.")]
+    NotFound(String),
+    #[error("That call already ended ({0}).")]
+    AlreadyEnded(CallStatus),
+    #[error("Twilio refused to hang up: {0}")]
+    Telephony(#[from] TelephonyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What `cancel` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cancelled {
+    /// Never dialed: ended here, as canceled.
+    BeforeDialing(Call),
+    /// Hang-up sent to the provider; its callback brings the final status.
+    HangupSent(Call),
+}
+
+pub struct CallService {
+    store: Arc<dyn CallStore>,
+    bus: EventBus,
+    queue: mpsc::Sender<CallId>,
+    queue_capacity: usize,
+    telephony: Arc<dyn Telephony>,
+    defaults: CallDefaults,
+}
+
+impl CallService {
+    /// Returns the service and the receiving end of its dial queue (for the dialer).
+    pub fn new(
+        store: Arc<dyn CallStore>,
+        telephony: Arc<dyn Telephony>,
+        defaults: CallDefaults,
+        queue_capacity: usize,
+    ) -> (Arc<Self>, mpsc::Receiver<CallId>) {
+        let (queue, rx) = mpsc::channel(queue_capacity);
+        let service = Arc::new(Self {
+            store,
+            bus: EventBus::new(),
+            queue,
+            queue_capacity,
+            telephony,
+            defaults,
+        });
+        (service, rx)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<CallEvent> {
+        self.bus.subscribe()
+    }
+
+    pub fn is_simulated(&self) -> bool {
+        self.telephony.is_simulated()
+    }
+
+    /// Records the call as queued and hands it to the dialer.
+    pub async fn request(&self, req: CallRequest) -> Result<Call, RequestError> {
+        let message = req
+            .message
+            .filter(|m| !m.trim().is_empty())
+            .unwrap_or_else(|| self.defaults.message.clone());
+        let call = Call::new(
+            req.to,
+            self.defaults.from.clone(),
+            message,
+            self.defaults.voice.clone(),
+            self.defaults.language.clone(),
+            req.origin,
+            Utc::now(),
+        );
+        self.store.insert(call.clone()).await?;
+        info!(
+            call_id = %call.id,
+            platform = %call.origin.platform,
+            requester = %call.origin.requester,
+            to = %call.to,
+            "call queued"
+        );
+        self.bus.publish(EventKind::Created, call.clone());
+        match self.queue.try_send(call.id.clone()) {
+            Ok(()) => Ok(call),
+            Err(e) => {
+                let err = match e {
+                    mpsc::error::TrySendError::Full(_) => {
+                        RequestError::QueueFull(self.queue_capacity)
+                    }
+                    mpsc::error::TrySendError::Closed(_) => RequestError::Stopping,
+                };
+                self.fail(&call.id, None, err.to_string(), 0).await?;
+                Err(err)
+            }
+        }
+    }
+
+    pub async fn get(&self, id: &CallId) -> Result<Option<Call>, StoreError> {
+        self.store.get(id).await
+    }
+
+    pub async fn list(&self, limit: usize, filter: &ListFilter) -> Result<Vec<Call>, StoreError> {
+        self.store.list(limit, filter).await
+    }
+
+    pub async fn stats(&self) -> Result<Stats, StoreError> {
+        self.store.stats(Utc::now()).await
+    }
+
+    /// Applies a change and publishes what it did.
+    async fn change(
+        &self,
+        id: &CallId,
+        mut f: impl FnMut(&mut Call) -> Applied + Send,
+    ) -> Result<Option<(Call, Applied)>, StoreError> {
+        let result = self.store.update(id, &mut f).await?;
+        if let Some((call, applied)) = &result {
+            match applied {
+                Applied::Ignored => {}
+                Applied::Progress => self.bus.publish(EventKind::Progress, call.clone()),
+                Applied::Final => {
+                    info!(call_id = %call.id, status = %call.status, duration = ?call.duration_secs, "call ended");
+                    self.bus.publish(EventKind::Final, call.clone());
+                }
+            }
+        }
+        Ok(result)
+    }
+
+    /// A status callback from the provider. `id` comes from our callback URL; the sid
+    /// index is the fallback for callbacks without it.
+    pub async fn on_status(
+        &self,
+        id: Option<&CallId>,
+        update: StatusUpdate,
+    ) -> Result<StatusOutcome, StoreError> {
+        let id = match id {
+            Some(id) => Some(id.clone()),
+            None => match &update.sid {
+                Some(sid) => self.store.find_by_sid(sid).await?,
+                None => None,
+            },
+        };
+        let Some(id) = id else {
+            return Ok(StatusOutcome::UnknownCall);
+        };
+        let now = Utc::now();
+        Ok(
+            match self.change(&id, |call| call.apply(&update, now)).await? {
+                Some((_, applied)) => StatusOutcome::Applied(applied),
+                None => StatusOutcome::UnknownCall,
+            },
+        )
+    }
+
+    /// The provider accepted the call. Returns the call; `None` if it is unknown.
+    pub async fn placed(
+        &self,
+        id: &CallId,
+        placed: &Placed,
+        attempts: u32,
+    ) -> Result<Option<Call>, StoreError> {
+        let update = StatusUpdate {
+            sid: Some(placed.sid.clone()),
+            status: Some(placed.status),
+            ..StatusUpdate::default()
+        };
+        let now = Utc::now();
+        let result = self
+            .change(id, |call| {
+                call.attempts = attempts;
+                call.apply(&update, now)
+            })
+            .await?;
+        Ok(result.map(|(call, _)| call))
+    }
+
+    /// Ends a call as failed with a reason the requester will read.
+    pub async fn fail(
+        &self,
+        id: &CallId,
+        code: Option<i64>,
+        message: String,
+        attempts: u32,
+    ) -> Result<Option<Call>, StoreError> {
+        let error = CallError { code, message };
+        let now = Utc::now();
+        let result = self
+            .change(id, |call| {
+                call.attempts = call.attempts.max(attempts);
+                call.fail(error.clone(), now)
+            })
+            .await?;
+        Ok(result.map(|(call, _)| call))
+    }
+
+    /// Remembers the chat message that shows this call's progress.
+    pub async fn set_status_message(
+        &self,
+        id: &CallId,
+        message_id: String,
+    ) -> Result<(), StoreError> {
+        self.store
+            .update(id, &mut |call: &mut Call| {
+                call.origin.status_message = Some(message_id.clone());
+                Applied::Ignored
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Cancels a call: ends it here if it was not dialed yet, else asks the provider to hang up.
+    pub async fn cancel(&self, id: &CallId) -> Result<Cancelled, CancelError> {
+        let call = self
+            .store
+            .get(id)
+            .await?
+            .ok_or_else(|| CancelError::NotFound(id.to_string()))?;
+        if call.status.is_terminal() {
+            return Err(CancelError::AlreadyEnded(call.status));
+        }
+        match &call.sid {
+            None => {
+                let now = Utc::now();
+                let result = self
+                    .change(id, |c| {
+                        if c.sid.is_some() {
+                            return Applied::Ignored;
+                        }
+                        c.finish(CallStatus::Canceled, None, now)
+                    })
+                    .await?;
+                match result {
+                    Some((call, Applied::Final)) => Ok(Cancelled::BeforeDialing(call)),
+                    // The dialer got a sid in the meantime: hang up at the provider instead.
+                    Some((call, _)) if !call.status.is_terminal() => {
+                        Box::pin(self.cancel(&call.id)).await
+                    }
+                    Some((call, _)) => Err(CancelError::AlreadyEnded(call.status)),
+                    None => Err(CancelError::NotFound(id.to_string())),
+                }
+            }
+            Some(sid) => {
+                self.hangup(sid, call.status).await?;
+                Ok(Cancelled::HangupSent(call))
+            }
+        }
+    }
+
+    /// Hangs up a live call at the provider (used by cancel and by the dialer when a call
+    /// was canceled while its create request was in flight).
+    pub async fn hangup(&self, sid: &CallSid, status: CallStatus) -> Result<(), TelephonyError> {
+        let how = if status == CallStatus::InProgress {
+            Hangup::Complete
+        } else {
+            Hangup::Cancel
+        };
+        let result = self.telephony.hangup(sid, how).await;
+        if let Err(e) = &result {
+            warn!(%sid, error = %e, "hang-up failed");
+        }
+        result
+    }
+}

@@ -1,0 +1,442 @@
+//! Typed settings: `config/default.toml` (compiled in) → `--config FILE` → environment.
+//!
+//! The conventional names (`TWILIO_AUTH_TOKEN`, `CALLBOT_BIND`, …; see DESIGN.md) map onto
+//! their keys; any other key is `CALLBOT_SECTION__KEY` (`CALLBOT_CALLS__CPS=5`).
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+use crate::core::phone::{PhoneNumber, Region};
+
+/// The defaults, documented key by key.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Conventional environment names and the keys they set.
+const ENV_NAMES: &[(&str, &str)] = &[
+    ("CALLBOT_BIND", "server.bind"),
+    ("CALLBOT_PUBLIC_URL", "server.public_url"),
+    ("CALLBOT_WEB_TOKEN", "server.web_token"),
+    ("CALLBOT_LOG_FORMAT", "server.log_format"),
+    ("CALLBOT_DEFAULT_REGION", "phone.default_region"),
+    ("CALLBOT_STORE", "store.backend"),
+    ("REDIS_URL", "store.redis_url"),
+    ("TWILIO_ACCOUNT_SID", "twilio.account_sid"),
+    ("TWILIO_AUTH_TOKEN", "twilio.auth_token"),
+    ("TWILIO_FROM_NUMBER", "twilio.from_number"),
+    ("TWILIO_API_BASE", "twilio.api_base"),
+];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub phone: PhoneSettings,
+    pub twilio: TwilioSettings,
+    pub calls: CallSettings,
+    pub store: StoreSettings,
+    pub simulator: SimulatorSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// Base URL Twilio/Slack/Telegram reach us at; defaults to `http://{bind}`.
+    #[serde(default, deserialize_with = "empty_is_none")]
+    pub public_url: Option<String>,
+    /// Bearer token for the web console and API; required when `bind` is not loopback.
+    #[serde(default)]
+    pub web_token: Option<SecretString>,
+    /// `pretty` or `json`.
+    pub log_format: LogFormat,
+    /// Seconds to let in-flight work finish on shutdown.
+    pub shutdown_grace_secs: u64,
+    /// Largest request body accepted on webhook routes, bytes.
+    pub webhook_body_limit: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhoneSettings {
+    /// Region for numbers written without `+` (ISO 3166-1 alpha-2).
+    pub default_region: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwilioSettings {
+    #[serde(default, deserialize_with = "empty_is_none")]
+    pub account_sid: Option<String>,
+    #[serde(default)]
+    pub auth_token: Option<SecretString>,
+    #[serde(default, deserialize_with = "empty_is_none")]
+    pub from_number: Option<String>,
+    /// REST base URL (tests point it at a fake).
+    pub api_base: String,
+    /// Timeout of one REST request, milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallSettings {
+    /// Spoken when the request carries no message.
+    pub default_message: String,
+    /// TwiML `<Say voice>`.
+    pub voice: String,
+    /// TwiML `<Say language>`.
+    pub language: String,
+    /// Seconds to let the phone ring (Twilio `Timeout`).
+    pub ring_timeout_secs: u32,
+    /// Longest call, seconds (Twilio `TimeLimit`).
+    pub time_limit_secs: u32,
+    /// Calls created per second (Twilio's default account limit is 1).
+    pub cps: u32,
+    /// Create-call requests in flight at once.
+    pub max_concurrent_requests: usize,
+    /// Tries per call for retryable failures (429, 5xx, timeouts, connection errors).
+    pub max_tries: u32,
+    /// First retry delay, milliseconds; doubles each try, with jitter.
+    pub backoff_base_ms: u64,
+    /// Longest retry delay, milliseconds.
+    pub backoff_max_ms: u64,
+    /// Calls waiting to be dialed; beyond it requests are refused.
+    pub queue_capacity: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    pub backend: StoreBackend,
+    #[serde(default)]
+    pub redis_url: Option<SecretString>,
+    /// Calls are forgotten this many hours after their last change.
+    pub ttl_hours: u64,
+    /// Most calls kept in memory.
+    pub capacity: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatorSettings {
+    /// Time scale: 1.0 is realistic (seconds per step), 0.01 runs 100× faster.
+    pub speed: f64,
+    /// Send every callback twice and in shuffled order (exercises idempotency).
+    pub chaos: bool,
+}
+
+/// Which telephony backend the settings select.
+#[derive(Debug, Clone)]
+pub enum TelephonyChoice {
+    Simulator,
+    Twilio {
+        account_sid: String,
+        auth_token: SecretString,
+        from: PhoneNumber,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("could not read settings: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("invalid settings:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+fn empty_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let v: Option<String> = Option::deserialize(d)?;
+    Ok(v.filter(|s| !s.trim().is_empty()))
+}
+
+impl Settings {
+    /// Loads defaults → `file` → the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::figment(file).extract().map_err(|e| Box::new(e).into())
+    }
+
+    pub fn figment(file: Option<&Path>) -> Figment {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let names: Vec<&str> = ENV_NAMES.iter().map(|(n, _)| *n).collect();
+        figment
+            .merge(
+                Env::prefixed("CALLBOT_")
+                    .filter(|k| k.as_str().contains("__"))
+                    .split("__"),
+            )
+            .merge(Env::raw().only(&names).map(|k| {
+                ENV_NAMES
+                    .iter()
+                    .find(|(n, _)| k.as_str().eq_ignore_ascii_case(n))
+                    .map(|(_, key)| (*key).into())
+                    .unwrap_or_else(|| k.into())
+            }))
+    }
+
+    /// Defaults only, for tests and embedding.
+    pub fn defaults() -> Self {
+        Figment::from(Toml::string(DEFAULT_TOML))
+            .extract()
+            .expect("config/default.toml is valid")
+    }
+
+    /// Checks everything a later failure would otherwise reveal; lists every problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if Region::parse(&self.phone.default_region).is_none() {
+            problems.push(format!(
+                "phone.default_region (CALLBOT_DEFAULT_REGION) = {:?} is not a known region; use an ISO code like IN, US, GB",
+                self.phone.default_region
+            ));
+        }
+        if let Some(url) = &self.server.public_url {
+            match Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => problems.push(format!(
+                    "server.public_url (CALLBOT_PUBLIC_URL) = {url:?} must be an absolute http(s) URL such as https://callbot.example.com"
+                )),
+            }
+        }
+        if !self.server.bind.ip().is_loopback() && self.server.web_token.is_none() {
+            problems.push(format!(
+                "server.bind = {} is not a loopback address, so the web console needs CALLBOT_WEB_TOKEN (an open call endpoint on a public address is not allowed)",
+                self.server.bind
+            ));
+        }
+        if let Err(e) = self.telephony() {
+            problems.push(e);
+        }
+        if Url::parse(&self.twilio.api_base).is_err() {
+            problems.push(format!(
+                "twilio.api_base (TWILIO_API_BASE) = {:?} is not a URL",
+                self.twilio.api_base
+            ));
+        }
+        let c = &self.calls;
+        if c.cps == 0 {
+            problems.push("calls.cps must be at least 1".into());
+        }
+        if c.max_concurrent_requests == 0 || c.max_tries == 0 || c.queue_capacity == 0 {
+            problems.push(
+                "calls.max_concurrent_requests, calls.max_tries and calls.queue_capacity must be at least 1"
+                    .into(),
+            );
+        }
+        if c.default_message.trim().is_empty() || c.default_message.chars().count() > 4000 {
+            problems.push("calls.default_message must have 1 to 4000 characters".into());
+        }
+        if !(5..=600).contains(&c.ring_timeout_secs) {
+            problems.push("calls.ring_timeout_secs must be between 5 and 600 (Twilio's range)".into());
+        }
+        if c.time_limit_secs == 0 {
+            problems.push("calls.time_limit_secs must be at least 1".into());
+        }
+        if self.store.backend == StoreBackend::Redis {
+            if !cfg!(feature = "redis") {
+                problems.push("store.backend = redis needs the `redis` feature".into());
+            }
+            if self.store.redis_url.is_none() {
+                problems.push("store.backend = redis needs REDIS_URL".into());
+            }
+        }
+        if !(self.simulator.speed > 0.0 && self.simulator.speed.is_finite()) {
+            problems.push("simulator.speed must be a positive number".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    pub fn region(&self) -> Region {
+        Region::parse(&self.phone.default_region).unwrap_or_else(|| Region::parse("US").unwrap())
+    }
+
+    /// Twilio when all three credentials are set, the simulator when none is.
+    pub fn telephony(&self) -> Result<TelephonyChoice, String> {
+        let t = &self.twilio;
+        let token = t
+            .auth_token
+            .as_ref()
+            .filter(|s| !s.expose_secret().trim().is_empty());
+        match (&t.account_sid, token, &t.from_number) {
+            (None, None, None) => Ok(TelephonyChoice::Simulator),
+            (Some(sid), Some(token), Some(from)) => {
+                if !(sid.starts_with("AC") && sid.len() == 34) {
+                    return Err(format!(
+                        "TWILIO_ACCOUNT_SID = {sid:?} does not look like an Account SID (AC + 32 hex digits)"
+                    ));
+                }
+                let from = PhoneNumber::from_e164(from).map_err(|_| {
+                    format!("TWILIO_FROM_NUMBER = {from:?} must be an E.164 number like +15005550006")
+                })?;
+                Ok(TelephonyChoice::Twilio {
+                    account_sid: sid.clone(),
+                    auth_token: token.clone(),
+                    from,
+                })
+            }
+            (sid, token, from) => {
+                let missing: Vec<&str> = [
+                    (sid.is_none(), "TWILIO_ACCOUNT_SID"),
+                    (token.is_none(), "TWILIO_AUTH_TOKEN"),
+                    (from.is_none(), "TWILIO_FROM_NUMBER"),
+                ]
+                .into_iter()
+                .filter_map(|(m, n)| m.then_some(n))
+                .collect();
+                Err(format!(
+                    "Twilio is partly configured: {} missing (set all three for real calls, or none for the simulator)",
+                    missing.join(", ")
+                ))
+            }
+        }
+    }
+
+    /// Human summary for `callbot check-config`; secrets show only whether they are set.
+    pub fn describe(&self) -> String {
+        let secret = |s: &Option<SecretString>| if s.is_some() { "set (redacted)" } else { "unset" };
+        let telephony = match self.telephony() {
+            Ok(TelephonyChoice::Simulator) => {
+                "built-in simulator (no real calls are placed)".to_owned()
+            }
+            Ok(TelephonyChoice::Twilio {
+                account_sid, from, ..
+            }) => format!(
+                "Twilio, account {}…, from {from}, API {}",
+                &account_sid[..6.min(account_sid.len())],
+                self.twilio.api_base
+            ),
+            Err(e) => format!("invalid: {e}"),
+        };
+        let public = self
+            .server
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{} (default)", self.server.bind));
+        format!(
+            "bind:            {}\n\
+             public url:      {public}\n\
+             web token:       {}\n\
+             default region:  {}\n\
+             telephony:       {telephony}\n\
+             twilio token:    {}\n\
+             store:           {:?}{}\n\
+             dialing:         {} call(s)/s, {} request(s) in flight, {} tries, queue {}\n\
+             calls:           ring {} s, limit {} s, voice {} ({})\n\
+             telegram:        {}\n\
+             slack:           {}\n\
+             llm:             {}",
+            self.server.bind,
+            secret(&self.server.web_token),
+            self.phone.default_region,
+            secret(&self.twilio.auth_token),
+            self.store.backend,
+            if self.store.redis_url.is_some() {
+                " (REDIS_URL set, redacted)"
+            } else {
+                ""
+            },
+            self.calls.cps,
+            self.calls.max_concurrent_requests,
+            self.calls.max_tries,
+            self.calls.queue_capacity,
+            self.calls.ring_timeout_secs,
+            self.calls.time_limit_secs,
+            self.calls.voice,
+            self.calls.language,
+            feature_state("telegram", cfg!(feature = "telegram")),
+            feature_state("slack", cfg!(feature = "slack")),
+            feature_state("llm", cfg!(feature = "llm")),
+        )
+    }
+}
+
+fn feature_state(_name: &str, compiled: bool) -> &'static str {
+    if compiled {
+        "compiled in, not configured"
+    } else {
+        "not compiled in"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(f: impl FnOnce(&mut Settings)) -> Result<(), String> {
+        let mut s = Settings::defaults();
+        f(&mut s);
+        s.validate().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_valid_and_use_the_simulator() {
+        let s = Settings::defaults();
+        s.validate().unwrap();
+        assert!(matches!(s.telephony(), Ok(TelephonyChoice::Simulator)));
+        assert_eq!(s.server.bind.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn sid_without_token_is_refused() {
+        let err = with(|s| s.twilio.account_sid = Some(format!("AC{}", "0".repeat(32)))).unwrap_err();
+        assert!(err.contains("TWILIO_AUTH_TOKEN, TWILIO_FROM_NUMBER missing"), "{err}");
+    }
+
+    #[test]
+    fn relative_public_url_and_unknown_region_are_refused() {
+        let err = with(|s| {
+            s.server.public_url = Some("/callbot".into());
+            s.phone.default_region = "XX".into();
+        })
+        .unwrap_err();
+        assert!(err.contains("must be an absolute http(s) URL"), "{err}");
+        assert!(err.contains("\"XX\" is not a known region"), "{err}");
+    }
+
+    #[test]
+    fn public_bind_needs_a_token() {
+        let err = with(|s| s.server.bind = "0.0.0.0:8080".parse().unwrap()).unwrap_err();
+        assert!(err.contains("CALLBOT_WEB_TOKEN"), "{err}");
+    }
+
+    #[test]
+    fn environment_names_map_onto_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CALLBOT_BIND", "127.0.0.1:9999");
+            jail.set_env("TWILIO_AUTH_TOKEN", "tok");
+            jail.set_env("CALLBOT_CALLS__CPS", "7");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.server.bind.port(), 9999);
+            assert_eq!(s.calls.cps, 7);
+            assert_eq!(s.twilio.auth_token.unwrap().expose_secret(), "tok");
+            Ok(())
+        });
+    }
+}

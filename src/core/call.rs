@@ -1,0 +1,435 @@
+//! The call record and its state machine.
+//!
+//! `queued → initiated → ringing → in-progress → completed | busy | no-answer | failed | canceled`.
+//! A call never moves backwards and terminal states are final, so Twilio's callbacks may arrive
+//! repeated or in any order: [`Call::apply`] reports whether an update changed anything, and
+//! exactly one update per call is ever [`Applied::Final`].
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::phone::PhoneNumber;
+
+/// Our id for a call: 128 random bits, base64url, so it is unguessable (it appears in the
+/// TwiML URL Twilio fetches) and URL-safe.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CallId(String);
+
+impl CallId {
+    pub fn generate() -> Self {
+        use base64::Engine as _;
+        let bytes: [u8; 16] = rand::random();
+        Self(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    /// Accepts what `generate` produces (and any short URL-safe token, for tests and ids
+    /// typed by users); rejects anything that could not be a call id.
+    pub fn parse(s: &str) -> Option<Self> {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        ok.then(|| Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The provider's id for a call (Twilio: "CA" + 32 hex digits).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CallSid(pub String);
+
+impl fmt::Display for CallSid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Twilio's call statuses, in the order a call moves through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CallStatus {
+    Queued,
+    Initiated,
+    Ringing,
+    InProgress,
+    Completed,
+    Busy,
+    NoAnswer,
+    Failed,
+    Canceled,
+}
+
+impl CallStatus {
+    pub const ALL: [CallStatus; 9] = [
+        Self::Queued,
+        Self::Initiated,
+        Self::Ringing,
+        Self::InProgress,
+        Self::Completed,
+        Self::Busy,
+        Self::NoAnswer,
+        Self::Failed,
+        Self::Canceled,
+    ];
+
+    /// Position in the lifecycle; all terminal states share the last rank.
+    pub fn rank(self) -> u8 {
+        match self {
+            Self::Queued => 0,
+            Self::Initiated => 1,
+            Self::Ringing => 2,
+            Self::InProgress => 3,
+            _ => 4,
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        self.rank() == 4
+    }
+
+    /// Twilio's spelling ("in-progress", "no-answer").
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Initiated => "initiated",
+            Self::Ringing => "ringing",
+            Self::InProgress => "in-progress",
+            Self::Completed => "completed",
+            Self::Busy => "busy",
+            Self::NoAnswer => "no-answer",
+            Self::Failed => "failed",
+            Self::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl fmt::Display for CallStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a request came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Web,
+    Cli,
+    Telegram,
+    Slack,
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Web => "web",
+            Self::Cli => "cli",
+            Self::Telegram => "telegram",
+            Self::Slack => "slack",
+        })
+    }
+}
+
+/// Where to reply and who asked: stored on the call, so whichever instance receives
+/// Twilio's callback can post into the right thread.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub platform: Platform,
+    /// Telegram chat id, Slack channel id; empty for web and cli.
+    #[serde(default)]
+    pub chat: String,
+    /// Telegram forum topic (message_thread_id), Slack thread_ts.
+    #[serde(default)]
+    pub thread: Option<String>,
+    /// The message that asked for the call (replies point at it).
+    #[serde(default)]
+    pub message: Option<String>,
+    /// The platform's id of the person who asked.
+    pub requester: String,
+    /// A name to show ("@alice"), if the platform gave one.
+    #[serde(default)]
+    pub requester_name: Option<String>,
+    /// The message callbot posted and edits as the call progresses (set by the adapter).
+    #[serde(default)]
+    pub status_message: Option<String>,
+    /// Platform-specific reply handle (Slack's response_url).
+    #[serde(default)]
+    pub reply_url: Option<String>,
+}
+
+impl Origin {
+    pub fn new(platform: Platform, requester: impl Into<String>) -> Self {
+        Self {
+            platform,
+            chat: String::new(),
+            thread: None,
+            message: None,
+            requester: requester.into(),
+            requester_name: None,
+            status_message: None,
+            reply_url: None,
+        }
+    }
+}
+
+/// Why a call failed, as the provider said it (Twilio's `code` and `message`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallError {
+    pub code: Option<i64>,
+    pub message: String,
+}
+
+/// One status change, as reported by the provider.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatusUpdate {
+    pub status: Option<CallStatus>,
+    pub sid: Option<CallSid>,
+    pub duration_secs: Option<u32>,
+    /// Twilio's SequenceNumber: the order Twilio sent its callbacks in.
+    pub sequence: Option<u64>,
+    pub timestamp: Option<DateTime<Utc>>,
+    pub answered_by: Option<String>,
+    pub error: Option<CallError>,
+    pub sip_response_code: Option<u16>,
+}
+
+/// What applying an update did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Nothing changed (duplicate, regression, or the call was already final).
+    Ignored,
+    /// The call moved to a new non-terminal status (or gained its sid).
+    Progress,
+    /// The call reached its final status; this happens once per call.
+    Final,
+}
+
+/// A phone call callbot placed or will place.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Call {
+    pub id: CallId,
+    pub to: PhoneNumber,
+    pub from: String,
+    pub message: String,
+    pub voice: String,
+    pub language: String,
+    pub status: CallStatus,
+    /// When each status was reached, in order.
+    pub history: Vec<(CallStatus, DateTime<Utc>)>,
+    pub created_at: DateTime<Utc>,
+    pub duration_secs: Option<u32>,
+    pub sid: Option<CallSid>,
+    pub error: Option<CallError>,
+    pub answered_by: Option<String>,
+    pub sip_response_code: Option<u16>,
+    pub origin: Origin,
+    /// Dial attempts made (retries included).
+    pub attempts: u32,
+    /// Highest Twilio SequenceNumber applied.
+    pub last_sequence: Option<u64>,
+}
+
+impl Call {
+    pub fn new(
+        to: PhoneNumber,
+        from: String,
+        message: String,
+        voice: String,
+        language: String,
+        origin: Origin,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id: CallId::generate(),
+            to,
+            from,
+            message,
+            voice,
+            language,
+            status: CallStatus::Queued,
+            history: vec![(CallStatus::Queued, now)],
+            created_at: now,
+            duration_secs: None,
+            sid: None,
+            error: None,
+            answered_by: None,
+            sip_response_code: None,
+            origin,
+            attempts: 0,
+            last_sequence: None,
+        }
+    }
+
+    /// When the call reached `status`, if it did.
+    pub fn reached(&self, status: CallStatus) -> Option<DateTime<Utc>> {
+        self.history
+            .iter()
+            .find(|(s, _)| *s == status)
+            .map(|(_, t)| *t)
+    }
+
+    /// Applies a provider update. Duplicates (same or older SequenceNumber), regressions
+    /// (ringing after in-progress) and anything after a final status change nothing.
+    pub fn apply(&mut self, update: &StatusUpdate, now: DateTime<Utc>) -> Applied {
+        if self.status.is_terminal() {
+            return Applied::Ignored;
+        }
+        let mut applied = Applied::Ignored;
+        if self.sid.is_none()
+            && let Some(sid) = &update.sid
+        {
+            self.sid = Some(sid.clone());
+            applied = Applied::Progress;
+        }
+        if let (Some(seq), Some(last)) = (update.sequence, self.last_sequence)
+            && seq <= last
+        {
+            return applied;
+        }
+        let Some(status) = update.status else {
+            return applied;
+        };
+        if status.rank() <= self.status.rank() {
+            return applied;
+        }
+        if let Some(seq) = update.sequence {
+            self.last_sequence = Some(seq);
+        }
+        self.status = status;
+        self.history.push((status, update.timestamp.unwrap_or(now)));
+        if update.duration_secs.is_some() {
+            self.duration_secs = update.duration_secs;
+        }
+        if update.answered_by.is_some() {
+            self.answered_by.clone_from(&update.answered_by);
+        }
+        if update.sip_response_code.is_some() {
+            self.sip_response_code = update.sip_response_code;
+        }
+        if update.error.is_some() {
+            self.error.clone_from(&update.error);
+        }
+        if status.is_terminal() {
+            Applied::Final
+        } else {
+            Applied::Progress
+        }
+    }
+
+    /// Ends the call as failed with a reason (dialing failed, or it was never placed).
+    pub fn fail(&mut self, error: CallError, now: DateTime<Utc>) -> Applied {
+        self.finish(CallStatus::Failed, Some(error), now)
+    }
+
+    /// Ends the call locally (canceled before it was dialed, or closed by the reaper).
+    pub fn finish(
+        &mut self,
+        status: CallStatus,
+        error: Option<CallError>,
+        now: DateTime<Utc>,
+    ) -> Applied {
+        debug_assert!(status.is_terminal());
+        self.apply(
+            &StatusUpdate {
+                status: Some(status),
+                error,
+                ..StatusUpdate::default()
+            },
+            now,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn call() -> Call {
+        Call::new(
+            PhoneNumber::from_e164("+919876543210").unwrap(),
+            "+15005550006".into(),
+            "hi".into(),
+            "alice".into(),
+            "en-US".into(),
+            Origin::new(Platform::Web, "web"),
+            Utc::now(),
+        )
+    }
+
+    fn update(status: CallStatus, seq: u64) -> StatusUpdate {
+        StatusUpdate {
+            status: Some(status),
+            sequence: Some(seq),
+            duration_secs: (status == CallStatus::Completed).then_some(42),
+            ..StatusUpdate::default()
+        }
+    }
+
+    #[test]
+    fn call_ids_are_unique_and_url_safe() {
+        let a = CallId::generate();
+        let b = CallId::generate();
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), 22);
+        assert!(CallId::parse(a.as_str()).is_some());
+        assert!(CallId::parse("../etc").is_none());
+    }
+
+    #[test]
+    fn statuses_round_trip_twilio_spelling() {
+        for s in CallStatus::ALL {
+            assert_eq!(CallStatus::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
+
+    #[test]
+    fn regression_and_duplicates_are_ignored_and_final_is_final() {
+        let mut c = call();
+        let now = Utc::now();
+        assert_eq!(c.apply(&update(CallStatus::Ringing, 1), now), Applied::Progress);
+        assert_eq!(c.apply(&update(CallStatus::Ringing, 1), now), Applied::Ignored);
+        assert_eq!(c.apply(&update(CallStatus::Initiated, 0), now), Applied::Ignored);
+        assert_eq!(c.apply(&update(CallStatus::Completed, 3), now), Applied::Final);
+        assert_eq!(c.apply(&update(CallStatus::InProgress, 2), now), Applied::Ignored);
+        assert_eq!(c.apply(&update(CallStatus::Failed, 4), now), Applied::Ignored);
+        assert_eq!(c.status, CallStatus::Completed);
+        assert_eq!(c.duration_secs, Some(42));
+    }
+
+    proptest! {
+        /// Any interleaving, duplication and reordering of a call's events gives the same
+        /// final state and exactly one Final.
+        #[test]
+        fn any_order_gives_one_final(order in Just((0..4u64).chain(0..4).chain(0..2).collect::<Vec<_>>()).prop_shuffle()) {
+            let statuses = [CallStatus::Initiated, CallStatus::Ringing, CallStatus::InProgress, CallStatus::Completed];
+            let mut c = call();
+            let now = Utc::now();
+            let finals = order
+                .iter()
+                .filter(|&&i| c.apply(&update(statuses[i as usize], i), now) == Applied::Final)
+                .count();
+            prop_assert_eq!(finals, 1);
+            prop_assert_eq!(c.status, CallStatus::Completed);
+            prop_assert_eq!(c.duration_secs, Some(42));
+        }
+    }
+}

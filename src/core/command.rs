@@ -1,0 +1,598 @@
+//! The chat grammar: what people write to callbot.
+//!
+//! ```text
+//! request  := polite* (call | status | list | cancel | help) polite*
+//! call     := ("/call" | "call" | "dial" | "ring" | "phone" | "place a call to" | "make a call to")
+//!             ["to" | "up" | "on" | "at" | "number"] NUMBER [message]
+//! message  := ("and say" | "say" | "say:" | "saying" | "and tell them" | "with message" | "message:" | ",")
+//!             TEXT  |  "quoted text"  |  “quoted text”
+//! status   := "/status" | "status" [ID]        list   := "/calls" | "calls" | "list" | "history"
+//! cancel   := "/cancel" | "cancel" | "hang up" [ID]   help := "/help" | "/start" | "help" | "?"
+//! polite   := "please" | "pls" | "can you" | "could you" | "would you" | "kindly" | "hey" | "now" | …
+//! ```
+//!
+//! Case-insensitive. `parse` returns `Ok(None)` when the text is not for us (ordinary chat),
+//! `Err(reason)` when it is a call request we cannot accept (the reason is shown to the user),
+//! and numbers are normalized to E.164 with [`PhoneNumber::parse`].
+
+use super::phone::{PhoneError, PhoneNumber, Region};
+
+/// What a message asks callbot to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Call {
+        to: PhoneNumber,
+        message: Option<String>,
+    },
+    /// Status of one call, or of the latest when `id` is `None`.
+    Status { id: Option<String> },
+    List,
+    Cancel { id: Option<String> },
+    Help,
+}
+
+/// A call request that cannot be accepted; Display is the user-facing reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error(transparent)]
+    Number(#[from] PhoneError),
+    #[error(
+        "I found the number {number} but not what “{rest}” means. Write: call {number} and say <message>"
+    )]
+    TrailingText { number: String, rest: String },
+}
+
+/// Verbs that start a call request; longest first so "place a call to" wins over "call".
+const CALL_VERBS: &[&str] = &[
+    "place a call to",
+    "make a call to",
+    "give a call to",
+    "place a call",
+    "make a call",
+    "/call",
+    "call",
+    "dial",
+    "ring",
+    "phone",
+];
+
+/// Words people put around a request that change nothing.
+const POLITE_PREFIXES: &[&str] = &[
+    "please",
+    "pls",
+    "plz",
+    "can you",
+    "could you",
+    "would you",
+    "will you",
+    "can u",
+    "kindly",
+    "hey",
+    "hi",
+    "hello",
+    "ok",
+    "okay",
+    "callbot",
+    "bot",
+];
+
+const POLITE_SUFFIXES: &[&str] = &[
+    "please",
+    "pls",
+    "now",
+    "right now",
+    "asap",
+    "thanks",
+    "thank you",
+    "for me",
+];
+
+/// Words between the verb and the number.
+const NUMBER_LEADS: &[&str] = &["to", "up", "on", "at", "the number", "number", "no."];
+
+/// Markers that start the spoken message, earliest occurrence wins.
+const MESSAGE_MARKERS: &[&str] = &[
+    " and say that ",
+    " and say: ",
+    " and say ",
+    " and tell them that ",
+    " and tell them ",
+    " and tell him ",
+    " and tell her ",
+    " and tell ",
+    " saying that ",
+    " saying: ",
+    " saying ",
+    " say: ",
+    " say ",
+    " with the message: ",
+    " with the message ",
+    " with message: ",
+    " with message ",
+    " with text ",
+    " message: ",
+    " msg: ",
+    ": ",
+    ", ",
+];
+
+/// Parses one chat message. See the module docs for the grammar.
+pub fn parse(text: &str, region: Region) -> Result<Option<Command>, ParseError> {
+    let text = normalize_spaces(text);
+    let core = strip_polite(&text);
+    if core.is_empty() {
+        return Ok(None);
+    }
+    if let Some(rest) = strip_call_verb(&core) {
+        return parse_call(rest, region).map(Some);
+    }
+    Ok(parse_other(&core))
+}
+
+/// status / list / cancel / help. Ids keep their case (they are case-sensitive tokens).
+fn parse_other(core: &str) -> Option<Command> {
+    let (word, arg) = match core.split_once(' ') {
+        Some((w, a)) => (w, Some(a.trim())),
+        None => (core, None),
+    };
+    let word = strip_bot_suffix(word.trim_start_matches('/')).to_ascii_lowercase();
+    let arg_lower = arg.map(str::to_ascii_lowercase);
+    let id = || arg.filter(|a| is_call_id(a)).map(str::to_owned);
+    match (word.as_str(), arg_lower.as_deref()) {
+        ("help" | "start" | "?" | "commands" | "usage", None) => Some(Command::Help),
+        ("status", None) => Some(Command::Status { id: None }),
+        ("status", Some(_)) => id().map(|id| Command::Status { id: Some(id) }),
+        ("calls" | "list" | "history" | "log", None) => Some(Command::List),
+        ("list", Some("calls")) => Some(Command::List),
+        ("cancel" | "hangup", None) => Some(Command::Cancel { id: None }),
+        ("cancel" | "hangup", Some(_)) => id().map(|id| Command::Cancel { id: Some(id) }),
+        ("hang", Some("up")) => Some(Command::Cancel { id: None }),
+        ("hang", Some(_)) => arg
+            .and_then(|a| strip_word_prefix(a, "up"))
+            .filter(|a| is_call_id(a))
+            .map(|id| Command::Cancel {
+                id: Some(id.to_owned()),
+            }),
+        _ => None,
+    }
+}
+
+/// Call ids are URL-safe tokens; accept any short word of those characters.
+fn is_call_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// "/call@my_bot" → "call" (Telegram's command form in groups).
+fn strip_bot_suffix(word: &str) -> &str {
+    word.split_once('@').map_or(word, |(w, _)| w)
+}
+
+fn normalize_spaces(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn strip_polite(text: &str) -> String {
+    let mut s = text.trim();
+    loop {
+        let before = s.len();
+        s = s.trim_matches(|c: char| matches!(c, '!' | '?' | '.' | ',' | ' ' | ';'));
+        for p in POLITE_PREFIXES {
+            if let Some(rest) = strip_word_prefix(s, p) {
+                s = rest;
+            }
+        }
+        for p in POLITE_SUFFIXES {
+            if let Some(rest) = strip_word_suffix(s, p) {
+                s = rest;
+            }
+        }
+        if s.len() == before {
+            break;
+        }
+    }
+    s.to_owned()
+}
+
+/// Strips `word` (case-insensitive) from the start of `s` when followed by a word boundary.
+fn strip_word_prefix<'a>(s: &'a str, word: &str) -> Option<&'a str> {
+    let head = s.get(..word.len())?;
+    if !head.eq_ignore_ascii_case(word) {
+        return None;
+    }
+    let rest = &s[word.len()..];
+    match rest.chars().next() {
+        None => Some(rest),
+        Some(c) if c == ' ' || c == ',' || c == ':' => Some(rest.trim_start_matches([' ', ',', ':'])),
+        Some(_) => None,
+    }
+}
+
+fn strip_word_suffix<'a>(s: &'a str, word: &str) -> Option<&'a str> {
+    let start = s.len().checked_sub(word.len())?;
+    let tail = s.get(start..)?;
+    if !tail.eq_ignore_ascii_case(word) {
+        return None;
+    }
+    let rest = &s[..start];
+    match rest.chars().last() {
+        None => Some(rest),
+        Some(' ' | ',') => Some(rest.trim_end_matches([' ', ','])),
+        Some(_) => None,
+    }
+}
+
+/// Returns the text after a call verb (original case), or `None` if it is not a call request.
+/// A verb without a number ("call me later") is still a request; `parse_call` explains what
+/// is missing.
+fn strip_call_verb(core: &str) -> Option<&str> {
+    // Telegram's group form: "/call@callbot_bot +91…"
+    if core.get(..6).is_some_and(|h| h.eq_ignore_ascii_case("/call@")) {
+        let end = core.find(' ').unwrap_or(core.len());
+        return Some(strip_number_lead(&core[end..]));
+    }
+    CALL_VERBS
+        .iter()
+        .find_map(|verb| strip_word_prefix(core, verb))
+        .map(strip_number_lead)
+}
+
+fn strip_number_lead(s: &str) -> &str {
+    let mut s = s.trim_start();
+    for lead in NUMBER_LEADS {
+        if let Some(rest) = strip_word_prefix(s, lead) {
+            s = rest;
+            break;
+        }
+    }
+    s
+}
+
+fn parse_call(rest: &str, region: Region) -> Result<Command, ParseError> {
+    let (number_part, message) = split_message(rest);
+    let number_text = number_part.trim().trim_end_matches(['.', ',', '!', ';']);
+    let number_text = POLITE_SUFFIXES
+        .iter()
+        .fold(number_text, |s, p| strip_word_suffix(s, p).unwrap_or(s));
+
+    let (number_span, trailing) = take_number(number_text);
+    if number_span.chars().filter(char::is_ascii_digit).count() < 3 {
+        let shown = if rest.trim().is_empty() {
+            "your message".to_owned()
+        } else {
+            rest.trim().to_owned()
+        };
+        return Err(PhoneError::NoNumber(shown).into());
+    }
+    let to = PhoneNumber::parse(number_span, region)?;
+    let trailing = trailing.trim();
+    if !trailing.is_empty() {
+        return Err(ParseError::TrailingText {
+            number: to.display(),
+            rest: trailing.to_owned(),
+        });
+    }
+    Ok(Command::Call { to, message })
+}
+
+/// Splits "NUMBER and say TEXT" / "NUMBER \"TEXT\"" into the number part and the message.
+fn split_message(rest: &str) -> (&str, Option<String>) {
+    // Quoted text anywhere after the number is the message.
+    if let Some(open) = rest.find(['"', '“', '«']) {
+        let quote_len = rest[open..].chars().next().map_or(1, char::len_utf8);
+        let inner = &rest[open + quote_len..];
+        let close = inner.rfind(['"', '”', '»']).unwrap_or(inner.len());
+        let before = strip_marker_tail(&rest[..open]);
+        return (before, clean_message(&inner[..close]));
+    }
+    // ASCII lowercasing keeps byte offsets, so positions found in `padded` map onto `rest`.
+    let padded = format!(" {}", rest.to_ascii_lowercase());
+    let found = MESSAGE_MARKERS
+        .iter()
+        .filter_map(|m| padded.find(m).map(|at| (at, m.len())))
+        .min_by_key(|&(at, len)| (at, usize::MAX - len));
+    match found {
+        Some((at, len)) => {
+            // `padded` has one extra leading byte.
+            let start = at.saturating_sub(1);
+            let msg_start = (at + len - 1).min(rest.len());
+            (&rest[..start], clean_message(&rest[msg_start..]))
+        }
+        None => (rest, None),
+    }
+}
+
+/// "… and say " before an opening quote.
+fn strip_marker_tail(s: &str) -> &str {
+    let mut s = s.trim_end();
+    for m in MESSAGE_MARKERS {
+        let m = m.trim();
+        if let Some(rest) = strip_word_suffix(s, m) {
+            s = rest;
+            break;
+        }
+        // Punctuation markers (":", ",") may touch the number.
+        if let Some(cut) = s.len().checked_sub(m.len())
+            && s.get(cut..).is_some_and(|tail| tail.eq_ignore_ascii_case(m))
+        {
+            s = s[..cut].trim_end();
+            break;
+        }
+    }
+    s
+}
+
+fn clean_message(text: &str) -> Option<String> {
+    let t = text
+        .trim()
+        .trim_matches(['"', '“', '”', '«', '»', '\''])
+        .trim();
+    (!t.is_empty()).then(|| t.to_owned())
+}
+
+/// Takes the phone number at the start of `s`: digits and the separators people write
+/// (`+ ( ) - . /` and spaces). Returns it and what follows.
+fn take_number(s: &str) -> (&str, &str) {
+    let s = s.trim_start();
+    let mut last_digit_end = 0;
+    for (i, c) in s.char_indices() {
+        match c {
+            '0'..='9' => last_digit_end = i + 1,
+            '+' | '(' | ')' | '-' | '.' | ' ' | '/' => {}
+            _ => break,
+        }
+    }
+    // Separators after the last digit are not part of the number.
+    (&s[..last_digit_end], &s[last_digit_end..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn india() -> Region {
+        Region::parse("IN").unwrap()
+    }
+
+    fn call(to: &str, message: Option<&str>) -> Command {
+        Command::Call {
+            to: PhoneNumber::from_e164(to).unwrap(),
+            message: message.map(str::to_owned),
+        }
+    }
+
+    /// What `parse` should make of a text.
+    enum Want {
+        Call(&'static str, Option<&'static str>),
+        Other(Command),
+        NotForUs,
+        Refused(&'static str),
+    }
+    use Want::*;
+
+    fn table() -> Vec<(&'static str, Want)> {
+        vec![
+            ("Call to +91 9876543210", Call("+919876543210", None)),
+            ("call +91 98765 43210", Call("+919876543210", None)),
+            ("CALL TO +91 9876543210", Call("+919876543210", None)),
+            ("call +1 (415) 555-0100", Call("+14155550100", None)),
+            ("Call 098765 43210", Call("+919876543210", None)),
+            ("call 9876543210", Call("+919876543210", None)),
+            ("call +919876543210", Call("+919876543210", None)),
+            ("call +91-98765-43210", Call("+919876543210", None)),
+            ("call +91.98765.43210", Call("+919876543210", None)),
+            ("call 0091 98765 43210", Call("+919876543210", None)),
+            ("dial +91 9876543210", Call("+919876543210", None)),
+            ("Dial 9876543210", Call("+919876543210", None)),
+            ("ring +91 9876543210", Call("+919876543210", None)),
+            ("ring up 9876543210", Call("+919876543210", None)),
+            ("phone +91 9876543210", Call("+919876543210", None)),
+            ("phone to 9876543210", Call("+919876543210", None)),
+            ("/call +91 9876543210", Call("+919876543210", None)),
+            ("/call@callbot_bot +91 9876543210", Call("+919876543210", None)),
+            ("/CALL 9876543210", Call("+919876543210", None)),
+            ("please call +91 9876543210 now", Call("+919876543210", None)),
+            ("please call +91 9876543210", Call("+919876543210", None)),
+            ("can you call +91 9876543210?", Call("+919876543210", None)),
+            ("could you please call 9876543210", Call("+919876543210", None)),
+            ("Hey, call 9876543210 please!", Call("+919876543210", None)),
+            ("kindly dial +91 9876543210.", Call("+919876543210", None)),
+            ("place a call to +91 9876543210", Call("+919876543210", None)),
+            ("make a call to 9876543210", Call("+919876543210", None)),
+            ("call the number 9876543210", Call("+919876543210", None)),
+            ("call on 9876543210", Call("+919876543210", None)),
+            ("call   +91    9876543210", Call("+919876543210", None)),
+            (
+                "Call to +91 9876543210 and say Your table is ready",
+                Call("+919876543210", Some("Your table is ready")),
+            ),
+            (
+                "call +91 9876543210 say: hello there",
+                Call("+919876543210", Some("hello there")),
+            ),
+            (
+                "call +91 9876543210 say hello there",
+                Call("+919876543210", Some("hello there")),
+            ),
+            (
+                "call +91 9876543210 with message The car is outside",
+                Call("+919876543210", Some("The car is outside")),
+            ),
+            (
+                "call +91 9876543210 with the message dinner at 8",
+                Call("+919876543210", Some("dinner at 8")),
+            ),
+            (
+                "call +91 9876543210 \"Your table is ready\"",
+                Call("+919876543210", Some("Your table is ready")),
+            ),
+            (
+                "call +91 9876543210 and say \"Your table is ready\"",
+                Call("+919876543210", Some("Your table is ready")),
+            ),
+            (
+                "call +91 9876543210 “smart quotes work”",
+                Call("+919876543210", Some("smart quotes work")),
+            ),
+            (
+                "call +91 9876543210 saying the build is green",
+                Call("+919876543210", Some("the build is green")),
+            ),
+            (
+                "call +91 9876543210 and tell them the deploy is done",
+                Call("+919876543210", Some("the deploy is done")),
+            ),
+            (
+                "call +91 9876543210: meeting moved to 5pm",
+                Call("+919876543210", Some("meeting moved to 5pm")),
+            ),
+            (
+                "call +91 9876543210, meeting moved",
+                Call("+919876543210", Some("meeting moved")),
+            ),
+            (
+                "Call to +91 9876543210 AND SAY Shouting works",
+                Call("+919876543210", Some("Shouting works")),
+            ),
+            (
+                "call 9876543210 and say <b>&amp; tricks</b>",
+                Call("+919876543210", Some("<b>&amp; tricks</b>")),
+            ),
+            (
+                "call +1 415 555 0100 and say hi, it's me",
+                Call("+14155550100", Some("hi, it's me")),
+            ),
+            (
+                "please call +44 20 7946 0958 and say hello from callbot",
+                Call("+442079460958", Some("hello from callbot")),
+            ),
+            ("call +44 20 7946 0958", Call("+442079460958", None)),
+            ("call +49 30 901820", Call("+4930901820", None)),
+            ("call +1 (415) 555-0100 now please", Call("+14155550100", None)),
+            ("help", Other(Command::Help)),
+            ("/help", Other(Command::Help)),
+            ("/start", Other(Command::Help)),
+            ("/help@callbot_bot", Other(Command::Help)),
+            ("status", Other(Command::Status { id: None })),
+            (
+                "/status abc_123-XY",
+                Other(Command::Status {
+                    id: Some("abc_123-XY".to_owned()),
+                }),
+            ),
+            ("list", Other(Command::List)),
+            ("/calls", Other(Command::List)),
+            ("history", Other(Command::List)),
+            ("cancel", Other(Command::Cancel { id: None })),
+            ("hang up", Other(Command::Cancel { id: None })),
+            (
+                "/cancel q1w2e3",
+                Other(Command::Cancel {
+                    id: Some("q1w2e3".to_owned()),
+                }),
+            ),
+            ("hello there", NotForUs),
+            ("good morning team", NotForUs),
+            ("", NotForUs),
+            ("   ", NotForUs),
+            ("please", NotForUs),
+            ("I'll call you back", NotForUs),
+            ("the status of the project is fine", NotForUs),
+            ("recall 9876543210", NotForUs),
+            ("calling all hands", NotForUs),
+            (
+                "call me maybe",
+                Refused("I couldn't find a phone number in “me maybe”."),
+            ),
+            ("call", Refused("I couldn't find a phone number in “your message”.")),
+            (
+                "Call to +91 12345",
+                Refused("+91 12345 is not a valid number for India."),
+            ),
+            ("call 12345", Refused("12345 is not a valid number for India.")),
+            (
+                "dial +44 1234",
+                Refused("+44 1234 is not a valid number for the United Kingdom."),
+            ),
+            ("call 12", Refused("I couldn't find a phone number in “12”.")),
+            (
+                "call +1 555",
+                Refused("+1 555 is not a valid number for the United States."),
+            ),
+            (
+                "call +91 9876543210 tomorrow",
+                Refused(
+                    "I found the number +91 98765 43210 but not what “tomorrow” means. Write: call +91 98765 43210 and say <message>",
+                ),
+            ),
+            (
+                "phone is broken",
+                Refused("I couldn't find a phone number in “is broken”."),
+            ),
+        ]
+    }
+
+    #[test]
+    fn grammar_table() {
+        let table = table();
+        assert!(table.len() >= 60, "the table has {} rows", table.len());
+        for (text, want) in table {
+            let got = parse(text, india());
+            match want {
+                Call(to, message) => assert_eq!(got, Ok(Some(call(to, message))), "{text:?}"),
+                Other(cmd) => assert_eq!(got, Ok(Some(cmd)), "{text:?}"),
+                NotForUs => assert_eq!(got, Ok(None), "{text:?}"),
+                Refused(reason) => assert_eq!(
+                    got.map_err(|e| e.to_string()),
+                    Err(reason.to_owned()),
+                    "{text:?}"
+                ),
+            }
+        }
+    }
+
+    /// The national number 98765 43210 written with a random prefix and random separators.
+    fn variants() -> impl Strategy<Value = String> {
+        let prefix = prop_oneof![
+            Just("+91"),
+            Just("+91 "),
+            Just("0"),
+            Just(""),
+            Just("0091 "),
+            Just("(+91) ")
+        ];
+        let seps = prop::collection::vec(prop_oneof![Just(""), Just(" "), Just("-"), Just(".")], 9);
+        (prefix, seps).prop_map(|(prefix, seps)| {
+            let digits = "9876543210";
+            let mut s = prefix.to_owned();
+            for (i, d) in digits.chars().enumerate() {
+                s.push(d);
+                if i < 9 {
+                    s.push_str(seps[i]);
+                }
+            }
+            s
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn formatting_variants_parse_to_one_e164(number in variants(), verb in prop_oneof![Just("call"), Just("Dial"), Just("/call"), Just("please ring")]) {
+            let text = format!("{verb} {number} and say hi");
+            prop_assert_eq!(parse(&text, india()), Ok(Some(call("+919876543210", Some("hi")))));
+        }
+
+        #[test]
+        fn no_input_panics(text in "\\PC{0,80}") {
+            let _ = parse(&text, india());
+        }
+
+        #[test]
+        fn no_call_input_panics(rest in "\\PC{0,80}") {
+            let _ = parse(&format!("call {rest}"), india());
+        }
+    }
+}

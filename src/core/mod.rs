@@ -1,0 +1,11 @@
+//! The pure domain: no network, no clocks of its own, no I/O.
+//!
+//! - [`command`]: the chat grammar ("Call to +91 9876543210 and say …").
+//! - [`phone`]: [`phone::PhoneNumber`], an E.164 number validated with libphonenumber's data.
+//! - [`call`]: the [`call::Call`] record, its [`call::CallStatus`] state machine and [`call::Origin`].
+//! - [`replies`]: every text a user can read, built by pure functions.
+
+pub mod call;
+pub mod command;
+pub mod phone;
+pub mod replies;

@@ -1,0 +1,282 @@
+//! Phone numbers: parsed, validated and normalized to E.164 with the `phonenumber` crate
+//! (a port of Google's libphonenumber and its metadata).
+
+use std::fmt;
+use std::str::FromStr;
+
+use phonenumber::{Mode, country};
+use serde::{Deserialize, Serialize};
+
+/// A region (ISO 3166-1 alpha-2, as libphonenumber knows it) used for numbers written
+/// without a leading `+`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region(country::Id);
+
+impl Region {
+    /// Parses "IN", "us", … ; `None` when libphonenumber has no metadata for it.
+    pub fn parse(code: &str) -> Option<Self> {
+        let upper = code.trim().to_ascii_uppercase();
+        country::Id::from_str(&upper).ok().map(Region)
+    }
+
+    pub fn code(&self) -> &str {
+        self.0.as_ref()
+    }
+
+    /// The country's name in English where we know it, else its code.
+    pub fn name(&self) -> String {
+        country_name(self.code())
+    }
+
+    fn id(self) -> country::Id {
+        self.0
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// A valid phone number in E.164 form ("+919876543210").
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PhoneNumber(String);
+
+/// Why a text is not a usable phone number; the Display text is shown to users.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PhoneError {
+    #[error("I couldn't find a phone number in “{0}”.")]
+    NoNumber(String),
+    #[error("{written} is not a valid number for {country}.")]
+    Invalid { written: String, country: String },
+}
+
+impl PhoneNumber {
+    /// Parses a number as a person writes it ("+91 98765 43210", "098765 43210",
+    /// "(415) 555-0100"), using `region` when there is no leading `+`.
+    pub fn parse(written: &str, region: Region) -> Result<Self, PhoneError> {
+        let written = written.trim();
+        let digits = written.chars().filter(char::is_ascii_digit).count();
+        if digits < 3 {
+            return Err(PhoneError::NoNumber(written.to_owned()));
+        }
+        let international = written.trim_start_matches(['(', ' ']).starts_with('+')
+            || written.starts_with("00");
+        let invalid = |country: String| PhoneError::Invalid {
+            written: written.to_owned(),
+            country,
+        };
+        // Separators carry no meaning; libphonenumber's parser is stricter about them than
+        // people are ("+91987-65-43-2-10"), so it gets the digits and the leading + only.
+        let compact: String = if written.trim_start_matches(['(', ' ']).starts_with('+') {
+            std::iter::once('+')
+                .chain(written.chars().filter(char::is_ascii_digit))
+                .collect()
+        } else {
+            written.chars().filter(char::is_ascii_digit).collect()
+        };
+        let parsed = phonenumber::parse(Some(region.id()), &compact);
+        let number = match parsed {
+            Ok(number) => number,
+            Err(_) => {
+                return Err(invalid(if international {
+                    country_of_code(written).unwrap_or_else(|| "any country".to_owned())
+                } else {
+                    region.name()
+                }));
+            }
+        };
+        if number.extension().is_some() || !number.is_valid() {
+            let country = match number.country().id() {
+                Some(id) => country_name(id.as_ref()),
+                None if international => country_of_code(written)
+                    .unwrap_or_else(|| format!("country code +{}", number.code().value())),
+                None => region.name(),
+            };
+            return Err(invalid(country));
+        }
+        Ok(Self(number.format().mode(Mode::E164).to_string()))
+    }
+
+    /// Accepts only an already-normalized E.164 string (used for config and storage).
+    pub fn from_e164(e164: &str) -> Result<Self, PhoneError> {
+        if !e164.starts_with('+') {
+            return Err(PhoneError::NoNumber(e164.to_owned()));
+        }
+        let number = Self::parse(e164, Region(country::Id::US))?;
+        if number.0 != e164 {
+            return Err(PhoneError::NoNumber(e164.to_owned()));
+        }
+        Ok(number)
+    }
+
+    pub fn e164(&self) -> &str {
+        &self.0
+    }
+
+    fn parsed(&self) -> Option<phonenumber::PhoneNumber> {
+        phonenumber::parse(None, &self.0).ok()
+    }
+
+    /// Human form, international: "+91 98765 43210".
+    pub fn display(&self) -> String {
+        self.parsed()
+            .map(|n| n.format().mode(Mode::International).to_string())
+            .unwrap_or_else(|| self.0.clone())
+    }
+
+    /// The region the number belongs to ("IN"), if libphonenumber can tell.
+    pub fn region(&self) -> Option<Region> {
+        self.parsed().and_then(|n| n.country().id()).map(Region)
+    }
+
+    /// libphonenumber's classification (mobile, fixed line, premium rate, …).
+    pub fn number_type(&self) -> phonenumber::Type {
+        self.parsed()
+            .map(|n| n.number_type(&phonenumber::metadata::DATABASE))
+            .unwrap_or(phonenumber::Type::Unknown)
+    }
+}
+
+impl fmt::Display for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for PhoneNumber {
+    type Error = PhoneError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::from_e164(&value)
+    }
+}
+
+impl From<PhoneNumber> for String {
+    fn from(value: PhoneNumber) -> Self {
+        value.0
+    }
+}
+
+/// "+91 12345" → "India" (by the calling code's main region).
+fn country_of_code(written: &str) -> Option<String> {
+    let digits: String = written
+        .trim_start_matches('+')
+        .trim_start_matches("00")
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    (1..=3).find_map(|len| {
+        let code: u16 = digits.get(..len)?.parse().ok()?;
+        let meta = phonenumber::metadata::DATABASE.by_code(&code)?;
+        let main = meta.into_iter().next()?;
+        Some(country_name(main.id()))
+    })
+}
+
+/// English names of the regions people most often call; other regions show their code.
+/// (libphonenumber's metadata carries no names.)
+fn country_name(code: &str) -> String {
+    const NAMES: &[(&str, &str)] = &[
+        ("AE", "the United Arab Emirates"),
+        ("AR", "Argentina"),
+        ("AT", "Austria"),
+        ("AU", "Australia"),
+        ("BD", "Bangladesh"),
+        ("BE", "Belgium"),
+        ("BR", "Brazil"),
+        ("CA", "Canada"),
+        ("CH", "Switzerland"),
+        ("CN", "China"),
+        ("DE", "Germany"),
+        ("DK", "Denmark"),
+        ("EG", "Egypt"),
+        ("ES", "Spain"),
+        ("FI", "Finland"),
+        ("FR", "France"),
+        ("GB", "the United Kingdom"),
+        ("GR", "Greece"),
+        ("HK", "Hong Kong"),
+        ("ID", "Indonesia"),
+        ("IE", "Ireland"),
+        ("IL", "Israel"),
+        ("IN", "India"),
+        ("IT", "Italy"),
+        ("JP", "Japan"),
+        ("KE", "Kenya"),
+        ("KR", "South Korea"),
+        ("LK", "Sri Lanka"),
+        ("MX", "Mexico"),
+        ("MY", "Malaysia"),
+        ("NG", "Nigeria"),
+        ("NL", "the Netherlands"),
+        ("NO", "Norway"),
+        ("NP", "Nepal"),
+        ("NZ", "New Zealand"),
+        ("PH", "the Philippines"),
+        ("PK", "Pakistan"),
+        ("PL", "Poland"),
+        ("PT", "Portugal"),
+        ("RU", "Russia"),
+        ("SA", "Saudi Arabia"),
+        ("SE", "Sweden"),
+        ("SG", "Singapore"),
+        ("TH", "Thailand"),
+        ("TR", "Turkey"),
+        ("UA", "Ukraine"),
+        ("US", "the United States"),
+        ("VN", "Vietnam"),
+        ("ZA", "South Africa"),
+    ];
+    NAMES
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map_or_else(|| code.to_owned(), |(_, name)| (*name).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn india() -> Region {
+        Region::parse("IN").unwrap()
+    }
+
+    #[test]
+    fn national_and_international_forms_normalize_to_e164() {
+        for written in ["+91 98765 43210", "098765 43210", "9876543210", "+91-9876-543-210"] {
+            assert_eq!(
+                PhoneNumber::parse(written, india()).unwrap().e164(),
+                "+919876543210",
+                "{written}"
+            );
+        }
+    }
+
+    #[test]
+    fn short_number_is_invalid_for_its_country() {
+        let err = PhoneNumber::parse("+91 12345", india()).unwrap_err();
+        assert_eq!(err.to_string(), "+91 12345 is not a valid number for India.");
+    }
+
+    #[test]
+    fn display_is_human() {
+        let n = PhoneNumber::parse("+919876543210", india()).unwrap();
+        assert_eq!(n.display(), "+91 98765 43210");
+        assert_eq!(n.region().unwrap().code(), "IN");
+    }
+
+    #[test]
+    fn unknown_region_is_none() {
+        assert!(Region::parse("XX").is_none());
+        assert!(Region::parse("us").is_some());
+    }
+
+    #[test]
+    fn from_e164_rejects_non_normalized() {
+        assert!(PhoneNumber::from_e164("+14155550100").is_ok());
+        assert!(PhoneNumber::from_e164("+1 415 555 0100").is_err());
+        assert!(PhoneNumber::from_e164("4155550100").is_err());
+    }
+}

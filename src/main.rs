@@ -1,0 +1,177 @@
+//! callbot: thin main. CLI → Settings → App::build → run until ctrl-c / SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use callbot::App;
+use callbot::calls::service::CallRequest;
+use callbot::calls::EventKind;
+use callbot::config::{Settings, TelephonyChoice};
+use callbot::core::call::{CallStatus, Origin, Platform};
+use callbot::core::phone::PhoneNumber;
+use callbot::core::replies;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(version, about = "Place phone calls from chat (Telegram, Slack, web) through Twilio")]
+struct Cli {
+    /// Settings file merged over the defaults (environment still wins).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run everything that is configured (the default).
+    Serve,
+    /// Validate settings and print what is enabled (secrets redacted).
+    CheckConfig,
+    /// Place one call from the terminal and print its progress; exits 0 only if completed.
+    Call {
+        /// The number, as you would write it ("+91 98765 43210").
+        number: String,
+        /// What to say when answered.
+        #[arg(long)]
+        say: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("callbot: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command.unwrap_or(Cmd::Serve) {
+        Cmd::CheckConfig => check_config(&settings),
+        Cmd::Serve => serve(settings).await,
+        Cmd::Call { number, say } => call(settings, &number, say).await,
+    }
+}
+
+fn check_config(settings: &Settings) -> ExitCode {
+    println!("{}", settings.describe());
+    match settings.validate() {
+        Ok(()) => {
+            println!("\nsettings are valid");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("\ncallbot: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> ExitCode {
+    callbot::telemetry::init(settings.server.log_format);
+    let app = match App::build(settings).await {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("callbot: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if app.service().is_simulated() {
+        eprintln!("callbot: SIMULATOR mode: no real calls are placed (set TWILIO_* for real calls)");
+    }
+    eprintln!("callbot: web console at http://{}/", app.local_addr());
+    let token = app.shutdown_token();
+    tokio::spawn(async move {
+        stop_signal().await;
+        token.cancel();
+    });
+    match app.run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("callbot: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn call(mut settings: Settings, number: &str, say: Option<String>) -> ExitCode {
+    callbot::telemetry::init(settings.server.log_format);
+    let to = match PhoneNumber::parse(number, settings.region()) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("callbot: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The simulator only needs our own routes: any free loopback port will do.
+    if matches!(settings.telephony(), Ok(TelephonyChoice::Simulator))
+        && settings.server.public_url.is_none()
+    {
+        settings.server.bind = "127.0.0.1:0".parse().expect("valid address");
+    }
+    let app = match App::build(settings).await {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("callbot: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let service = app.service();
+    let stop = app.shutdown_token();
+    let server = tokio::spawn(app.run());
+    let mut events = service.subscribe();
+    let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
+    let call = match service
+        .request(CallRequest {
+            to,
+            message: say,
+            origin: Origin::new(Platform::Cli, user),
+        })
+        .await
+    {
+        Ok(call) => call,
+        Err(e) => {
+            eprintln!("callbot: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{} [{}]", replies::status_line(&call), call.id);
+    let status = loop {
+        match events.recv().await {
+            Ok(ev) if ev.call.id == call.id && ev.kind != EventKind::Created => {
+                println!("{}", replies::status_line(&ev.call));
+                if ev.kind == EventKind::Final {
+                    break ev.call.status;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => match service.get(&call.id).await {
+                Ok(Some(c)) if c.status.is_terminal() => break c.status,
+                _ => {}
+            },
+        }
+    };
+    stop.cancel();
+    let _ = server.await;
+    if status == CallStatus::Completed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

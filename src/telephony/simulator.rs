@@ -1,0 +1,293 @@
+//! The built-in call simulator: the embedded default when no Twilio credentials are set.
+//!
+//! From the outside it behaves like Twilio: `place` returns a sid at once, then a task
+//! fetches our TwiML over HTTP and posts signed status callbacks to `/webhooks/status`, so
+//! the production webhook path runs. The outcome depends on the number's last digit:
+//!
+//! | last digit | outcome |
+//! |---|---|
+//! | 0 | busy |
+//! | 1 | no-answer |
+//! | 2 | failed (SIP 404) |
+//! | 3–9 | completed, talking for (2 + digit) seconds |
+//!
+//! Timing is realistic at `speed = 1.0` (about 1 s to initiate and ring) and scales down
+//! for tests. With `chaos`, every callback is sent twice and all of them in shuffled order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use parking_lot::Mutex;
+use rand::seq::SliceRandom as _;
+use secrecy::{ExposeSecret, SecretString};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::twilio::signature::sign;
+use super::{status_callback_url, twiml_url};
+use crate::calls::{Hangup, Placed, Telephony, TelephonyError};
+use crate::core::call::{Call, CallId, CallSid, CallStatus};
+
+/// The account sid the simulator signs its callbacks as.
+pub const SIMULATOR_ACCOUNT: &str = "ACsimulator0000000000000000000000";
+
+pub struct Simulator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    public_url: String,
+    token: SecretString,
+    speed: f64,
+    chaos: bool,
+    live: Mutex<HashMap<String, CancellationToken>>,
+}
+
+/// What the simulated callee does, from the number's last digit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Busy,
+    NoAnswer,
+    Failed,
+    Answer { talk_secs: u32 },
+}
+
+impl Outcome {
+    pub fn for_number(e164: &str) -> Self {
+        match e164.chars().last().and_then(|c| c.to_digit(10)) {
+            Some(0) => Self::Busy,
+            Some(1) => Self::NoAnswer,
+            Some(2) => Self::Failed,
+            Some(d) => Self::Answer { talk_secs: 2 + d },
+            None => Self::Failed,
+        }
+    }
+}
+
+impl Simulator {
+    /// `token` signs the callbacks; the webhook verifier must use the same one.
+    pub fn new(public_url: &str, token: SecretString, speed: f64, chaos: bool) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                http: reqwest::Client::new(),
+                public_url: public_url.trim_end_matches('/').to_owned(),
+                token,
+                speed,
+                chaos,
+                live: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl Telephony for Simulator {
+    async fn place(&self, call: &Call) -> Result<Placed, TelephonyError> {
+        let sid = CallSid(format!("CA{:032x}", rand::random::<u128>()));
+        let hangup = CancellationToken::new();
+        self.inner.live.lock().insert(sid.0.clone(), hangup.clone());
+        let inner = self.inner.clone();
+        let script = Script {
+            id: call.id.clone(),
+            sid: sid.clone(),
+            to: call.to.e164().to_owned(),
+            from: call.from.clone(),
+            outcome: Outcome::for_number(call.to.e164()),
+        };
+        tokio::spawn(async move {
+            script.run(&inner, hangup).await;
+            inner.live.lock().remove(&script.sid.0);
+        });
+        Ok(Placed {
+            sid,
+            status: CallStatus::Queued,
+        })
+    }
+
+    async fn hangup(&self, sid: &CallSid, _how: Hangup) -> Result<(), TelephonyError> {
+        match self.inner.live.lock().get(&sid.0) {
+            Some(token) => {
+                token.cancel();
+                Ok(())
+            }
+            None => Err(TelephonyError::Api {
+                http_status: 404,
+                code: Some(20404),
+                message: "The requested resource was not found".into(),
+                more_info: None,
+                retry_after: None,
+            }),
+        }
+    }
+
+    fn is_simulated(&self) -> bool {
+        true
+    }
+}
+
+struct Script {
+    id: CallId,
+    sid: CallSid,
+    to: String,
+    from: String,
+    outcome: Outcome,
+}
+
+/// Callbacks sent so far (for SequenceNumber), and those held back in chaos mode.
+#[derive(Default)]
+struct Progress {
+    sequence: u64,
+    held: Vec<Vec<(String, String)>>,
+}
+
+impl Script {
+    async fn run(&self, inner: &Inner, hangup: CancellationToken) {
+        let mut progress = Progress::default();
+        self.play(inner, &hangup, &mut progress).await;
+        if inner.chaos {
+            // Every callback twice, all shuffled.
+            let mut all: Vec<_> = progress.held.iter().chain(&progress.held).collect();
+            all.shuffle(&mut rand::rng());
+            for form in all {
+                self.post_status(inner, form).await;
+            }
+        }
+    }
+
+    async fn emit(
+        &self,
+        inner: &Inner,
+        progress: &mut Progress,
+        status: CallStatus,
+        extra: Vec<(&str, String)>,
+    ) {
+        let form = self.callback_form(status, progress.sequence, extra);
+        progress.sequence += 1;
+        if inner.chaos {
+            progress.held.push(form);
+        } else {
+            self.post_status(inner, &form).await;
+        }
+    }
+
+    async fn play(&self, inner: &Inner, hangup: &CancellationToken, p: &mut Progress) {
+        let step = |secs: f64| Duration::from_secs_f64(secs * inner.speed);
+        // A sleep that a hang-up cuts short; true when hung up.
+        let wait = |d: Duration| async move {
+            tokio::select! {
+                () = hangup.cancelled() => true,
+                () = tokio::time::sleep(d) => false,
+            }
+        };
+        use CallStatus::*;
+        if wait(step(0.3)).await {
+            return self.emit(inner, p, Canceled, vec![]).await;
+        }
+        self.emit(inner, p, Initiated, vec![]).await;
+        if wait(step(1.0)).await {
+            return self.emit(inner, p, Canceled, vec![]).await;
+        }
+        self.emit(inner, p, Ringing, vec![]).await;
+        let talk_secs = match self.outcome {
+            Outcome::Busy => {
+                let status = if wait(step(2.0)).await { Canceled } else { Busy };
+                return self.emit(inner, p, status, vec![("SipResponseCode", "486".into())]).await;
+            }
+            Outcome::NoAnswer => {
+                let status = if wait(step(4.0)).await { Canceled } else { NoAnswer };
+                return self.emit(inner, p, status, vec![("SipResponseCode", "487".into())]).await;
+            }
+            Outcome::Failed => {
+                wait(step(0.5)).await;
+                return self.emit(inner, p, Failed, vec![("SipResponseCode", "404".into())]).await;
+            }
+            Outcome::Answer { talk_secs } => talk_secs,
+        };
+        if wait(step(2.0)).await {
+            return self.emit(inner, p, Canceled, vec![]).await;
+        }
+        if let Err(e) = self.fetch_twiml(inner).await {
+            warn!(call_id = %self.id, error = %e, "simulator could not fetch TwiML");
+            let extra = vec![
+                ("ErrorCode", "11200".into()),
+                ("ErrorMessage", "HTTP retrieval failure".into()),
+            ];
+            return self.emit(inner, p, Failed, extra).await;
+        }
+        self.emit(inner, p, InProgress, vec![]).await;
+        let answered = Instant::now();
+        let talked = if wait(step(f64::from(talk_secs))).await {
+            (answered.elapsed().as_secs_f64() / inner.speed).round() as u32
+        } else {
+            talk_secs
+        };
+        self.emit(inner, p, Completed, vec![("CallDuration", talked.to_string())]).await;
+    }
+
+    fn callback_form(
+        &self,
+        status: CallStatus,
+        sequence: u64,
+        extra: Vec<(&str, String)>,
+    ) -> Vec<(String, String)> {
+        let mut form: Vec<(String, String)> = [
+            ("AccountSid", SIMULATOR_ACCOUNT.to_owned()),
+            ("ApiVersion", "2010-04-01".to_owned()),
+            ("CallSid", self.sid.0.clone()),
+            ("CallStatus", status.as_str().to_owned()),
+            ("CallbackSource", "call-progress-events".to_owned()),
+            ("Direction", "outbound-api".to_owned()),
+            ("From", self.from.clone()),
+            ("To", self.to.clone()),
+            ("SequenceNumber", sequence.to_string()),
+            ("Timestamp", Utc::now().to_rfc2822()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        form.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        form
+    }
+
+    async fn post_status(&self, inner: &Inner, form: &[(String, String)]) {
+        let url = status_callback_url(&inner.public_url, &self.id);
+        if let Err(e) = post_signed(inner, &url, form).await {
+            warn!(call_id = %self.id, error = %e, "simulator could not deliver a status callback");
+        }
+    }
+
+    async fn fetch_twiml(&self, inner: &Inner) -> Result<String, String> {
+        let url = twiml_url(&inner.public_url, &self.id);
+        let form = self.callback_form(CallStatus::InProgress, 0, vec![]);
+        let response = post_signed(inner, &url, &form).await?;
+        let body = response.text().await.map_err(|e| e.to_string())?;
+        debug!(call_id = %self.id, twiml = %body, "simulator fetched TwiML");
+        Ok(body)
+    }
+}
+
+async fn post_signed(
+    inner: &Inner,
+    url: &str,
+    form: &[(String, String)],
+) -> Result<reqwest::Response, String> {
+    let signature = sign(inner.token.expose_secret(), url, form);
+    let response = inner
+        .http
+        .post(url)
+        .header("X-Twilio-Signature", signature)
+        .form(form)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.status().is_success() {
+        Ok(response)
+    } else {
+        Err(format!("{url} answered {}", response.status()))
+    }
+}

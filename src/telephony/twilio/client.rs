@@ -1,0 +1,203 @@
+//! The Twilio Voice REST client (2010-04-01 Calls API), over reqwest.
+//! Checked against Twilio's OpenAPI description in `shared/reference/`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::calls::{Hangup, Placed, Telephony, TelephonyError};
+use crate::core::call::{Call, CallSid, CallStatus};
+use crate::telephony::{status_callback_url, twiml_url};
+
+/// The events we ask Twilio to report (`StatusCallbackEvent`, one form key each).
+const STATUS_EVENTS: [&str; 4] = ["initiated", "ringing", "answered", "completed"];
+
+pub struct TwilioClient {
+    http: reqwest::Client,
+    api_base: String,
+    account_sid: String,
+    auth_token: SecretString,
+    public_url: String,
+    ring_timeout_secs: u32,
+    time_limit_secs: u32,
+    timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TwilioConfig {
+    pub api_base: String,
+    pub account_sid: String,
+    pub auth_token: SecretString,
+    pub public_url: String,
+    pub ring_timeout_secs: u32,
+    pub time_limit_secs: u32,
+    pub timeout: Duration,
+}
+
+/// The fields of Twilio's Call resource we use.
+#[derive(Debug, Deserialize)]
+struct CallResource {
+    sid: String,
+    status: String,
+}
+
+/// Twilio's error body: `{"code": 21211, "message": "…", "more_info": "…", "status": 400}`.
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    code: Option<i64>,
+    message: Option<String>,
+    more_info: Option<String>,
+}
+
+impl TwilioClient {
+    pub fn new(cfg: TwilioConfig) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("callbot/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(cfg.timeout)
+            .build()?;
+        Ok(Self {
+            http,
+            api_base: cfg.api_base.trim_end_matches('/').to_owned(),
+            account_sid: cfg.account_sid,
+            auth_token: cfg.auth_token,
+            public_url: cfg.public_url.trim_end_matches('/').to_owned(),
+            ring_timeout_secs: cfg.ring_timeout_secs,
+            time_limit_secs: cfg.time_limit_secs,
+            timeout: cfg.timeout,
+        })
+    }
+
+    fn calls_url(&self) -> String {
+        format!(
+            "{}/2010-04-01/Accounts/{}/Calls.json",
+            self.api_base, self.account_sid
+        )
+    }
+
+    /// The form of a create-call request.
+    pub fn create_form(&self, call: &Call) -> Vec<(&'static str, String)> {
+        let mut form = vec![
+            ("To", call.to.e164().to_owned()),
+            ("From", call.from.clone()),
+            ("Url", twiml_url(&self.public_url, &call.id)),
+            ("Method", "POST".to_owned()),
+            ("StatusCallback", status_callback_url(&self.public_url, &call.id)),
+            ("StatusCallbackMethod", "POST".to_owned()),
+        ];
+        form.extend(STATUS_EVENTS.iter().map(|e| ("StatusCallbackEvent", (*e).to_owned())));
+        form.push(("Timeout", self.ring_timeout_secs.to_string()));
+        form.push(("TimeLimit", self.time_limit_secs.to_string()));
+        form
+    }
+
+    async fn post(
+        &self,
+        url: String,
+        form: &[(&str, String)],
+    ) -> Result<CallResource, TelephonyError> {
+        let response = self
+            .http
+            .post(url)
+            .basic_auth(&self.account_sid, Some(self.auth_token.expose_secret()))
+            .form(form)
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        if status.is_success() {
+            return serde_json::from_slice(&body)
+                .map_err(|e| TelephonyError::Protocol(format!("call resource: {e}")));
+        }
+        let parsed: Option<ErrorBody> = serde_json::from_slice(&body).ok();
+        Err(TelephonyError::Api {
+            http_status: status.as_u16(),
+            code: parsed.as_ref().and_then(|b| b.code),
+            message: parsed
+                .as_ref()
+                .and_then(|b| b.message.clone())
+                .unwrap_or_else(|| default_message(status)),
+            more_info: parsed.and_then(|b| b.more_info),
+            retry_after,
+        })
+    }
+
+    fn transport_error(&self, e: &reqwest::Error) -> TelephonyError {
+        if e.is_timeout() {
+            TelephonyError::Timeout(self.timeout)
+        } else {
+            // Without the URL: it carries the account sid, and the error goes to users.
+            TelephonyError::Network(e.without_url_ref().to_string())
+        }
+    }
+}
+
+trait WithoutUrl {
+    fn without_url_ref(&self) -> String;
+}
+
+impl WithoutUrl for reqwest::Error {
+    fn without_url_ref(&self) -> String {
+        let mut msg = if self.is_connect() {
+            "connection failed".to_owned()
+        } else if self.is_request() {
+            "request failed".to_owned()
+        } else {
+            "transport error".to_owned()
+        };
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            msg = format!("{msg}: {s}");
+            source = s.source();
+        }
+        msg
+    }
+}
+
+fn default_message(status: StatusCode) -> String {
+    format!(
+        "Twilio answered {}",
+        status.canonical_reason().unwrap_or("an error")
+    )
+}
+
+#[async_trait]
+impl Telephony for TwilioClient {
+    async fn place(&self, call: &Call) -> Result<Placed, TelephonyError> {
+        let resource = self.post(self.calls_url(), &self.create_form(call)).await?;
+        Ok(Placed {
+            sid: CallSid(resource.sid),
+            status: CallStatus::parse(&resource.status).unwrap_or(CallStatus::Queued),
+        })
+    }
+
+    async fn hangup(&self, sid: &CallSid, how: Hangup) -> Result<(), TelephonyError> {
+        let status = match how {
+            Hangup::Cancel => "canceled",
+            Hangup::Complete => "completed",
+        };
+        let url = format!(
+            "{}/2010-04-01/Accounts/{}/Calls/{}.json",
+            self.api_base, self.account_sid, sid
+        );
+        self.post(url, &[("Status", status.to_owned())]).await?;
+        Ok(())
+    }
+
+    fn is_simulated(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,48 @@
+//! TwiML for an outbound call: `<Response><Say voice=… language=…>message</Say></Response>`.
+//! The message is XML-escaped text (quick-xml), and characters XML 1.0 forbids are dropped,
+//! so a user's `<`, `&` or quotes can neither break nor inject TwiML.
+
+use quick_xml::escape::escape;
+
+fn xml_text(s: &str) -> String {
+    let allowed: String = s
+        .chars()
+        .filter(|&c| {
+            matches!(c, '\t' | '\n' | '\r')
+                || (('\u{20}'..='\u{D7FF}').contains(&c))
+                || (('\u{E000}'..='\u{FFFD}').contains(&c))
+                || c >= '\u{10000}'
+        })
+        .collect();
+    escape(allowed.as_str()).into_owned()
+}
+
+pub fn render(message: &str, voice: &str, language: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Say voice=\"{}\" language=\"{}\">{}</Say></Response>",
+        xml_text(voice),
+        xml_text(language),
+        xml_text(message)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_message() {
+        insta::assert_snapshot!(render("Your table is ready", "alice", "en-US"), @r#"
+        <?xml version="1.0" encoding="UTF-8"?>
+        <Response><Say voice="alice" language="en-US">Your table is ready</Say></Response>
+        "#);
+    }
+
+    #[test]
+    fn markup_in_the_message_is_text() {
+        let xml = render("</Say><Dial>+1900</Dial> & \"quotes\" 'x'\u{0}", "alice", "en-US");
+        assert!(xml.contains("&lt;/Say&gt;&lt;Dial&gt;+1900&lt;/Dial&gt; &amp; &quot;quotes&quot; &apos;x&apos;</Say>"), "{xml}");
+        assert_eq!(xml.matches("<Say").count(), 1);
+        assert!(!xml.contains('\u{0}'));
+    }
+}

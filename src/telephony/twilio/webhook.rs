@@ -1,0 +1,156 @@
+//! Twilio's inbound routes: `GET|POST /twiml/{id}` and `POST /webhooks/status`.
+//! Both are authenticated by [`TwilioRequest`], an extractor that bounds the body, checks
+//! `X-Twilio-Signature` against our public URL and hands the handler the form params.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::DateTime;
+use tracing::{debug, warn};
+
+use super::signature::SignatureVerifier;
+use super::twiml;
+use crate::calls::CallService;
+use crate::calls::service::StatusOutcome;
+use crate::core::call::{CallError, CallId, CallSid, CallStatus, StatusUpdate};
+
+pub struct TwilioHooks {
+    pub service: Arc<CallService>,
+    pub verifier: SignatureVerifier,
+    pub body_limit: usize,
+}
+
+pub fn routes(hooks: Arc<TwilioHooks>) -> Router {
+    Router::new()
+        .route("/twiml/{id}", get(twiml_handler).post(twiml_handler))
+        .route("/webhooks/status", post(status_handler))
+        .with_state(hooks)
+}
+
+/// A request whose Twilio signature checked out, with its form params.
+pub struct TwilioRequest {
+    pub params: Vec<(String, String)>,
+    pub query: Vec<(String, String)>,
+}
+
+impl TwilioRequest {
+    fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .chain(&self.query)
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+impl FromRequest<Arc<TwilioHooks>> for TwilioRequest {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, hooks: &Arc<TwilioHooks>) -> Result<Self, Self::Rejection> {
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default();
+        let query: Vec<(String, String)> = req
+            .uri()
+            .query()
+            .and_then(|q| serde_urlencoded::from_str(q).ok())
+            .unwrap_or_default();
+        let signature = req
+            .headers()
+            .get("x-twilio-signature")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let is_post = req.method() == Method::POST;
+        let body: Bytes = axum::body::to_bytes(req.into_body(), hooks.body_limit)
+            .await
+            .map_err(|_| (StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response())?;
+        let params: Vec<(String, String)> = if is_post && !body.is_empty() {
+            serde_urlencoded::from_bytes(&body)
+                .map_err(|_| (StatusCode::BAD_REQUEST, "malformed form body").into_response())?
+        } else {
+            Vec::new()
+        };
+        let Some(signature) = signature else {
+            warn!(path = %path_and_query, "Twilio request without signature");
+            return Err((StatusCode::FORBIDDEN, "missing X-Twilio-Signature").into_response());
+        };
+        if !hooks.verifier.verify(&path_and_query, &params, &signature) {
+            warn!(path = %path_and_query, "Twilio request with a bad signature");
+            return Err((StatusCode::FORBIDDEN, "bad X-Twilio-Signature").into_response());
+        }
+        Ok(Self { params, query })
+    }
+}
+
+async fn twiml_handler(
+    State(hooks): State<Arc<TwilioHooks>>,
+    Path(id): Path<String>,
+    _signed: TwilioRequest,
+) -> Response {
+    let Some(id) = CallId::parse(&id) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match hooks.service.get(&id).await {
+        Ok(Some(call)) => (
+            [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+            twiml::render(&call.message, &call.voice, &call.language),
+        )
+            .into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "unknown call").into_response(),
+        Err(e) => {
+            warn!(error = %e, "store unavailable while serving TwiML");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
+
+/// Parses Twilio's status callback form into a domain update.
+pub fn parse_status(req: &TwilioRequest) -> StatusUpdate {
+    let num = |name| req.param(name).and_then(|v| v.parse::<u64>().ok());
+    let error = req.param("ErrorCode").map(|code| CallError {
+        code: code.parse().ok(),
+        message: req
+            .param("ErrorMessage")
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("Twilio error {code}")),
+    });
+    StatusUpdate {
+        status: req.param("CallStatus").and_then(CallStatus::parse),
+        sid: req.param("CallSid").map(|s| CallSid(s.to_owned())),
+        duration_secs: num("CallDuration").and_then(|d| u32::try_from(d).ok()),
+        sequence: num("SequenceNumber"),
+        timestamp: req
+            .param("Timestamp")
+            .and_then(|t| DateTime::parse_from_rfc2822(t).ok())
+            .map(|t| t.to_utc()),
+        answered_by: req.param("AnsweredBy").map(str::to_owned),
+        error,
+        sip_response_code: num("SipResponseCode").and_then(|c| u16::try_from(c).ok()),
+    }
+}
+
+async fn status_handler(State(hooks): State<Arc<TwilioHooks>>, req: TwilioRequest) -> Response {
+    let update = parse_status(&req);
+    let id = req.param("call_id").and_then(CallId::parse);
+    debug!(call_id = ?id, sid = ?update.sid, status = ?update.status, seq = ?update.sequence, "status callback");
+    match hooks.service.on_status(id.as_ref(), update.clone()).await {
+        Ok(StatusOutcome::Applied(_)) => StatusCode::OK.into_response(),
+        Ok(StatusOutcome::UnknownCall) => {
+            // 200 so Twilio stops retrying; there is nothing to update.
+            warn!(call_id = ?id, sid = ?update.sid, "status callback for an unknown call");
+            StatusCode::OK.into_response()
+        }
+        Err(e) => {
+            warn!(error = %e, "store unavailable; asking Twilio to retry the callback");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
