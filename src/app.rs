@@ -88,7 +88,9 @@ impl App {
                 settings.store.capacity,
                 Duration::from_secs(settings.store.ttl_hours * 3600),
             )),
-            StoreBackend::Redis => anyhow::bail!("the redis store is not available in this build yet; use CALLBOT_STORE=memory"),
+            StoreBackend::Redis => anyhow::bail!(
+                "the redis store is not available in this build yet; use CALLBOT_STORE=memory"
+            ),
         };
 
         let calls = &settings.calls;

@@ -173,7 +173,9 @@ fn empty_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String
 impl Settings {
     /// Loads defaults → `file` → the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::figment(file).extract().map_err(|e| Box::new(e).into())
+        Self::figment(file)
+            .extract()
+            .map_err(|e| Box::new(e).into())
     }
 
     pub fn figment(file: Option<&Path>) -> Figment {
@@ -250,7 +252,8 @@ impl Settings {
             problems.push("calls.default_message must have 1 to 4000 characters".into());
         }
         if !(5..=600).contains(&c.ring_timeout_secs) {
-            problems.push("calls.ring_timeout_secs must be between 5 and 600 (Twilio's range)".into());
+            problems
+                .push("calls.ring_timeout_secs must be between 5 and 600 (Twilio's range)".into());
         }
         if c.time_limit_secs == 0 {
             problems.push("calls.time_limit_secs must be at least 1".into());
@@ -293,7 +296,9 @@ impl Settings {
                     ));
                 }
                 let from = PhoneNumber::from_e164(from).map_err(|_| {
-                    format!("TWILIO_FROM_NUMBER = {from:?} must be an E.164 number like +15005550006")
+                    format!(
+                        "TWILIO_FROM_NUMBER = {from:?} must be an E.164 number like +15005550006"
+                    )
                 })?;
                 Ok(TelephonyChoice::Twilio {
                     account_sid: sid.clone(),
@@ -320,7 +325,13 @@ impl Settings {
 
     /// Human summary for `callbot check-config`; secrets show only whether they are set.
     pub fn describe(&self) -> String {
-        let secret = |s: &Option<SecretString>| if s.is_some() { "set (redacted)" } else { "unset" };
+        let secret = |s: &Option<SecretString>| {
+            if s.is_some() {
+                "set (redacted)"
+            } else {
+                "unset"
+            }
+        };
         let telephony = match self.telephony() {
             Ok(TelephonyChoice::Simulator) => {
                 "built-in simulator (no real calls are placed)".to_owned()
@@ -405,8 +416,12 @@ mod tests {
 
     #[test]
     fn sid_without_token_is_refused() {
-        let err = with(|s| s.twilio.account_sid = Some(format!("AC{}", "0".repeat(32)))).unwrap_err();
-        assert!(err.contains("TWILIO_AUTH_TOKEN, TWILIO_FROM_NUMBER missing"), "{err}");
+        let err =
+            with(|s| s.twilio.account_sid = Some(format!("AC{}", "0".repeat(32)))).unwrap_err();
+        assert!(
+            err.contains("TWILIO_AUTH_TOKEN, TWILIO_FROM_NUMBER missing"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -427,6 +442,7 @@ mod tests {
     }
 
     #[test]
+    #[expect(clippy::result_large_err, reason = "figment's Jail API returns figment::Error")]
     fn environment_names_map_onto_keys() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("CALLBOT_BIND", "127.0.0.1:9999");

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use callbot::App;
-use callbot::calls::service::CallRequest;
 use callbot::calls::EventKind;
+use callbot::calls::service::CallRequest;
 use callbot::config::{Settings, TelephonyChoice};
 use callbot::core::call::{CallStatus, Origin, Platform};
 use callbot::core::phone::PhoneNumber;
@@ -13,7 +13,10 @@ use callbot::core::replies;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(version, about = "Place phone calls from chat (Telegram, Slack, web) through Twilio")]
+#[command(
+    version,
+    about = "Place phone calls from chat (Telegram, Slack, web) through Twilio"
+)]
 struct Cli {
     /// Settings file merged over the defaults (environment still wins).
     #[arg(long, global = true)]
@@ -79,7 +82,9 @@ async fn serve(settings: Settings) -> ExitCode {
         }
     };
     if app.service().is_simulated() {
-        eprintln!("callbot: SIMULATOR mode: no real calls are placed (set TWILIO_* for real calls)");
+        eprintln!(
+            "callbot: SIMULATOR mode: no real calls are placed (set TWILIO_* for real calls)"
+        );
     }
     eprintln!("callbot: web console at http://{}/", app.local_addr());
     let token = app.shutdown_token();

@@ -160,7 +160,11 @@ async fn dial(ctx: &Ctx, id: &CallId) {
                     reason.message = format!("{} (gave up after {tries} tries)", reason.message);
                 }
                 warn!(error = %err, tries, "call not placed");
-                if let Err(e) = ctx.service.fail(id, reason.code, reason.message, tries).await {
+                if let Err(e) = ctx
+                    .service
+                    .fail(id, reason.code, reason.message, tries)
+                    .await
+                {
                     warn!(error = %e, "could not record the failed call");
                 }
                 return;

@@ -128,7 +128,8 @@ impl CallStore for MemoryStore {
         if let Some(sid) = &call.sid {
             self.by_sid.insert(sid.clone(), call.id.clone());
         }
-        self.calls.insert(call.id.clone(), Arc::new(Mutex::new(call)));
+        self.calls
+            .insert(call.id.clone(), Arc::new(Mutex::new(call)));
         Ok(())
     }
 
@@ -170,7 +171,7 @@ impl CallStore for MemoryStore {
                 filter.matches(&c).then(|| c.clone())
             })
             .collect();
-        calls.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        calls.sort_by_key(|c| std::cmp::Reverse(c.created_at));
         calls.truncate(limit);
         Ok(calls)
     }

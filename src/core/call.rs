@@ -405,12 +405,30 @@ mod tests {
     fn regression_and_duplicates_are_ignored_and_final_is_final() {
         let mut c = call();
         let now = Utc::now();
-        assert_eq!(c.apply(&update(CallStatus::Ringing, 1), now), Applied::Progress);
-        assert_eq!(c.apply(&update(CallStatus::Ringing, 1), now), Applied::Ignored);
-        assert_eq!(c.apply(&update(CallStatus::Initiated, 0), now), Applied::Ignored);
-        assert_eq!(c.apply(&update(CallStatus::Completed, 3), now), Applied::Final);
-        assert_eq!(c.apply(&update(CallStatus::InProgress, 2), now), Applied::Ignored);
-        assert_eq!(c.apply(&update(CallStatus::Failed, 4), now), Applied::Ignored);
+        assert_eq!(
+            c.apply(&update(CallStatus::Ringing, 1), now),
+            Applied::Progress
+        );
+        assert_eq!(
+            c.apply(&update(CallStatus::Ringing, 1), now),
+            Applied::Ignored
+        );
+        assert_eq!(
+            c.apply(&update(CallStatus::Initiated, 0), now),
+            Applied::Ignored
+        );
+        assert_eq!(
+            c.apply(&update(CallStatus::Completed, 3), now),
+            Applied::Final
+        );
+        assert_eq!(
+            c.apply(&update(CallStatus::InProgress, 2), now),
+            Applied::Ignored
+        );
+        assert_eq!(
+            c.apply(&update(CallStatus::Failed, 4), now),
+            Applied::Ignored
+        );
         assert_eq!(c.status, CallStatus::Completed);
         assert_eq!(c.duration_secs, Some(42));
     }

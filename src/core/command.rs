@@ -25,9 +25,13 @@ pub enum Command {
         message: Option<String>,
     },
     /// Status of one call, or of the latest when `id` is `None`.
-    Status { id: Option<String> },
+    Status {
+        id: Option<String>,
+    },
     List,
-    Cancel { id: Option<String> },
+    Cancel {
+        id: Option<String>,
+    },
     Help,
 }
 
@@ -205,7 +209,9 @@ fn strip_word_prefix<'a>(s: &'a str, word: &str) -> Option<&'a str> {
     let rest = &s[word.len()..];
     match rest.chars().next() {
         None => Some(rest),
-        Some(c) if c == ' ' || c == ',' || c == ':' => Some(rest.trim_start_matches([' ', ',', ':'])),
+        Some(c) if c == ' ' || c == ',' || c == ':' => {
+            Some(rest.trim_start_matches([' ', ',', ':']))
+        }
         Some(_) => None,
     }
 }
@@ -229,7 +235,10 @@ fn strip_word_suffix<'a>(s: &'a str, word: &str) -> Option<&'a str> {
 /// is missing.
 fn strip_call_verb(core: &str) -> Option<&str> {
     // Telegram's group form: "/call@callbot_bot +91…"
-    if core.get(..6).is_some_and(|h| h.eq_ignore_ascii_case("/call@")) {
+    if core
+        .get(..6)
+        .is_some_and(|h| h.eq_ignore_ascii_case("/call@"))
+    {
         let end = core.find(' ').unwrap_or(core.len());
         return Some(strip_number_lead(&core[end..]));
     }
@@ -278,30 +287,36 @@ fn parse_call(rest: &str, region: Region) -> Result<Command, ParseError> {
 }
 
 /// Splits "NUMBER and say TEXT" / "NUMBER \"TEXT\"" into the number part and the message.
+/// Whichever comes first wins: a marker ("and say") or an opening quote.
 fn split_message(rest: &str) -> (&str, Option<String>) {
-    // Quoted text anywhere after the number is the message.
-    if let Some(open) = rest.find(['"', '“', '«']) {
-        let quote_len = rest[open..].chars().next().map_or(1, char::len_utf8);
-        let inner = &rest[open + quote_len..];
-        let close = inner.rfind(['"', '”', '»']).unwrap_or(inner.len());
-        let before = strip_marker_tail(&rest[..open]);
-        return (before, clean_message(&inner[..close]));
-    }
     // ASCII lowercasing keeps byte offsets, so positions found in `padded` map onto `rest`.
     let padded = format!(" {}", rest.to_ascii_lowercase());
-    let found = MESSAGE_MARKERS
+    let marker = MESSAGE_MARKERS
         .iter()
-        .filter_map(|m| padded.find(m).map(|at| (at, m.len())))
+        .filter_map(|m| padded.find(m).map(|at| (at.saturating_sub(1), m.len())))
         .min_by_key(|&(at, len)| (at, usize::MAX - len));
-    match found {
-        Some((at, len)) => {
+    let quote = rest.find(['"', '“', '«']);
+    match (marker, quote) {
+        (Some((at, _)), Some(open)) if open < at => split_quoted(rest, open),
+        (None, Some(open)) => split_quoted(rest, open),
+        (Some((at, len)), _) => {
             // `padded` has one extra leading byte.
-            let start = at.saturating_sub(1);
-            let msg_start = (at + len - 1).min(rest.len());
-            (&rest[..start], clean_message(&rest[msg_start..]))
+            let msg_start = (at + len).min(rest.len());
+            (&rest[..at], clean_message(&rest[msg_start..]))
         }
-        None => (rest, None),
+        (None, None) => (rest, None),
     }
+}
+
+/// The quoted text is the message; what precedes it (minus a marker) is the number.
+fn split_quoted(rest: &str, open: usize) -> (&str, Option<String>) {
+    let quote_len = rest[open..].chars().next().map_or(1, char::len_utf8);
+    let inner = &rest[open + quote_len..];
+    let close = inner.rfind(['"', '”', '»']).unwrap_or(inner.len());
+    (
+        strip_marker_tail(&rest[..open]),
+        clean_message(&inner[..close]),
+    )
 }
 
 /// "… and say " before an opening quote.
@@ -315,7 +330,8 @@ fn strip_marker_tail(s: &str) -> &str {
         }
         // Punctuation markers (":", ",") may touch the number.
         if let Some(cut) = s.len().checked_sub(m.len())
-            && s.get(cut..).is_some_and(|tail| tail.eq_ignore_ascii_case(m))
+            && s.get(cut..)
+                .is_some_and(|tail| tail.eq_ignore_ascii_case(m))
         {
             s = s[..cut].trim_end();
             break;
@@ -325,9 +341,15 @@ fn strip_marker_tail(s: &str) -> &str {
 }
 
 fn clean_message(text: &str) -> Option<String> {
-    let t = text
-        .trim()
-        .trim_matches(['"', '“', '”', '«', '»', '\''])
+    let t = text.trim();
+    // Strip one pair of enclosing quotes ("…", “…”, «…», '…'), never a lone one.
+    let t = [('"', '"'), ('“', '”'), ('«', '»'), ('\'', '\'')]
+        .iter()
+        .find_map(|&(open, close)| {
+            t.strip_prefix(open)
+                .and_then(|inner| inner.strip_suffix(close))
+        })
+        .unwrap_or(t)
         .trim();
     (!t.is_empty()).then(|| t.to_owned())
 }
@@ -392,15 +414,27 @@ mod tests {
             ("phone +91 9876543210", Call("+919876543210", None)),
             ("phone to 9876543210", Call("+919876543210", None)),
             ("/call +91 9876543210", Call("+919876543210", None)),
-            ("/call@callbot_bot +91 9876543210", Call("+919876543210", None)),
+            (
+                "/call@callbot_bot +91 9876543210",
+                Call("+919876543210", None),
+            ),
             ("/CALL 9876543210", Call("+919876543210", None)),
-            ("please call +91 9876543210 now", Call("+919876543210", None)),
+            (
+                "please call +91 9876543210 now",
+                Call("+919876543210", None),
+            ),
             ("please call +91 9876543210", Call("+919876543210", None)),
             ("can you call +91 9876543210?", Call("+919876543210", None)),
-            ("could you please call 9876543210", Call("+919876543210", None)),
+            (
+                "could you please call 9876543210",
+                Call("+919876543210", None),
+            ),
             ("Hey, call 9876543210 please!", Call("+919876543210", None)),
             ("kindly dial +91 9876543210.", Call("+919876543210", None)),
-            ("place a call to +91 9876543210", Call("+919876543210", None)),
+            (
+                "place a call to +91 9876543210",
+                Call("+919876543210", None),
+            ),
             ("make a call to 9876543210", Call("+919876543210", None)),
             ("call the number 9876543210", Call("+919876543210", None)),
             ("call on 9876543210", Call("+919876543210", None)),
@@ -432,6 +466,10 @@ mod tests {
             (
                 "call +91 9876543210 and say \"Your table is ready\"",
                 Call("+919876543210", Some("Your table is ready")),
+            ),
+            (
+                "call +91 9876543210 and say the \"special\" is ready",
+                Call("+919876543210", Some("the \"special\" is ready")),
             ),
             (
                 "call +91 9876543210 “smart quotes work”",
@@ -471,7 +509,10 @@ mod tests {
             ),
             ("call +44 20 7946 0958", Call("+442079460958", None)),
             ("call +49 30 901820", Call("+4930901820", None)),
-            ("call +1 (415) 555-0100 now please", Call("+14155550100", None)),
+            (
+                "call +1 (415) 555-0100 now please",
+                Call("+14155550100", None),
+            ),
             ("help", Other(Command::Help)),
             ("/help", Other(Command::Help)),
             ("/start", Other(Command::Help)),
@@ -507,17 +548,26 @@ mod tests {
                 "call me maybe",
                 Refused("I couldn't find a phone number in “me maybe”."),
             ),
-            ("call", Refused("I couldn't find a phone number in “your message”.")),
+            (
+                "call",
+                Refused("I couldn't find a phone number in “your message”."),
+            ),
             (
                 "Call to +91 12345",
                 Refused("+91 12345 is not a valid number for India."),
             ),
-            ("call 12345", Refused("12345 is not a valid number for India.")),
+            (
+                "call 12345",
+                Refused("12345 is not a valid number for India."),
+            ),
             (
                 "dial +44 1234",
                 Refused("+44 1234 is not a valid number for the United Kingdom."),
             ),
-            ("call 12", Refused("I couldn't find a phone number in “12”.")),
+            (
+                "call 12",
+                Refused("I couldn't find a phone number in “12”."),
+            ),
             (
                 "call +1 555",
                 Refused("+1 555 is not a valid number for the United States."),

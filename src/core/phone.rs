@@ -62,8 +62,8 @@ impl PhoneNumber {
         if digits < 3 {
             return Err(PhoneError::NoNumber(written.to_owned()));
         }
-        let international = written.trim_start_matches(['(', ' ']).starts_with('+')
-            || written.starts_with("00");
+        let international =
+            written.trim_start_matches(['(', ' ']).starts_with('+') || written.starts_with("00");
         let invalid = |country: String| PhoneError::Invalid {
             written: written.to_owned(),
             country,
@@ -245,7 +245,12 @@ mod tests {
 
     #[test]
     fn national_and_international_forms_normalize_to_e164() {
-        for written in ["+91 98765 43210", "098765 43210", "9876543210", "+91-9876-543-210"] {
+        for written in [
+            "+91 98765 43210",
+            "098765 43210",
+            "9876543210",
+            "+91-9876-543-210",
+        ] {
             assert_eq!(
                 PhoneNumber::parse(written, india()).unwrap().e164(),
                 "+919876543210",
@@ -257,7 +262,10 @@ mod tests {
     #[test]
     fn short_number_is_invalid_for_its_country() {
         let err = PhoneNumber::parse("+91 12345", india()).unwrap_err();
-        assert_eq!(err.to_string(), "+91 12345 is not a valid number for India.");
+        assert_eq!(
+            err.to_string(),
+            "+91 12345 is not a valid number for India."
+        );
     }
 
     #[test]

@@ -194,16 +194,30 @@ impl Script {
         self.emit(inner, p, Ringing, vec![]).await;
         let talk_secs = match self.outcome {
             Outcome::Busy => {
-                let status = if wait(step(2.0)).await { Canceled } else { Busy };
-                return self.emit(inner, p, status, vec![("SipResponseCode", "486".into())]).await;
+                let status = if wait(step(2.0)).await {
+                    Canceled
+                } else {
+                    Busy
+                };
+                return self
+                    .emit(inner, p, status, vec![("SipResponseCode", "486".into())])
+                    .await;
             }
             Outcome::NoAnswer => {
-                let status = if wait(step(4.0)).await { Canceled } else { NoAnswer };
-                return self.emit(inner, p, status, vec![("SipResponseCode", "487".into())]).await;
+                let status = if wait(step(4.0)).await {
+                    Canceled
+                } else {
+                    NoAnswer
+                };
+                return self
+                    .emit(inner, p, status, vec![("SipResponseCode", "487".into())])
+                    .await;
             }
             Outcome::Failed => {
                 wait(step(0.5)).await;
-                return self.emit(inner, p, Failed, vec![("SipResponseCode", "404".into())]).await;
+                return self
+                    .emit(inner, p, Failed, vec![("SipResponseCode", "404".into())])
+                    .await;
             }
             Outcome::Answer { talk_secs } => talk_secs,
         };
@@ -225,7 +239,13 @@ impl Script {
         } else {
             talk_secs
         };
-        self.emit(inner, p, Completed, vec![("CallDuration", talked.to_string())]).await;
+        self.emit(
+            inner,
+            p,
+            Completed,
+            vec![("CallDuration", talked.to_string())],
+        )
+        .await;
     }
 
     fn callback_form(

@@ -10,6 +10,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
@@ -18,7 +19,6 @@ use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Json;
 use futures::{Stream, StreamExt as _};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -61,10 +61,7 @@ pub fn routes(state: Arc<WebState>) -> Router {
 }
 
 async fn index() -> impl IntoResponse {
-    (
-        [(header::CACHE_CONTROL, "no-cache")],
-        Html(INDEX_HTML),
-    )
+    ([(header::CACHE_CONTROL, "no-cache")], Html(INDEX_HTML))
 }
 
 async fn require_token(
@@ -83,13 +80,15 @@ async fn require_token(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned)
         .or(q.token);
-    let ok = given.is_some_and(|g| {
-        bool::from(g.as_bytes().ct_eq(expected.expose_secret().as_bytes()))
-    });
+    let ok =
+        given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.expose_secret().as_bytes())));
     if ok {
         next.run(req).await
     } else {
-        error(StatusCode::UNAUTHORIZED, "A valid web token is required (Authorization: Bearer …).")
+        error(
+            StatusCode::UNAUTHORIZED,
+            "A valid web token is required (Authorization: Bearer …).",
+        )
     }
 }
 
@@ -122,7 +121,10 @@ impl<'a> CallView<'a> {
                 .error
                 .is_some()
                 .then(|| replies::failure_reason(call))
-                .or_else(|| call.sip_response_code.map(|_| replies::failure_reason(call))),
+                .or_else(|| {
+                    call.sip_response_code
+                        .map(|_| replies::failure_reason(call))
+                }),
         }
     }
 }

@@ -84,10 +84,17 @@ impl TwilioClient {
             ("From", call.from.clone()),
             ("Url", twiml_url(&self.public_url, &call.id)),
             ("Method", "POST".to_owned()),
-            ("StatusCallback", status_callback_url(&self.public_url, &call.id)),
+            (
+                "StatusCallback",
+                status_callback_url(&self.public_url, &call.id),
+            ),
             ("StatusCallbackMethod", "POST".to_owned()),
         ];
-        form.extend(STATUS_EVENTS.iter().map(|e| ("StatusCallbackEvent", (*e).to_owned())));
+        form.extend(
+            STATUS_EVENTS
+                .iter()
+                .map(|e| ("StatusCallbackEvent", (*e).to_owned())),
+        );
         form.push(("Timeout", self.ring_timeout_secs.to_string()));
         form.push(("TimeLimit", self.time_limit_secs.to_string()));
         form

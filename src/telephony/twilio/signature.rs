@@ -48,7 +48,12 @@ impl SignatureVerifier {
     }
 
     /// `path_and_query` as received ("/webhooks/status?call_id=…").
-    pub fn verify(&self, path_and_query: &str, params: &[(String, String)], signature: &str) -> bool {
+    pub fn verify(
+        &self,
+        path_and_query: &str,
+        params: &[(String, String)],
+        signature: &str,
+    ) -> bool {
         let Ok(expected) = STANDARD.decode(signature.trim()) else {
             return false;
         };
@@ -117,7 +122,11 @@ mod tests {
     #[test]
     fn documented_vector() {
         assert_eq!(
-            sign("12345", "https://mycompany.com/myapp.php?foo=1&bar=2", &params()),
+            sign(
+                "12345",
+                "https://mycompany.com/myapp.php?foo=1&bar=2",
+                &params()
+            ),
             "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
         );
     }
@@ -125,11 +134,19 @@ mod tests {
     #[test]
     fn verifies_with_and_without_default_port() {
         let sig = "0/KCTR6DLpKmkAf8muzZqo1nDgQ=";
-        for base in ["https://mycompany.com", "https://mycompany.com:443", "https://mycompany.com/"] {
+        for base in [
+            "https://mycompany.com",
+            "https://mycompany.com:443",
+            "https://mycompany.com/",
+        ] {
             let v = SignatureVerifier::new("12345".to_owned().into(), base);
             assert!(v.verify("/myapp.php?foo=1&bar=2", &params(), sig), "{base}");
         }
-        let with_port = sign("12345", "https://mycompany.com:443/myapp.php?foo=1&bar=2", &params());
+        let with_port = sign(
+            "12345",
+            "https://mycompany.com:443/myapp.php?foo=1&bar=2",
+            &params(),
+        );
         let v = SignatureVerifier::new("12345".to_owned().into(), "https://mycompany.com");
         assert!(v.verify("/myapp.php?foo=1&bar=2", &params(), &with_port));
     }

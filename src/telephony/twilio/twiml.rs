@@ -40,7 +40,11 @@ mod tests {
 
     #[test]
     fn markup_in_the_message_is_text() {
-        let xml = render("</Say><Dial>+1900</Dial> & \"quotes\" 'x'\u{0}", "alice", "en-US");
+        let xml = render(
+            "</Say><Dial>+1900</Dial> & \"quotes\" 'x'\u{0}",
+            "alice",
+            "en-US",
+        );
         assert!(xml.contains("&lt;/Say&gt;&lt;Dial&gt;+1900&lt;/Dial&gt; &amp; &quot;quotes&quot; &apos;x&apos;</Say>"), "{xml}");
         assert_eq!(xml.matches("<Say").count(), 1);
         assert!(!xml.contains('\u{0}'));

@@ -1,0 +1,69 @@
+//! The binary: `callbot check-config` and `callbot call`.
+
+use std::process::Command;
+
+fn callbot() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_callbot"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CALLBOT_") || k.starts_with("TWILIO_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+#[test]
+fn check_config_passes_on_defaults_and_names_the_simulator() {
+    let out = callbot().arg("check-config").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("built-in simulator"), "{stdout}");
+}
+
+#[test]
+fn check_config_fails_clearly_and_redacts_secrets() {
+    let out = callbot()
+        .arg("check-config")
+        .env("TWILIO_AUTH_TOKEN", "super-secret-value")
+        .env("CALLBOT_PUBLIC_URL", "callbot.example.com")
+        .env("CALLBOT_DEFAULT_REGION", "ZZ")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        all.contains("TWILIO_ACCOUNT_SID, TWILIO_FROM_NUMBER missing"),
+        "{all}"
+    );
+    assert!(all.contains("must be an absolute http(s) URL"), "{all}");
+    assert!(all.contains("\"ZZ\" is not a known region"), "{all}");
+    assert!(!all.contains("super-secret-value"), "{all}");
+    assert!(all.contains("set (redacted)"), "{all}");
+}
+
+#[test]
+fn call_command_prints_progress_and_exits_by_outcome() {
+    let run = |number: &str| {
+        callbot()
+            .args(["call", number, "--say", "hello"])
+            .env("CALLBOT_SIMULATOR__SPEED", "0.01")
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let ok = run("+91 98765 43215");
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{stdout}");
+    assert!(stdout.contains("🔔 Ringing +91 98765 43215…"), "{stdout}");
+    assert!(
+        stdout.contains("✅ Call to +91 98765 43215 completed, 0:07."),
+        "{stdout}"
+    );
+    let busy = run("+91 98765 43210");
+    assert_eq!(busy.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&busy.stdout).contains("was busy"));
+}

@@ -1,0 +1,290 @@
+//! A fake Twilio REST API on 127.0.0.1: records every request the real client sends, answers
+//! as scripted, and plays Twilio's side of a call (fetches TwiML, posts signed callbacks).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use callbot::telephony::twilio::signature::sign;
+use parking_lot::Mutex;
+use rand::seq::SliceRandom as _;
+use serde_json::json;
+
+use super::AUTH_TOKEN;
+
+/// How the fake answers the next create-call request.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    Created,
+    Error {
+        status: u16,
+        code: i64,
+        message: &'static str,
+        retry_after: Option<u64>,
+    },
+    /// Answer after this long (beyond the client's timeout: a timeout).
+    Slow(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub at: Instant,
+    pub path: String,
+    pub authorization: Option<String>,
+    pub form: Vec<(String, String)>,
+    /// The sid answered, if the request was answered with a created call.
+    pub sid: Option<String>,
+}
+
+impl Recorded {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.form
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn all(&self, key: &str) -> Vec<&str> {
+        self.form
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    creates: Mutex<Vec<Recorded>>,
+    hangups: Mutex<Vec<Recorded>>,
+    plan: Mutex<VecDeque<Plan>>,
+}
+
+#[derive(Clone)]
+pub struct FakeTwilio {
+    pub base: String,
+    inner: Arc<Inner>,
+    http: reqwest::Client,
+}
+
+impl FakeTwilio {
+    pub async fn start() -> Self {
+        let inner = Arc::new(Inner::default());
+        let app = Router::new()
+            .route("/2010-04-01/Accounts/{account}/Calls.json", post(create))
+            .route("/2010-04-01/Accounts/{account}/Calls/{sid}", post(update))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self {
+            base,
+            inner,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Scripts the answers to the next create requests (then: Created).
+    pub fn plan(&self, plans: impl IntoIterator<Item = Plan>) {
+        self.inner.plan.lock().extend(plans);
+    }
+
+    pub fn creates(&self) -> Vec<Recorded> {
+        self.inner.creates.lock().clone()
+    }
+
+    pub fn hangups(&self) -> Vec<Recorded> {
+        self.inner.hangups.lock().clone()
+    }
+
+    pub async fn wait_creates(&self, n: usize) -> Vec<Recorded> {
+        let start = Instant::now();
+        loop {
+            let creates = self.creates();
+            if creates.len() >= n {
+                return creates;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "only {} of {n} create requests arrived",
+                creates.len()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Twilio fetching the call's TwiML (signed POST to its Url).
+    pub async fn fetch_twiml(&self, call: &Recorded) -> (u16, String) {
+        let url = call.get("Url").unwrap();
+        let form = vec![
+            ("CallSid".to_owned(), call.sid.clone().unwrap()),
+            ("CallStatus".to_owned(), "in-progress".to_owned()),
+        ];
+        let res = self.post_signed(url, &form, None).await;
+        (res.status().as_u16(), res.text().await.unwrap())
+    }
+
+    /// A status callback form as Twilio sends it.
+    pub fn callback(
+        &self,
+        call: &Recorded,
+        status: &str,
+        seq: u64,
+        extra: &[(&str, &str)],
+    ) -> Vec<(String, String)> {
+        let mut form: Vec<(String, String)> = [
+            ("AccountSid", super::ACCOUNT_SID),
+            ("ApiVersion", "2010-04-01"),
+            ("CallSid", call.sid.as_deref().unwrap()),
+            ("CallStatus", status),
+            ("CallbackSource", "call-progress-events"),
+            ("Direction", "outbound-api"),
+            ("From", call.get("From").unwrap()),
+            ("To", call.get("To").unwrap()),
+            ("Timestamp", "Tue, 24 Nov 2026 10:00:00 +0000"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        form.push(("SequenceNumber".into(), seq.to_string()));
+        form.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        form
+    }
+
+    /// Posts a signed status callback to the call's StatusCallback URL; returns the HTTP status.
+    pub async fn send_callback(&self, call: &Recorded, form: &[(String, String)]) -> u16 {
+        let url = call.get("StatusCallback").unwrap();
+        self.post_signed(url, form, None).await.status().as_u16()
+    }
+
+    /// Plays a whole answered call, callbacks duplicated and shuffled.
+    pub async fn complete_shuffled(&self, call: &Recorded, duration: u32) {
+        let d = duration.to_string();
+        let mut forms = vec![
+            self.callback(call, "initiated", 0, &[]),
+            self.callback(call, "ringing", 1, &[]),
+            self.callback(call, "in-progress", 2, &[]),
+            self.callback(call, "completed", 3, &[("CallDuration", &d)]),
+        ];
+        forms.extend(forms.clone());
+        forms.shuffle(&mut rand::rng());
+        for form in forms {
+            assert_eq!(self.send_callback(call, &form).await, 200);
+        }
+    }
+
+    /// Posts with a signature made with `token` (default: the real auth token).
+    pub async fn post_signed(
+        &self,
+        url: &str,
+        form: &[(String, String)],
+        token: Option<&str>,
+    ) -> reqwest::Response {
+        let signature = sign(token.unwrap_or(AUTH_TOKEN), url, form);
+        self.http
+            .post(url)
+            .header("X-Twilio-Signature", signature)
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+fn record(headers: &HeaderMap, path: String, body: &str) -> Recorded {
+    Recorded {
+        at: Instant::now(),
+        path,
+        authorization: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        form: serde_urlencoded::from_str(body).unwrap(),
+        sid: None,
+    }
+}
+
+async fn create(
+    State(inner): State<Arc<Inner>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let mut rec = record(
+        &headers,
+        format!("/2010-04-01/Accounts/{account}/Calls.json"),
+        &body,
+    );
+    let plan = inner.plan.lock().pop_front().unwrap_or(Plan::Created);
+    match plan {
+        Plan::Error {
+            status,
+            code,
+            message,
+            retry_after,
+        } => {
+            inner.creates.lock().push(rec);
+            let mut res = (
+                StatusCode::from_u16(status).unwrap(),
+                axum::Json(json!({ "code": code, "message": message, "more_info": format!("https://www.twilio.com/docs/errors/{code}"), "status": status })),
+            )
+                .into_response();
+            if let Some(secs) = retry_after {
+                res.headers_mut()
+                    .insert("retry-after", secs.to_string().parse().unwrap());
+            }
+            res
+        }
+        Plan::Slow(delay) => {
+            inner.creates.lock().push(rec);
+            tokio::time::sleep(delay).await;
+            (StatusCode::SERVICE_UNAVAILABLE, "too slow").into_response()
+        }
+        Plan::Created => {
+            let sid = format!("CA{:032x}", rand::random::<u128>());
+            rec.sid = Some(sid.clone());
+            let to = rec.get("To").unwrap_or_default().to_owned();
+            let from = rec.get("From").unwrap_or_default().to_owned();
+            inner.creates.lock().push(rec);
+            (
+                StatusCode::CREATED,
+                axum::Json(json!({
+                    "sid": sid, "status": "queued", "to": to, "from": from,
+                    "account_sid": account, "api_version": "2010-04-01", "direction": "outbound-api",
+                    "uri": format!("/2010-04-01/Accounts/{account}/Calls/{sid}.json"),
+                })),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn update(
+    State(inner): State<Arc<Inner>>,
+    Path((account, sid)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let rec = record(
+        &headers,
+        format!("/2010-04-01/Accounts/{account}/Calls/{sid}"),
+        &body,
+    );
+    let status = rec.get("Status").unwrap_or("").to_owned();
+    inner.hangups.lock().push(rec);
+    let sid = sid.trim_end_matches(".json");
+    (
+        StatusCode::OK,
+        axum::Json(json!({ "sid": sid, "status": status })),
+    )
+        .into_response()
+}

@@ -1,0 +1,339 @@
+//! Web console → real Twilio client → fake Twilio, and Twilio's webhooks back.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use base64::Engine as _;
+use callbot::calls::EventKind;
+use callbot::core::call::CallStatus;
+
+use crate::support::fake_twilio::Plan;
+use crate::support::{ACCOUNT_SID, AUTH_TOKEN, FROM, FakeTwilio, TestApp, twilio_settings};
+
+#[tokio::test]
+async fn web_request_places_a_twilio_call_with_every_field_and_follows_shuffled_callbacks() {
+    let twilio = FakeTwilio::start().await;
+    let app = TestApp::spawn(twilio_settings(&twilio)).await;
+    let mut events = app.service.subscribe();
+
+    let id = app
+        .place("Call to +91 9876543210 and say Your table is <ready> & \"hot\"")
+        .await;
+    let create = twilio.wait_creates(1).await.remove(0);
+
+    assert_eq!(
+        create.path,
+        format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Calls.json")
+    );
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("{ACCOUNT_SID}:{AUTH_TOKEN}"));
+    assert_eq!(
+        create.authorization.as_deref(),
+        Some(format!("Basic {basic}").as_str())
+    );
+    assert_eq!(create.get("To"), Some("+919876543210"));
+    assert_eq!(create.get("From"), Some(FROM));
+    assert_eq!(
+        create.get("Url"),
+        Some(format!("{}/twiml/{id}", app.base).as_str())
+    );
+    assert_eq!(create.get("Method"), Some("POST"));
+    assert_eq!(
+        create.get("StatusCallback"),
+        Some(format!("{}/webhooks/status?call_id={id}", app.base).as_str())
+    );
+    assert_eq!(create.get("StatusCallbackMethod"), Some("POST"));
+    assert_eq!(
+        create.all("StatusCallbackEvent"),
+        ["initiated", "ringing", "answered", "completed"]
+    );
+    assert_eq!(create.get("Timeout"), Some("30"));
+    assert_eq!(create.get("TimeLimit"), Some("120"));
+
+    let (status, twiml) = twilio.fetch_twiml(&create).await;
+    assert_eq!(status, 200);
+    assert!(
+        twiml.contains(r#"<Say voice="alice" language="en-US">Your table is &lt;ready&gt; &amp; &quot;hot&quot;</Say>"#),
+        "{twiml}"
+    );
+
+    twilio.complete_shuffled(&create, 42).await;
+    let call = app.wait_final(&id).await;
+    assert_eq!(call.status, CallStatus::Completed);
+    assert_eq!(call.duration_secs, Some(42));
+    assert_eq!(
+        call.sid.as_ref().map(|s| s.0.as_str()),
+        create.sid.as_deref()
+    );
+
+    // Exactly one final event, however often the callbacks came.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut finals = 0;
+    while let Ok(ev) = events.try_recv() {
+        if ev.call.id == id && ev.kind == EventKind::Final {
+            finals += 1;
+        }
+    }
+    assert_eq!(finals, 1);
+    assert_eq!(twilio.creates().len(), 1);
+}
+
+#[tokio::test]
+async fn forged_status_callback_is_rejected_and_changes_nothing() {
+    let twilio = FakeTwilio::start().await;
+    let app = TestApp::spawn(twilio_settings(&twilio)).await;
+    let id = app.place("call 9876543210").await;
+    let create = twilio.wait_creates(1).await.remove(0);
+    app.wait_for(&id, Duration::from_secs(5), |c| c.sid.is_some())
+        .await;
+
+    let form = twilio.callback(&create, "completed", 9, &[("CallDuration", "5")]);
+    let url = create.get("StatusCallback").unwrap();
+    let forged = twilio.post_signed(url, &form, Some("not-the-token")).await;
+    assert_eq!(forged.status().as_u16(), 403);
+    let unsigned = reqwest::Client::new()
+        .post(url)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status().as_u16(), 403);
+    // Signed for another URL (the call id swapped) does not verify either.
+    let other = format!("{}/webhooks/status?call_id=someoneelse", app.base);
+    let sig = callbot::telephony::twilio::signature::sign(AUTH_TOKEN, &other, &form);
+    let swapped = reqwest::Client::new()
+        .post(url)
+        .header("X-Twilio-Signature", sig)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(swapped.status().as_u16(), 403);
+
+    assert_eq!(app.call(&id).await.status, CallStatus::Queued);
+    // The TwiML route is authenticated too.
+    let twiml = reqwest::Client::new()
+        .post(create.get("Url").unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(twiml.status().as_u16(), 403);
+}
+
+#[tokio::test]
+async fn callback_for_an_unknown_call_is_acknowledged() {
+    let twilio = FakeTwilio::start().await;
+    let app = TestApp::spawn(twilio_settings(&twilio)).await;
+    let url = format!("{}/webhooks/status", app.base);
+    let form = vec![
+        (
+            "CallSid".to_owned(),
+            "CAffffffffffffffffffffffffffffffff".to_owned(),
+        ),
+        ("CallStatus".to_owned(), "completed".to_owned()),
+    ];
+    assert_eq!(
+        twilio
+            .post_signed(&url, &form, None)
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    let twiml = format!("{}/twiml/doesnotexist", app.base);
+    assert_eq!(
+        twilio
+            .post_signed(&twiml, &[], None)
+            .await
+            .status()
+            .as_u16(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn twilio_error_21211_fails_the_call_with_its_reason() {
+    let twilio = FakeTwilio::start().await;
+    twilio.plan([Plan::Error {
+        status: 400,
+        code: 21211,
+        message: "Invalid 'To' Phone Number",
+        retry_after: None,
+    }]);
+    let app = TestApp::spawn(twilio_settings(&twilio)).await;
+    let id = app.place("call +91 9876543210").await;
+    let call = app.wait_final(&id).await;
+    assert_eq!(call.status, CallStatus::Failed);
+    let error = call.error.unwrap();
+    assert_eq!(error.code, Some(21211));
+    assert_eq!(error.message, "Invalid 'To' Phone Number");
+    assert_eq!(twilio.creates().len(), 1, "a 400 is not retried");
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_until_exactly_one_call_is_created() {
+    let twilio = FakeTwilio::start().await;
+    let boom = Plan::Error {
+        status: 500,
+        code: 20500,
+        message: "Internal Server Error",
+        retry_after: None,
+    };
+    twilio.plan([boom.clone(), boom]);
+    let app = TestApp::spawn(twilio_settings(&twilio)).await;
+    let id = app.place("call +91 9876543210").await;
+    let call = app
+        .wait_for(&id, Duration::from_secs(5), |c| c.sid.is_some())
+        .await;
+    let creates = twilio.creates();
+    assert_eq!(creates.len(), 3);
+    assert_eq!(creates.iter().filter(|c| c.sid.is_some()).count(), 1);
+    assert_eq!(call.attempts, 3);
+    assert!(!call.status.is_terminal());
+}
+
+#[tokio::test]
+async fn rate_limited_create_waits_for_retry_after() {
+    let twilio = FakeTwilio::start().await;
+    twilio.plan([Plan::Error {
+        status: 429,
+        code: 20429,
+        message: "Too Many Requests",
+        retry_after: Some(1),
+    }]);
+    let app = TestApp::spawn(twilio_settings(&twilio)).await;
+    let id = app.place("call +91 9876543210").await;
+    app.wait_for(&id, Duration::from_secs(5), |c| c.sid.is_some())
+        .await;
+    let creates = twilio.creates();
+    assert_eq!(creates.len(), 2);
+    let waited = creates[1].at - creates[0].at;
+    assert!(
+        waited >= Duration::from_millis(950),
+        "retried after {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn timeouts_are_retried_then_fail_with_a_clear_reason() {
+    let twilio = FakeTwilio::start().await;
+    twilio.plan(std::iter::repeat_n(Plan::Slow(Duration::from_secs(2)), 3));
+    let mut settings = twilio_settings(&twilio);
+    settings.twilio.request_timeout_ms = 150;
+    settings.calls.max_tries = 3;
+    let app = TestApp::spawn(settings).await;
+    let id = app.place("call +91 9876543210").await;
+    let call = app.wait_final(&id).await;
+    assert_eq!(call.status, CallStatus::Failed);
+    let message = call.error.unwrap().message;
+    assert_eq!(
+        message,
+        "the telephony provider did not answer within 150ms (gave up after 3 tries)"
+    );
+    assert_eq!(twilio.creates().len(), 3);
+}
+
+#[tokio::test]
+async fn unreachable_twilio_fails_the_call_after_retries() {
+    let twilio = FakeTwilio::start().await;
+    let mut settings = twilio_settings(&twilio);
+    settings.twilio.api_base = "http://127.0.0.1:1".into();
+    settings.calls.max_tries = 2;
+    let app = TestApp::spawn(settings).await;
+    let id = app.place("call +91 9876543210").await;
+    let call = app.wait_final(&id).await;
+    assert_eq!(call.status, CallStatus::Failed);
+    let message = call.error.unwrap().message;
+    assert!(
+        message.starts_with("could not reach the telephony provider"),
+        "{message}"
+    );
+    assert!(message.ends_with("(gave up after 2 tries)"), "{message}");
+    assert!(
+        !message.contains(ACCOUNT_SID),
+        "no account sid in user-facing errors: {message}"
+    );
+}
+
+#[tokio::test]
+async fn hundred_concurrent_prompts_make_hundred_calls_within_the_cps_limit() {
+    let twilio = FakeTwilio::start().await;
+    let mut settings = twilio_settings(&twilio);
+    settings.calls.cps = 25;
+    let app = TestApp::spawn(settings).await;
+    let requests = (0..100).map(|i| {
+        let app = &app;
+        async move { app.place(&format!("call +91 98765 432{i:02}")).await }
+    });
+    let ids: HashSet<_> = futures::future::join_all(requests)
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(ids.len(), 100);
+    let creates = twilio.wait_creates(100).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(twilio.creates().len(), 100, "no duplicates");
+    let to: HashSet<_> = creates
+        .iter()
+        .map(|c| c.get("To").unwrap().to_owned())
+        .collect();
+    assert_eq!(to.len(), 100);
+    let mut at: Vec<_> = creates.iter().map(|c| c.at).collect();
+    at.sort();
+    // 26 creates are 25 intervals of 40 ms apart when sent; arrival times at the fake jitter
+    // with scheduling on a loaded 2-core machine, so allow 150 ms (without the limit they
+    // would arrive within a few milliseconds).
+    for w in at.windows(26) {
+        let span = w[25] - w[0];
+        assert!(
+            span >= Duration::from_millis(850),
+            "26 creates within {span:?}"
+        );
+    }
+    let total = at[99] - at[0];
+    assert!(
+        total >= Duration::from_millis(3900),
+        "100 calls at 25/s took {total:?}"
+    );
+}
+
+#[tokio::test]
+async fn cancel_hangs_up_at_twilio() {
+    let twilio = FakeTwilio::start().await;
+    let app = TestApp::spawn(twilio_settings(&twilio)).await;
+    let id = app.place("call +91 9876543210").await;
+    let create = twilio.wait_creates(1).await.remove(0);
+    app.wait_for(&id, Duration::from_secs(5), |c| c.sid.is_some())
+        .await;
+    let form = twilio.callback(&create, "ringing", 1, &[]);
+    assert_eq!(twilio.send_callback(&create, &form).await, 200);
+
+    let res = app
+        .http
+        .post(format!("{}/api/calls/{id}/cancel", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 202);
+    let hangups = twilio.hangups();
+    assert_eq!(hangups.len(), 1);
+    assert_eq!(
+        hangups[0].path,
+        format!(
+            "/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{}.json",
+            create.sid.clone().unwrap()
+        )
+    );
+    assert_eq!(hangups[0].get("Status"), Some("canceled"));
+
+    let form = twilio.callback(&create, "canceled", 2, &[]);
+    assert_eq!(twilio.send_callback(&create, &form).await, 200);
+    assert_eq!(app.wait_final(&id).await.status, CallStatus::Canceled);
+    let again = app
+        .http
+        .post(format!("{}/api/calls/{id}/cancel", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 409);
+}
