@@ -40,6 +40,9 @@ impl App {
     /// served until [`App::run`].
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         settings.validate()?;
+        // The dependency tree enables both rustls providers (ring and aws-lc-rs); pick one
+        // before any client is built, or rustls cannot choose. A second call is a no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = TcpListener::bind(settings.server.bind)
             .await
             .with_context(|| format!("could not listen on {}", settings.server.bind))?;

@@ -3,6 +3,7 @@
 mod support;
 
 mod cli;
+mod measure;
 mod simulator;
 mod twilio;
 mod web;
