@@ -19,6 +19,7 @@ use crate::calls::dialer::{self, DialerConfig};
 use crate::calls::service::CallDefaults;
 use crate::calls::{CallService, CallStore, MemoryStore, Telephony};
 use crate::chat::web::{self, WebState};
+use crate::chat::{AdapterContext, Interpreter};
 use crate::config::{Settings, StoreBackend, TelephonyChoice};
 use crate::telephony::simulator::Simulator;
 use crate::telephony::twilio::client::TwilioConfig;
@@ -130,15 +131,35 @@ impl App {
             verifier: SignatureVerifier::new(webhook_token, &public_url),
             body_limit: settings.server.webhook_body_limit,
         });
-        let web = Arc::new(WebState {
+        let ctx = AdapterContext {
             service: service.clone(),
-            region: settings.region(),
+            interpreter: Arc::new(Interpreter::new(settings.region())),
+            public_url: public_url.clone(),
+            confirm: settings.calls.confirm,
+            shutdown: shutdown.clone(),
+        };
+        let web = Arc::new(WebState {
+            ctx: ctx.clone(),
             token: settings.server.web_token.clone(),
         });
-        let router = Router::new()
+        #[cfg_attr(
+            not(any(feature = "telegram", feature = "slack")),
+            expect(unused_mut, reason = "adapters merge their routes in")
+        )]
+        let mut router = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .merge(webhook::routes(hooks))
-            .merge(web::routes(web))
+            .merge(web::routes(web));
+        #[cfg(feature = "telegram")]
+        if settings.telegram.bot_token.is_some() {
+            router =
+                router.merge(crate::chat::telegram::start(&settings.telegram, ctx.clone()).await?);
+        }
+        #[cfg(feature = "slack")]
+        if settings.slack.bot_token.is_some() {
+            router = router.merge(crate::chat::slack::start(&settings.slack, ctx.clone()).await?);
+        }
+        let router = router
             .layer(DefaultBodyLimit::max(settings.server.webhook_body_limit))
             .layer(TraceLayer::new_for_http());
 

@@ -30,6 +30,17 @@ const ENV_NAMES: &[(&str, &str)] = &[
     ("TWILIO_AUTH_TOKEN", "twilio.auth_token"),
     ("TWILIO_FROM_NUMBER", "twilio.from_number"),
     ("TWILIO_API_BASE", "twilio.api_base"),
+    ("TELEGRAM_BOT_TOKEN", "telegram.bot_token"),
+    ("TELEGRAM_API_URL", "telegram.api_url"),
+    ("TELEGRAM_MODE", "telegram.mode"),
+    ("TELEGRAM_WEBHOOK_SECRET", "telegram.webhook_secret"),
+    ("SLACK_BOT_TOKEN", "slack.bot_token"),
+    ("SLACK_SIGNING_SECRET", "slack.signing_secret"),
+    ("SLACK_APP_TOKEN", "slack.app_token"),
+    ("SLACK_API_URL", "slack.api_url"),
+    ("OPENAI_API_KEY", "llm.api_key"),
+    ("OPENAI_BASE_URL", "llm.base_url"),
+    ("OPENAI_MODEL", "llm.model"),
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -41,6 +52,133 @@ pub struct Settings {
     pub calls: CallSettings,
     pub store: StoreSettings,
     pub simulator: SimulatorSettings,
+    pub telegram: TelegramSettings,
+    pub slack: SlackSettings,
+    pub llm: LlmSettings,
+    pub access: AccessSettings,
+    pub limits: LimitSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TelegramMode {
+    Polling,
+    Webhook,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelegramSettings {
+    /// Bot token from BotFather (TELEGRAM_BOT_TOKEN); unset: the adapter is off.
+    #[serde(default)]
+    pub bot_token: Option<SecretString>,
+    /// Bot API base URL (TELEGRAM_API_URL).
+    pub api_url: String,
+    /// `polling` or `webhook` (TELEGRAM_MODE).
+    pub mode: TelegramMode,
+    /// secret_token Telegram sends on every webhook (TELEGRAM_WEBHOOK_SECRET).
+    #[serde(default)]
+    pub webhook_secret: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackSettings {
+    /// Bot token xoxb-… (SLACK_BOT_TOKEN); unset: the adapter is off.
+    #[serde(default)]
+    pub bot_token: Option<SecretString>,
+    /// Request signing secret (SLACK_SIGNING_SECRET).
+    #[serde(default)]
+    pub signing_secret: Option<SecretString>,
+    /// App-level token xapp-… for Socket Mode (SLACK_APP_TOKEN).
+    #[serde(default)]
+    pub app_token: Option<SecretString>,
+    /// Web API base URL, no trailing slash (SLACK_API_URL).
+    pub api_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmSettings {
+    /// OPENAI_API_KEY; may be empty for local OpenAI-compatible servers.
+    #[serde(default)]
+    pub api_key: Option<SecretString>,
+    /// OPENAI_BASE_URL; unset with no key: the LLM fallback is off.
+    #[serde(default, deserialize_with = "empty_is_none")]
+    pub base_url: Option<String>,
+    /// OPENAI_MODEL.
+    pub model: String,
+    /// Seconds to wait for one answer.
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSettings {
+    /// Let everyone call (demos only; warned about at every start).
+    pub open: bool,
+    /// Telegram user ids allowed to place calls (CALLBOT_ACCESS__TELEGRAM_USERS, comma-separated).
+    #[serde(deserialize_with = "list")]
+    pub telegram_users: Vec<String>,
+    /// Telegram chat ids whose members may place calls.
+    #[serde(deserialize_with = "list")]
+    pub telegram_chats: Vec<String>,
+    /// Slack team (workspace) ids allowed.
+    #[serde(deserialize_with = "list")]
+    pub slack_teams: Vec<String>,
+    /// Slack user ids allowed.
+    #[serde(deserialize_with = "list")]
+    pub slack_users: Vec<String>,
+    /// Slack channel ids whose members may place calls.
+    #[serde(deserialize_with = "list")]
+    pub slack_channels: Vec<String>,
+    /// Destination countries (ISO codes); empty: only the default region's country.
+    #[serde(deserialize_with = "list")]
+    pub countries: Vec<String>,
+    /// Numbers (E.164) always allowed, whatever their country.
+    #[serde(deserialize_with = "list")]
+    pub allow_numbers: Vec<String>,
+    /// Numbers (E.164) never called.
+    #[serde(deserialize_with = "list")]
+    pub deny_numbers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Calls one requester may place per hour (CALLBOT_LIMITS__PER_USER_HOUR).
+    pub per_user_hour: u32,
+    /// Calls one requester may place per day (CALLBOT_LIMITS__PER_USER_DAY).
+    pub per_user_day: u32,
+    /// Calls to one number per hour, whoever asks.
+    pub per_destination_hour: u32,
+    /// Calls live at once.
+    pub max_concurrent: u32,
+    /// Longest spoken message, characters (Twilio's TwiML cap is 4000).
+    pub message_max_chars: usize,
+}
+
+/// A list from TOML (`["a", "b"]`) or from the environment (`a,b`).
+fn list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<serde_json::Value>),
+        One(serde_json::Value),
+    }
+    let text = |v: serde_json::Value| match v {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    };
+    let items = match OneOrMany::deserialize(d)? {
+        OneOrMany::Many(v) => v.into_iter().map(text).collect(),
+        OneOrMany::One(v) => text(v).split(',').map(str::to_owned).collect::<Vec<_>>(),
+    };
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -116,6 +254,8 @@ pub struct CallSettings {
     pub backoff_max_ms: u64,
     /// Calls waiting to be dialed; beyond it requests are refused.
     pub queue_capacity: usize,
+    /// Ask "Call …? [Call] [Cancel]" in chat before dialing.
+    pub confirm: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -442,15 +582,22 @@ mod tests {
     }
 
     #[test]
-    #[expect(clippy::result_large_err, reason = "figment's Jail API returns figment::Error")]
+    #[expect(
+        clippy::result_large_err,
+        reason = "figment's Jail API returns figment::Error"
+    )]
     fn environment_names_map_onto_keys() {
         figment::Jail::expect_with(|jail| {
+            jail.set_env("CALLBOT_ACCESS__TELEGRAM_USERS", "123, 456");
+            jail.set_env("CALLBOT_ACCESS__COUNTRIES", "IN");
             jail.set_env("CALLBOT_BIND", "127.0.0.1:9999");
             jail.set_env("TWILIO_AUTH_TOKEN", "tok");
             jail.set_env("CALLBOT_CALLS__CPS", "7");
             let s = Settings::load(None).map_err(|e| e.to_string())?;
             assert_eq!(s.server.bind.port(), 9999);
             assert_eq!(s.calls.cps, 7);
+            assert_eq!(s.access.telegram_users, ["123", "456"]);
+            assert_eq!(s.access.countries, ["IN"]);
             assert_eq!(s.twilio.auth_token.unwrap().expose_secret(), "tok");
             Ok(())
         });

@@ -34,6 +34,9 @@ pub struct CallRequest {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
+    /// The access policy said no; the text tells the requester why (and their id).
+    #[error("{0}")]
+    Refused(String),
     #[error("callbot is busy: {0} calls are waiting to be dialed. Please try again in a minute.")]
     QueueFull(usize),
     #[error("callbot is shutting down and is not placing new calls.")]

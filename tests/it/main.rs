@@ -1,9 +1,13 @@
-//! Integration tests: the real app on port 0, the real reqwest client, fakes on loopback.
+//! Integration tests: the real app on port 0, the real client libraries, fakes on loopback.
 
 mod support;
 
 mod cli;
 mod measure;
 mod simulator;
+#[cfg(feature = "slack")]
+mod slack;
+#[cfg(feature = "telegram")]
+mod telegram;
 mod twilio;
 mod web;

@@ -20,7 +20,8 @@ async fn measure_prompt_to_twilio_latency() {
     let mut sent = Vec::with_capacity(n);
     for i in 0..n {
         sent.push(Instant::now());
-        app.place(&format!("call +91 98{:08}", 76_000_000 + i)).await;
+        app.place(&format!("call +91 98{:08}", 76_000_000 + i))
+            .await;
         twilio.wait_creates(i + 1).await;
     }
     let creates = twilio.creates();
@@ -44,7 +45,8 @@ async fn measure_dial_pacing() {
         let app = TestApp::spawn(settings).await;
         let n = (cps * 10 + 1) as usize;
         for i in 0..n {
-            app.place(&format!("call +91 98{:08}", 76_000_000 + i)).await;
+            app.place(&format!("call +91 98{:08}", 76_000_000 + i))
+                .await;
         }
         let creates = twilio.wait_creates(n).await;
         tokio::time::sleep(Duration::from_millis(300)).await;

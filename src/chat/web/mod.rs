@@ -31,9 +31,9 @@ use tracing::warn;
 use crate::calls::service::{CallRequest, CancelError, Cancelled};
 use crate::calls::store::ListFilter;
 use crate::calls::{CallService, RequestError};
+use crate::chat::AdapterContext;
 use crate::core::call::{Call, CallId, Origin, Platform};
-use crate::core::command::{self, Command};
-use crate::core::phone::Region;
+use crate::core::command::Command;
 use crate::core::replies;
 
 const INDEX_HTML: &str = include_str!("index.html");
@@ -42,8 +42,7 @@ const INDEX_HTML: &str = include_str!("index.html");
 const MAX_LIST: usize = 1000;
 
 pub struct WebState {
-    pub service: Arc<CallService>,
-    pub region: Region,
+    pub ctx: AdapterContext,
     pub token: Option<SecretString>,
 }
 
@@ -141,7 +140,7 @@ async fn prompt(State(state): State<Arc<WebState>>, body: Bytes) -> Response {
             r#"Send JSON like {"command": "Call to +91 9876543210"}."#,
         );
     };
-    let parsed = match command::parse(&body.command, state.region) {
+    let parsed = match state.ctx.interpreter.interpret(&body.command).await {
         Ok(Some(cmd)) => cmd,
         Ok(None) => {
             return error(
@@ -151,7 +150,7 @@ async fn prompt(State(state): State<Arc<WebState>>, body: Bytes) -> Response {
         }
         Err(reason) => return error(StatusCode::UNPROCESSABLE_ENTITY, reason.to_string()),
     };
-    let service = &state.service;
+    let service = &state.ctx.service;
     match parsed {
         Command::Call { to, message } => {
             let req = CallRequest {
@@ -164,6 +163,7 @@ async fn prompt(State(state): State<Arc<WebState>>, body: Bytes) -> Response {
                 Err(e @ (RequestError::QueueFull(_) | RequestError::Stopping)) => {
                     error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
                 }
+                Err(RequestError::Refused(reason)) => error(StatusCode::FORBIDDEN, reason),
                 Err(RequestError::Store(e)) => internal(e),
             }
         }
@@ -222,14 +222,14 @@ struct ListQuery {
 
 async fn list_calls(State(state): State<Arc<WebState>>, Query(q): Query<ListQuery>) -> Response {
     let limit = q.limit.unwrap_or(100).min(MAX_LIST);
-    match state.service.list(limit, &ListFilter::default()).await {
+    match state.ctx.service.list(limit, &ListFilter::default()).await {
         Ok(calls) => Json(calls.iter().map(CallView::new).collect::<Vec<_>>()).into_response(),
         Err(e) => internal(e),
     }
 }
 
 async fn get_call(State(state): State<Arc<WebState>>, Path(id): Path<String>) -> Response {
-    match find(&state.service, Some(&id)).await {
+    match find(&state.ctx.service, Some(&id)).await {
         Ok(Some(call)) => Json(CallView::new(&call)).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, "No such call."),
         Err(e) => internal(e),
@@ -240,7 +240,7 @@ async fn cancel_call(State(state): State<Arc<WebState>>, Path(id): Path<String>)
     let Some(id) = CallId::parse(&id) else {
         return error(StatusCode::NOT_FOUND, "No such call.");
     };
-    cancel_response(state.service.cancel(&id).await)
+    cancel_response(state.ctx.service.cancel(&id).await)
 }
 
 fn cancel_response(result: Result<Cancelled, CancelError>) -> Response {
@@ -257,10 +257,10 @@ fn cancel_response(result: Result<Cancelled, CancelError>) -> Response {
 }
 
 async fn stats(State(state): State<Arc<WebState>>) -> Response {
-    match state.service.stats().await {
+    match state.ctx.service.stats().await {
         Ok(stats) => Json(json!({
             "stats": stats,
-            "simulated": state.service.is_simulated(),
+            "simulated": state.ctx.service.is_simulated(),
         }))
         .into_response(),
         Err(e) => internal(e),
@@ -272,7 +272,7 @@ async fn stats(State(state): State<Arc<WebState>>) -> Response {
 async fn events(
     State(state): State<Arc<WebState>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let stream = BroadcastStream::new(state.service.subscribe()).map(|item| {
+    let stream = BroadcastStream::new(state.ctx.service.subscribe()).map(|item| {
         Ok(match item {
             Ok(ev) => {
                 let data = json!({ "kind": ev.kind, "call": CallView::new(&ev.call) });

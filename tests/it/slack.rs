@@ -1,0 +1,1 @@
+//! Slack adapter end to end (issue 4).

@@ -1,0 +1,1 @@
+//! A fake Slack Web API (issue 4).

@@ -1,0 +1,1 @@
+//! Telegram adapter end to end (issue 3).
