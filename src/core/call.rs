@@ -152,6 +152,9 @@ impl fmt::Display for Platform {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
     pub platform: Platform,
+    /// Slack team (workspace) id.
+    #[serde(default)]
+    pub team: Option<String>,
     /// Telegram chat id, Slack channel id; empty for web and cli.
     #[serde(default)]
     pub chat: String,
@@ -178,6 +181,7 @@ impl Origin {
     pub fn new(platform: Platform, requester: impl Into<String>) -> Self {
         Self {
             platform,
+            team: None,
             chat: String::new(),
             thread: None,
             message: None,

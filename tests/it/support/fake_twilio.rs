@@ -29,6 +29,8 @@ pub enum Plan {
     },
     /// Answer after this long (beyond the client's timeout: a timeout).
     Slow(Duration),
+    /// Create the call, but only after this long.
+    Delayed(Duration),
 }
 
 #[derive(Debug, Clone)]
@@ -249,7 +251,17 @@ async fn create(
             tokio::time::sleep(delay).await;
             (StatusCode::SERVICE_UNAVAILABLE, "too slow").into_response()
         }
-        Plan::Created => {
+        Plan::Delayed(delay) => {
+            tokio::time::sleep(delay).await;
+            created(&inner, rec, account)
+        }
+        Plan::Created => created(&inner, rec, account),
+    }
+}
+
+fn created(inner: &Inner, mut rec: Recorded, account: String) -> Response {
+    {
+        {
             let sid = format!("CA{:032x}", rand::random::<u128>());
             rec.sid = Some(sid.clone());
             let to = rec.get("To").unwrap_or_default().to_owned();
