@@ -107,8 +107,14 @@ impl App {
                 language: calls.language.clone(),
                 message: calls.default_message.clone(),
             },
+            settings.policy(),
             calls.queue_capacity,
         );
+        if settings.access.open {
+            warn!(
+                "ACCESS IS OPEN: anyone who can reach a chat adapter may place calls (access.open = true)"
+            );
+        }
         let shutdown = CancellationToken::new();
         let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
         let dialer = dialer::spawn(

@@ -12,7 +12,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
+use std::collections::HashSet;
+
 use crate::core::phone::{PhoneNumber, Region};
+use crate::core::policy::{Limits, Policy};
 
 /// The defaults, documented key by key.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -406,6 +409,29 @@ impl Settings {
                 problems.push("store.backend = redis needs REDIS_URL".into());
             }
         }
+        for c in &self.access.countries {
+            if Region::parse(c).is_none() {
+                problems.push(format!("access.countries: {c:?} is not a known region"));
+            }
+        }
+        for n in self
+            .access
+            .allow_numbers
+            .iter()
+            .chain(&self.access.deny_numbers)
+        {
+            if PhoneNumber::from_e164(n).is_err() {
+                problems.push(format!(
+                    "access.allow_numbers/deny_numbers: {n:?} must be a valid E.164 number like +919876543210"
+                ));
+            }
+        }
+        if self.limits.message_max_chars == 0 || self.limits.message_max_chars > 4000 {
+            problems.push("limits.message_max_chars must be 1 to 4000 (Twilio's TwiML cap)".into());
+        }
+        if self.limits.max_concurrent == 0 {
+            problems.push("limits.max_concurrent must be at least 1".into());
+        }
         if !(self.simulator.speed > 0.0 && self.simulator.speed.is_finite()) {
             problems.push("simulator.speed must be a positive number".into());
         }
@@ -413,6 +439,36 @@ impl Settings {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The effective access policy.
+    pub fn policy(&self) -> Policy {
+        let set = |v: &[String]| v.iter().cloned().collect::<HashSet<_>>();
+        let a = &self.access;
+        let countries = if a.countries.is_empty() {
+            [self.region().code().to_owned()].into()
+        } else {
+            a.countries.iter().map(|c| c.to_ascii_uppercase()).collect()
+        };
+        let l = &self.limits;
+        Policy {
+            open: a.open,
+            telegram_users: set(&a.telegram_users),
+            telegram_chats: set(&a.telegram_chats),
+            slack_teams: set(&a.slack_teams),
+            slack_users: set(&a.slack_users),
+            slack_channels: set(&a.slack_channels),
+            countries,
+            allow_numbers: set(&a.allow_numbers),
+            deny_numbers: set(&a.deny_numbers),
+            limits: Limits {
+                per_user_hour: l.per_user_hour,
+                per_user_day: l.per_user_day,
+                per_destination_hour: l.per_destination_hour,
+                max_concurrent: l.max_concurrent,
+                message_max_chars: l.message_max_chars,
+            },
         }
     }
 
@@ -502,7 +558,8 @@ impl Settings {
              calls:           ring {} s, limit {} s, voice {} ({})\n\
              telegram:        {}\n\
              slack:           {}\n\
-             llm:             {}",
+             llm:             {}\n\
+             {}",
             self.server.bind,
             secret(&self.server.web_token),
             self.phone.default_region,
@@ -521,18 +578,35 @@ impl Settings {
             self.calls.time_limit_secs,
             self.calls.voice,
             self.calls.language,
-            feature_state("telegram", cfg!(feature = "telegram")),
-            feature_state("slack", cfg!(feature = "slack")),
-            feature_state("llm", cfg!(feature = "llm")),
+            feature_state(
+                cfg!(feature = "telegram"),
+                self.telegram.bot_token.is_some(),
+                &format!("on ({:?} mode, token redacted)", self.telegram.mode),
+            ),
+            feature_state(
+                cfg!(feature = "slack"),
+                self.slack.bot_token.is_some(),
+                if self.slack.app_token.is_some() {
+                    "on (Socket Mode, tokens redacted)"
+                } else {
+                    "on (HTTP events, tokens redacted)"
+                },
+            ),
+            feature_state(
+                cfg!(feature = "llm"),
+                self.llm.api_key.is_some() || self.llm.base_url.is_some(),
+                &format!("on (model {})", self.llm.model),
+            ),
+            self.policy().describe(),
         )
     }
 }
 
-fn feature_state(_name: &str, compiled: bool) -> &'static str {
-    if compiled {
-        "compiled in, not configured"
-    } else {
-        "not compiled in"
+fn feature_state(compiled: bool, configured: bool, on: &str) -> String {
+    match (compiled, configured) {
+        (false, _) => "not compiled in".to_owned(),
+        (true, false) => "off (not configured)".to_owned(),
+        (true, true) => on.to_owned(),
     }
 }
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
+use parking_lot::Mutex;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
 
@@ -14,6 +15,7 @@ use crate::core::call::{
     Applied, Call, CallError, CallId, CallSid, CallStatus, Origin, StatusUpdate,
 };
 use crate::core::phone::PhoneNumber;
+use crate::core::policy::{Policy, Refusal, RefusalKind, Request, Usage};
 
 /// What a call says and sounds like when the request does not choose.
 #[derive(Debug, Clone)]
@@ -34,9 +36,15 @@ pub struct CallRequest {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
-    /// The access policy said no; the text tells the requester why (and their id).
+    /// The access policy refused who asks; the text tells them their id.
     #[error("{0}")]
     Refused(String),
+    /// The access policy refused what was asked (destination, message).
+    #[error("{0}")]
+    Rejected(String),
+    /// A limit was reached (per requester, per destination, concurrent calls).
+    #[error("{0}")]
+    Limited(String),
     #[error("callbot is busy: {0} calls are waiting to be dialed. Please try again in a minute.")]
     QueueFull(usize),
     #[error("callbot is shutting down and is not placing new calls.")]
@@ -74,6 +82,9 @@ pub enum Cancelled {
 }
 
 pub struct CallService {
+    policy: Policy,
+    /// Per-requester and per-destination usage, and live calls (this instance's view).
+    usage: Mutex<Usage>,
     store: Arc<dyn CallStore>,
     bus: EventBus,
     queue: mpsc::Sender<CallId>,
@@ -88,10 +99,13 @@ impl CallService {
         store: Arc<dyn CallStore>,
         telephony: Arc<dyn Telephony>,
         defaults: CallDefaults,
+        policy: Policy,
         queue_capacity: usize,
     ) -> (Arc<Self>, mpsc::Receiver<CallId>) {
         let (queue, rx) = mpsc::channel(queue_capacity);
         let service = Arc::new(Self {
+            policy,
+            usage: Mutex::new(Usage::default()),
             store,
             bus: EventBus::new(),
             queue,
@@ -110,8 +124,49 @@ impl CallService {
         self.telephony.is_simulated()
     }
 
-    /// Records the call as queued and hands it to the dialer.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Checks the access policy, records the call as queued and hands it to the dialer.
+    /// One audit event per request, whatever the decision.
     pub async fn request(&self, req: CallRequest) -> Result<Call, RequestError> {
+        let now = Utc::now();
+        let id = CallId::generate();
+        {
+            let mut usage = self.usage.lock();
+            let decision = self.policy.check(
+                &Request {
+                    origin: &req.origin,
+                    to: &req.to,
+                    message: req.message.as_deref(),
+                },
+                &usage,
+                now,
+            );
+            info!(
+                target: "callbot::audit",
+                platform = %req.origin.platform,
+                requester = %req.origin.requester,
+                chat = %req.origin.chat,
+                destination = %req.to,
+                decision = if decision.is_ok() { "allow" } else { "refuse" },
+                reason = decision.as_ref().err().map_or("", Refusal::code),
+                message_chars = req.message.as_ref().map_or(0, |m| m.chars().count()),
+                "call request"
+            );
+            if let Err(refusal) = decision {
+                let text = refusal.to_string();
+                return Err(match refusal.kind() {
+                    RefusalKind::Identity => RequestError::Refused(text),
+                    RefusalKind::Request => RequestError::Rejected(text),
+                    RefusalKind::Limit => RequestError::Limited(text),
+                });
+            }
+            usage.record(&req.origin, &req.to, id.as_str(), now);
+            usage.users.prune(now);
+            usage.destinations.prune(now);
+        }
         let message = req
             .message
             .filter(|m| !m.trim().is_empty())
@@ -123,9 +178,13 @@ impl CallService {
             self.defaults.voice.clone(),
             self.defaults.language.clone(),
             req.origin,
-            Utc::now(),
-        );
-        self.store.insert(call.clone()).await?;
+            now,
+        )
+        .with_id(id);
+        if let Err(e) = self.store.insert(call.clone()).await {
+            self.usage.lock().ended(call.id.as_str());
+            return Err(e.into());
+        }
         info!(
             call_id = %call.id,
             platform = %call.origin.platform,
@@ -173,6 +232,7 @@ impl CallService {
                 Applied::Ignored => {}
                 Applied::Progress => self.bus.publish(EventKind::Progress, call.clone()),
                 Applied::Final => {
+                    self.usage.lock().ended(call.id.as_str());
                     info!(call_id = %call.id, status = %call.status, duration = ?call.duration_secs, "call ended");
                     self.bus.publish(EventKind::Final, call.clone());
                 }

@@ -281,6 +281,12 @@ impl Call {
         }
     }
 
+    /// Replaces the generated id (the service picks it before the policy records usage).
+    pub fn with_id(mut self, id: CallId) -> Self {
+        self.id = id;
+        self
+    }
+
     /// When the call reached `status`, if it did.
     pub fn reached(&self, status: CallStatus) -> Option<DateTime<Utc>> {
         self.history

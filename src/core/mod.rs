@@ -3,9 +3,11 @@
 //! - [`command`]: the chat grammar ("Call to +91 9876543210 and say …").
 //! - [`phone`]: [`phone::PhoneNumber`], an E.164 number validated with libphonenumber's data.
 //! - [`call`]: the [`call::Call`] record, its [`call::CallStatus`] state machine and [`call::Origin`].
+//! - [`policy`]: who may call what — identities, destinations, limits (pure, clock injected).
 //! - [`replies`]: every text a user can read, built by pure functions.
 
 pub mod call;
 pub mod command;
 pub mod phone;
+pub mod policy;
 pub mod replies;

@@ -164,6 +164,10 @@ async fn prompt(State(state): State<Arc<WebState>>, body: Bytes) -> Response {
                     error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
                 }
                 Err(RequestError::Refused(reason)) => error(StatusCode::FORBIDDEN, reason),
+                Err(RequestError::Rejected(reason)) => {
+                    error(StatusCode::UNPROCESSABLE_ENTITY, reason)
+                }
+                Err(RequestError::Limited(reason)) => error(StatusCode::TOO_MANY_REQUESTS, reason),
                 Err(RequestError::Store(e)) => internal(e),
             }
         }

@@ -47,6 +47,8 @@ pub fn settings() -> Settings {
     s.calls.backoff_base_ms = 20;
     s.calls.backoff_max_ms = 200;
     s.simulator.speed = 0.01;
+    // Load tests place many calls that never end; policy tests set their own limits.
+    s.limits.max_concurrent = 100_000;
     s
 }
 

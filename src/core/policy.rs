@@ -1,0 +1,722 @@
+//! Who may call what: identities, destinations and limits, as one pure decision.
+//!
+//! Input: who asks ([`Origin`]), the destination, the message, the clock and the usage so far
+//! ([`Usage`]); output: allow, or a [`Refusal`] whose Display is the reply. Every adapter gets
+//! the same decisions. Deny by default: a chat platform with empty allow-lists refuses
+//! everyone; `open` lifts only the identity check, never the destination rules or limits.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+
+use chrono::{DateTime, Duration, Utc};
+use phonenumber::Type;
+
+use super::call::{Origin, Platform};
+use super::phone::{PhoneNumber, Region};
+
+/// Number types fraud uses (premium rate, shared cost, …), as libphonenumber classifies them.
+const REFUSED_TYPES: &[(Type, &str)] = &[
+    (Type::PremiumRate, "a premium-rate number"),
+    (Type::SharedCost, "a shared-cost number"),
+    (Type::Uan, "a universal access number"),
+    (Type::Voip, "a VoIP number"),
+    (Type::PersonalNumber, "a personal-number service"),
+    (Type::Pager, "a pager"),
+    (Type::Voicemail, "a voicemail access number"),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub per_user_hour: u32,
+    pub per_user_day: u32,
+    pub per_destination_hour: u32,
+    pub max_concurrent: u32,
+    pub message_max_chars: usize,
+}
+
+/// The effective policy (built from `[access]` and `[limits]`).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub open: bool,
+    pub telegram_users: HashSet<String>,
+    pub telegram_chats: HashSet<String>,
+    pub slack_teams: HashSet<String>,
+    pub slack_users: HashSet<String>,
+    pub slack_channels: HashSet<String>,
+    /// Allowed destination regions (ISO codes, upper case).
+    pub countries: HashSet<String>,
+    pub allow_numbers: HashSet<String>,
+    pub deny_numbers: HashSet<String>,
+    pub limits: Limits,
+}
+
+/// Why a request was refused; Display is what the requester reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    NotAllowed {
+        platform: Platform,
+        id: String,
+    },
+    Denied {
+        number: String,
+    },
+    Country {
+        number: String,
+        country: String,
+        allowed: Vec<String>,
+    },
+    NumberType {
+        number: String,
+        kind: &'static str,
+    },
+    MessageTooLong {
+        len: usize,
+        max: usize,
+    },
+    UserHour {
+        limit: u32,
+        retry_in: Duration,
+    },
+    UserDay {
+        limit: u32,
+        retry_in: Duration,
+    },
+    Destination {
+        number: String,
+        limit: u32,
+        retry_in: Duration,
+    },
+    Concurrent {
+        max: u32,
+    },
+}
+
+/// The families of refusals, for HTTP statuses and audit logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// Who asks (HTTP 403).
+    Identity,
+    /// What was asked: destination or message (HTTP 422).
+    Request,
+    /// Too many, too soon (HTTP 429).
+    Limit,
+}
+
+impl Refusal {
+    pub fn kind(&self) -> RefusalKind {
+        match self {
+            Self::NotAllowed { .. } => RefusalKind::Identity,
+            Self::Denied { .. }
+            | Self::Country { .. }
+            | Self::NumberType { .. }
+            | Self::MessageTooLong { .. } => RefusalKind::Request,
+            _ => RefusalKind::Limit,
+        }
+    }
+
+    /// A short machine-readable reason for the audit log.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotAllowed { .. } => "not_allowed",
+            Self::Denied { .. } => "denied_number",
+            Self::Country { .. } => "country",
+            Self::NumberType { .. } => "number_type",
+            Self::MessageTooLong { .. } => "message_too_long",
+            Self::UserHour { .. } => "user_hourly_limit",
+            Self::UserDay { .. } => "user_daily_limit",
+            Self::Destination { .. } => "destination_limit",
+            Self::Concurrent { .. } => "concurrent_limit",
+        }
+    }
+}
+
+/// "12 minutes", "1 hour 5 minutes", "under a minute".
+fn wait(d: Duration) -> String {
+    let mins = (d.num_seconds() + 59) / 60;
+    match mins {
+        ..=0 => "under a minute".to_owned(),
+        1 => "1 minute".to_owned(),
+        2..60 => format!("{mins} minutes"),
+        _ => {
+            let (h, m) = (mins / 60, mins % 60);
+            let hours = if h == 1 {
+                "1 hour".to_owned()
+            } else {
+                format!("{h} hours")
+            };
+            if m == 0 {
+                hours
+            } else {
+                format!("{hours} {m} min")
+            }
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotAllowed { platform, id } => {
+                let what = match platform {
+                    Platform::Telegram => "Telegram id",
+                    Platform::Slack => "Slack user id",
+                    Platform::Web | Platform::Cli => "id",
+                };
+                write!(
+                    f,
+                    "You're not allowed to place calls yet. Ask the admin to add your {what} {id}."
+                )
+            }
+            Self::Denied { number } => write!(f, "Calling {number} is not allowed here."),
+            Self::Country {
+                number,
+                country,
+                allowed,
+            } => write!(
+                f,
+                "{number} is in {country}; calls are allowed only to {}.",
+                allowed.join(", ")
+            ),
+            Self::NumberType { number, kind } => {
+                write!(f, "{number} is {kind}; callbot does not call those.")
+            }
+            Self::MessageTooLong { len, max } => write!(
+                f,
+                "Your message has {len} characters; the limit is {max}. Please shorten it."
+            ),
+            Self::UserHour { limit, retry_in } => write!(
+                f,
+                "You have placed {limit} calls in the last hour, the limit. Try again in {}.",
+                wait(*retry_in)
+            ),
+            Self::UserDay { limit, retry_in } => write!(
+                f,
+                "You have placed {limit} calls in the last 24 hours, the limit. Try again in {}.",
+                wait(*retry_in)
+            ),
+            Self::Destination {
+                number,
+                limit,
+                retry_in,
+            } => write!(
+                f,
+                "{number} has already been called {limit} times in the last hour. Try again in {}.",
+                wait(*retry_in)
+            ),
+            Self::Concurrent { max } => write!(
+                f,
+                "{max} calls are already in progress, the most at once. Try again when one ends."
+            ),
+        }
+    }
+}
+
+/// What one request asks for.
+pub struct Request<'a> {
+    pub origin: &'a Origin,
+    pub to: &'a PhoneNumber,
+    pub message: Option<&'a str>,
+}
+
+impl Policy {
+    /// Decides one request. Pure: time and usage come in as arguments.
+    pub fn check(
+        &self,
+        req: &Request<'_>,
+        usage: &Usage,
+        now: DateTime<Utc>,
+    ) -> Result<(), Refusal> {
+        self.check_identity(req.origin)?;
+        self.check_destination(req.to)?;
+        if let Some(message) = req.message {
+            let len = message.chars().count();
+            if len > self.limits.message_max_chars {
+                return Err(Refusal::MessageTooLong {
+                    len,
+                    max: self.limits.message_max_chars,
+                });
+            }
+        }
+        self.check_limits(req, usage, now)
+    }
+
+    pub fn check_identity(&self, origin: &Origin) -> Result<(), Refusal> {
+        let allowed = self.open
+            || match origin.platform {
+                // The console is guarded by its token (required off loopback); the CLI is the operator.
+                Platform::Web | Platform::Cli => true,
+                Platform::Telegram => {
+                    self.telegram_users.contains(&origin.requester)
+                        || self.telegram_chats.contains(&origin.chat)
+                }
+                Platform::Slack => {
+                    self.slack_users.contains(&origin.requester)
+                        || self.slack_channels.contains(&origin.chat)
+                        || origin
+                            .team
+                            .as_ref()
+                            .is_some_and(|t| self.slack_teams.contains(t))
+                }
+            };
+        if allowed {
+            Ok(())
+        } else {
+            Err(Refusal::NotAllowed {
+                platform: origin.platform,
+                id: origin.requester.clone(),
+            })
+        }
+    }
+
+    pub fn check_destination(&self, to: &PhoneNumber) -> Result<(), Refusal> {
+        let shown = to.display();
+        if self.deny_numbers.contains(to.e164()) {
+            return Err(Refusal::Denied { number: shown });
+        }
+        if self.allow_numbers.contains(to.e164()) {
+            return Ok(());
+        }
+        let region = to.region();
+        let code = region
+            .as_ref()
+            .map(|r| r.code().to_owned())
+            .unwrap_or_default();
+        if !self.countries.contains(&code) {
+            let mut allowed: Vec<String> = self
+                .countries
+                .iter()
+                .map(|c| Region::parse(c).map_or_else(|| c.clone(), |r| r.name()))
+                .collect();
+            allowed.sort();
+            return Err(Refusal::Country {
+                number: shown,
+                country: region.map_or_else(|| "an unknown country".to_owned(), |r| r.name()),
+                allowed,
+            });
+        }
+        let kind = to.number_type();
+        if let Some((_, label)) = REFUSED_TYPES.iter().find(|(t, _)| *t == kind) {
+            return Err(Refusal::NumberType {
+                number: shown,
+                kind: label,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_limits(
+        &self,
+        req: &Request<'_>,
+        usage: &Usage,
+        now: DateTime<Utc>,
+    ) -> Result<(), Refusal> {
+        let l = &self.limits;
+        if usage.active() >= l.max_concurrent as usize {
+            return Err(Refusal::Concurrent {
+                max: l.max_concurrent,
+            });
+        }
+        // Per-requester quotas are for chat users; the console (behind its token) and the
+        // CLI are the operator's. Destination and concurrency limits apply to everyone.
+        if matches!(req.origin.platform, Platform::Telegram | Platform::Slack) {
+            let user = requester_key(req.origin);
+            if let Some(retry_in) =
+                usage
+                    .users
+                    .full(&user, l.per_user_hour, Duration::hours(1), now)
+            {
+                return Err(Refusal::UserHour {
+                    limit: l.per_user_hour,
+                    retry_in,
+                });
+            }
+            if let Some(retry_in) = usage
+                .users
+                .full(&user, l.per_user_day, Duration::days(1), now)
+            {
+                return Err(Refusal::UserDay {
+                    limit: l.per_user_day,
+                    retry_in,
+                });
+            }
+        }
+        if let Some(retry_in) = usage.destinations.full(
+            req.to.e164(),
+            l.per_destination_hour,
+            Duration::hours(1),
+            now,
+        ) {
+            return Err(Refusal::Destination {
+                number: req.to.display(),
+                limit: l.per_destination_hour,
+                retry_in,
+            });
+        }
+        Ok(())
+    }
+
+    /// The policy in words, for `callbot check-config`.
+    pub fn describe(&self) -> String {
+        let list = |set: &HashSet<String>| {
+            if set.is_empty() {
+                "none".to_owned()
+            } else {
+                let mut v: Vec<_> = set.iter().cloned().collect();
+                v.sort();
+                v.join(", ")
+            }
+        };
+        let l = &self.limits;
+        format!(
+            "access:          {}\n\
+             telegram:        users {}; chats {}\n\
+             slack:           teams {}; users {}; channels {}\n\
+             destinations:    countries {}; always allowed {}; denied {}; never premium-rate, shared-cost, UAN, VoIP, personal, pager, voicemail\n\
+             limits:          {}/hour and {}/day per requester, {}/hour per number, {} at once, messages up to {} characters",
+            if self.open {
+                "OPEN: anyone may call (demo mode)"
+            } else {
+                "allow-lists only (deny by default)"
+            },
+            list(&self.telegram_users),
+            list(&self.telegram_chats),
+            list(&self.slack_teams),
+            list(&self.slack_users),
+            list(&self.slack_channels),
+            list(&self.countries),
+            list(&self.allow_numbers),
+            list(&self.deny_numbers),
+            l.per_user_hour,
+            l.per_user_day,
+            l.per_destination_hour,
+            l.max_concurrent,
+            l.message_max_chars,
+        )
+    }
+}
+
+/// The identity limits count against: platform + requester id.
+pub fn requester_key(origin: &Origin) -> String {
+    format!("{}:{}", origin.platform, origin.requester)
+}
+
+/// When each key placed its calls, for "N per window" limits.
+///
+/// Written by hand: the limits are counts over a sliding window ("10 calls in the last hour"),
+/// which is what users are told; governor's GCRA (used by the dialer for pacing) smooths a
+/// rate instead and would allow about twice the quota in the first hour.
+#[derive(Debug, Default, Clone)]
+pub struct WindowLog {
+    times: HashMap<String, VecDeque<DateTime<Utc>>>,
+}
+
+/// The longest window any limit uses; older entries are dropped.
+const LONGEST_WINDOW: Duration = Duration::days(1);
+
+impl WindowLog {
+    pub fn record(&mut self, key: &str, now: DateTime<Utc>) {
+        let times = self.times.entry(key.to_owned()).or_default();
+        while times.front().is_some_and(|t| now - *t >= LONGEST_WINDOW) {
+            times.pop_front();
+        }
+        times.push_back(now);
+    }
+
+    /// `Some(wait)` when `key` already has `limit` entries within `window` before `now`.
+    pub fn full(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        now: DateTime<Utc>,
+    ) -> Option<Duration> {
+        let times = self.times.get(key)?;
+        let recent: Vec<_> = times.iter().filter(|t| now - **t < window).collect();
+        if recent.len() < limit as usize {
+            return None;
+        }
+        // The oldest entry that must expire before one more fits.
+        let oldest = recent[recent.len() - limit as usize];
+        Some(*oldest + window - now)
+    }
+
+    /// Drops keys with nothing inside the longest window (bounded memory).
+    pub fn prune(&mut self, now: DateTime<Utc>) {
+        self.times
+            .retain(|_, times| times.back().is_some_and(|t| now - *t < LONGEST_WINDOW));
+    }
+}
+
+/// Usage so far: per requester, per destination, and the calls live right now.
+#[derive(Debug, Default, Clone)]
+pub struct Usage {
+    pub users: WindowLog,
+    pub destinations: WindowLog,
+    pub live: HashSet<String>,
+}
+
+impl Usage {
+    pub fn active(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Records an accepted request.
+    pub fn record(&mut self, origin: &Origin, to: &PhoneNumber, call_id: &str, now: DateTime<Utc>) {
+        self.users.record(&requester_key(origin), now);
+        self.destinations.record(to.e164(), now);
+        self.live.insert(call_id.to_owned());
+    }
+
+    pub fn ended(&mut self, call_id: &str) {
+        self.live.remove(call_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        let set = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect();
+        Policy {
+            open: false,
+            telegram_users: set(&["111"]),
+            telegram_chats: set(&["-100500"]),
+            slack_teams: set(&["T1"]),
+            slack_users: set(&["U1"]),
+            slack_channels: set(&["C1"]),
+            countries: set(&["IN"]),
+            allow_numbers: set(&["+14155550100"]),
+            deny_numbers: set(&["+919876543219"]),
+            limits: Limits {
+                per_user_hour: 2,
+                per_user_day: 3,
+                per_destination_hour: 2,
+                max_concurrent: 5,
+                message_max_chars: 20,
+            },
+        }
+    }
+
+    fn telegram(user: &str, chat: &str) -> Origin {
+        let mut o = Origin::new(Platform::Telegram, user);
+        o.chat = chat.to_owned();
+        o
+    }
+
+    fn slack(user: &str, channel: &str, team: &str) -> Origin {
+        let mut o = Origin::new(Platform::Slack, user);
+        o.chat = channel.to_owned();
+        o.team = Some(team.to_owned());
+        o
+    }
+
+    fn num(e164: &str) -> PhoneNumber {
+        PhoneNumber::from_e164(e164).unwrap()
+    }
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-24T10:00:00Z")
+            .unwrap()
+            .to_utc()
+    }
+
+    fn check(
+        p: &Policy,
+        origin: &Origin,
+        to: &str,
+        usage: &Usage,
+        now: DateTime<Utc>,
+    ) -> Result<(), Refusal> {
+        p.check(
+            &Request {
+                origin,
+                to: &num(to),
+                message: None,
+            },
+            usage,
+            now,
+        )
+    }
+
+    #[test]
+    fn identities_are_denied_by_default_and_told_their_id() {
+        let p = policy();
+        let u = Usage::default();
+        let india = "+919876543210";
+        assert!(check(&p, &telegram("111", "5"), india, &u, t0()).is_ok());
+        assert!(
+            check(&p, &telegram("222", "-100500"), india, &u, t0()).is_ok(),
+            "allowed chat"
+        );
+        let refused = check(&p, &telegram("222", "5"), india, &u, t0()).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "You're not allowed to place calls yet. Ask the admin to add your Telegram id 222."
+        );
+        assert_eq!(refused.kind(), RefusalKind::Identity);
+        assert!(check(&p, &slack("U1", "C9", "T9"), india, &u, t0()).is_ok());
+        assert!(check(&p, &slack("U9", "C1", "T9"), india, &u, t0()).is_ok());
+        assert!(check(&p, &slack("U9", "C9", "T1"), india, &u, t0()).is_ok());
+        assert_eq!(
+            check(&p, &slack("U9", "C9", "T9"), india, &u, t0())
+                .unwrap_err()
+                .to_string(),
+            "You're not allowed to place calls yet. Ask the admin to add your Slack user id U9."
+        );
+        let empty = Policy {
+            telegram_users: HashSet::new(),
+            telegram_chats: HashSet::new(),
+            ..policy()
+        };
+        assert!(
+            check(&empty, &telegram("111", "5"), india, &u, t0()).is_err(),
+            "empty list refuses everyone"
+        );
+        let open = Policy {
+            open: true,
+            ..empty
+        };
+        assert!(check(&open, &telegram("999", "5"), india, &u, t0()).is_ok());
+        assert!(
+            check(&open, &telegram("999", "5"), "+4930901820", &u, t0()).is_err(),
+            "open keeps destination rules"
+        );
+    }
+
+    #[test]
+    fn destinations_country_types_and_lists() {
+        let p = policy();
+        let u = Usage::default();
+        let me = telegram("111", "5");
+        let germany = check(&p, &me, "+4930901820", &u, t0()).unwrap_err();
+        assert_eq!(
+            germany.to_string(),
+            "+49 30 901820 is in Germany; calls are allowed only to India."
+        );
+        assert_eq!(germany.kind(), RefusalKind::Request);
+        assert!(
+            check(&p, &me, "+14155550100", &u, t0()).is_ok(),
+            "the allow-list overrides the country rule"
+        );
+        assert_eq!(
+            check(&p, &me, "+919876543219", &u, t0())
+                .unwrap_err()
+                .to_string(),
+            "Calling +91 98765 43219 is not allowed here."
+        );
+        let us = Policy {
+            countries: ["US".to_owned()].into(),
+            ..policy()
+        };
+        let premium = check(&us, &me, "+19005550123", &u, t0()).unwrap_err();
+        assert_eq!(premium.code(), "number_type");
+        assert!(premium.to_string().contains("premium-rate"), "{premium}");
+        let gb = Policy {
+            countries: ["GB".to_owned()].into(),
+            ..policy()
+        };
+        let personal = check(&gb, &me, "+447012345678", &u, t0()).unwrap_err();
+        assert!(
+            personal.to_string().contains("personal-number"),
+            "{personal}"
+        );
+    }
+
+    #[test]
+    fn message_length_is_capped() {
+        let p = policy();
+        let me = telegram("111", "5");
+        let to = num("+919876543210");
+        let long = "x".repeat(21);
+        let r = p
+            .check(
+                &Request {
+                    origin: &me,
+                    to: &to,
+                    message: Some(&long),
+                },
+                &Usage::default(),
+                t0(),
+            )
+            .unwrap_err();
+        assert_eq!(
+            r.to_string(),
+            "Your message has 21 characters; the limit is 20. Please shorten it."
+        );
+    }
+
+    #[test]
+    fn per_user_limits_roll_over_with_the_clock() {
+        let p = policy();
+        let me = telegram("111", "5");
+        let mut u = Usage::default();
+        let mut now = t0();
+        for (i, n) in ["+919876543210", "+919876543211"].iter().enumerate() {
+            check(&p, &me, n, &u, now).unwrap();
+            u.record(&me, &num(n), &format!("c{i}"), now);
+            now += Duration::minutes(10);
+        }
+        let r = check(&p, &me, "+919876543212", &u, now).unwrap_err();
+        assert_eq!(
+            r.to_string(),
+            "You have placed 2 calls in the last hour, the limit. Try again in 40 minutes."
+        );
+        assert_eq!(r.kind(), RefusalKind::Limit);
+        now = t0() + Duration::minutes(61);
+        check(&p, &me, "+919876543212", &u, now).unwrap();
+        u.record(&me, &num("+919876543212"), "c2", now);
+        // Three in a day is the daily limit, even after the hourly window rolled over.
+        now += Duration::hours(2);
+        let r = check(&p, &me, "+919876543213", &u, now).unwrap_err();
+        assert_eq!(r.code(), "user_daily_limit");
+        assert!(
+            r.to_string().ends_with("Try again in 20 hours 59 min."),
+            "{r}"
+        );
+        now = t0() + Duration::days(1);
+        check(&p, &me, "+919876543213", &u, now).unwrap();
+    }
+
+    #[test]
+    fn per_destination_and_concurrency_limits() {
+        let p = policy();
+        let mut u = Usage::default();
+        let to = "+919876543210";
+        for (i, who) in ["111", "112"].iter().enumerate() {
+            u.record(&telegram(who, "-100500"), &num(to), &format!("c{i}"), t0());
+        }
+        let r = check(
+            &p,
+            &telegram("113", "-100500"),
+            to,
+            &u,
+            t0() + Duration::minutes(1),
+        )
+        .unwrap_err();
+        assert_eq!(
+            r.to_string(),
+            "+91 98765 43210 has already been called 2 times in the last hour. Try again in 59 minutes."
+        );
+        for i in 2..5 {
+            u.record(
+                &telegram(&format!("u{i}"), "-100500"),
+                &num("+919876543211"),
+                &format!("c{i}"),
+                t0(),
+            );
+        }
+        let r = check(&p, &telegram("111", "5"), "+919876543212", &u, t0()).unwrap_err();
+        assert_eq!(r.code(), "concurrent_limit");
+        u.ended("c0");
+        assert!(check(&p, &telegram("114", "-100500"), "+919876543212", &u, t0()).is_ok());
+    }
+
+    #[test]
+    fn window_log_prunes_old_keys() {
+        let mut log = WindowLog::default();
+        log.record("a", t0());
+        log.prune(t0() + Duration::days(2));
+        assert!(log.times.is_empty());
+    }
+}
