@@ -337,3 +337,27 @@ async fn cancel_hangs_up_at_twilio() {
         .unwrap();
     assert_eq!(again.status().as_u16(), 409);
 }
+
+#[tokio::test]
+async fn callback_that_overtakes_a_slow_create_response_is_not_lost() {
+    let twilio = FakeTwilio::start().await;
+    twilio.plan([Plan::Delayed(Duration::from_millis(700))]);
+    let app = TestApp::spawn(twilio_settings(&twilio)).await;
+    let id = app.place("call +91 9876543210").await;
+    let create = twilio.wait_creates(1).await.remove(0);
+    // Twilio has the call and reports it while our create request is still waiting.
+    let form = twilio.callback(&create, "initiated", 0, &[]);
+    assert_eq!(twilio.send_callback(&create, &form).await, 200);
+    let call = app.call(&id).await;
+    assert_eq!(call.status, CallStatus::Initiated);
+    assert_eq!(
+        call.sid.as_ref().map(|s| s.0.as_str()),
+        create.sid.as_deref()
+    );
+    // The create answer arrives later and changes nothing but the attempt count.
+    let call = app
+        .wait_for(&id, Duration::from_secs(5), |c| c.attempts == 1)
+        .await;
+    assert_eq!(call.status, CallStatus::Initiated);
+    assert_eq!(twilio.creates().len(), 1);
+}

@@ -227,7 +227,7 @@ async fn create(
         &body,
     );
     let plan = inner.plan.lock().pop_front().unwrap_or(Plan::Created);
-    match plan {
+    let delay = match plan {
         Plan::Error {
             status,
             code,
@@ -237,47 +237,43 @@ async fn create(
             inner.creates.lock().push(rec);
             let mut res = (
                 StatusCode::from_u16(status).unwrap(),
-                axum::Json(json!({ "code": code, "message": message, "more_info": format!("https://www.twilio.com/docs/errors/{code}"), "status": status })),
+                axum::Json(json!({
+                    "code": code, "message": message, "status": status,
+                    "more_info": format!("https://www.twilio.com/docs/errors/{code}"),
+                })),
             )
                 .into_response();
             if let Some(secs) = retry_after {
                 res.headers_mut()
                     .insert("retry-after", secs.to_string().parse().unwrap());
             }
-            res
+            return res;
         }
         Plan::Slow(delay) => {
             inner.creates.lock().push(rec);
             tokio::time::sleep(delay).await;
-            (StatusCode::SERVICE_UNAVAILABLE, "too slow").into_response()
+            return (StatusCode::SERVICE_UNAVAILABLE, "too slow").into_response();
         }
-        Plan::Delayed(delay) => {
-            tokio::time::sleep(delay).await;
-            created(&inner, rec, account)
-        }
-        Plan::Created => created(&inner, rec, account),
-    }
-}
-
-fn created(inner: &Inner, mut rec: Recorded, account: String) -> Response {
-    {
-        {
-            let sid = format!("CA{:032x}", rand::random::<u128>());
-            rec.sid = Some(sid.clone());
-            let to = rec.get("To").unwrap_or_default().to_owned();
-            let from = rec.get("From").unwrap_or_default().to_owned();
-            inner.creates.lock().push(rec);
-            (
-                StatusCode::CREATED,
-                axum::Json(json!({
-                    "sid": sid, "status": "queued", "to": to, "from": from,
-                    "account_sid": account, "api_version": "2010-04-01", "direction": "outbound-api",
-                    "uri": format!("/2010-04-01/Accounts/{account}/Calls/{sid}.json"),
-                })),
-            )
-                .into_response()
-        }
-    }
+        Plan::Delayed(delay) => delay,
+        Plan::Created => Duration::ZERO,
+    };
+    // The call exists (and is recorded) before the answer goes out, as at Twilio, where
+    // callbacks can overtake a slow create response.
+    let sid = format!("CA{:032x}", rand::random::<u128>());
+    rec.sid = Some(sid.clone());
+    let to = rec.get("To").unwrap_or_default().to_owned();
+    let from = rec.get("From").unwrap_or_default().to_owned();
+    inner.creates.lock().push(rec);
+    tokio::time::sleep(delay).await;
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({
+            "sid": sid, "status": "queued", "to": to, "from": from,
+            "account_sid": account, "api_version": "2010-04-01", "direction": "outbound-api",
+            "uri": format!("/2010-04-01/Accounts/{account}/Calls/{sid}.json"),
+        })),
+    )
+        .into_response()
 }
 
 async fn update(
