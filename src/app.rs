@@ -132,6 +132,13 @@ impl App {
             shutdown.clone(),
         );
 
+        crate::calls::reaper::spawn(
+            service.clone(),
+            Duration::from_millis(calls.reap_interval_ms.max(10)),
+            Duration::from_secs(u64::from(calls.time_limit_secs) + calls.reap_margin_secs),
+            shutdown.clone(),
+        );
+
         let hooks = Arc::new(TwilioHooks {
             service: service.clone(),
             verifier: SignatureVerifier::new(webhook_token, &public_url),

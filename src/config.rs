@@ -259,6 +259,11 @@ pub struct CallSettings {
     pub queue_capacity: usize,
     /// Ask "Call …? [Call] [Cancel]" in chat before dialing.
     pub confirm: bool,
+    /// A call not final `time_limit_secs + reap_margin_secs` after it was created is fetched
+    /// from the provider and closed.
+    pub reap_margin_secs: u64,
+    /// How often the reaper looks, milliseconds.
+    pub reap_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

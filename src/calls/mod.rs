@@ -5,6 +5,7 @@
 
 pub mod dialer;
 pub mod events;
+pub mod reaper;
 pub mod service;
 pub mod store;
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::core::call::{Call, CallError, CallSid, CallStatus};
+use crate::core::call::{Call, CallError, CallSid, CallStatus, StatusUpdate};
 
 pub use events::{CallEvent, EventBus, EventKind};
 pub use service::{CallService, RequestError};
@@ -94,6 +95,8 @@ pub trait Telephony: Send + Sync + 'static {
     async fn place(&self, call: &Call) -> Result<Placed, TelephonyError>;
     /// Ends a live call.
     async fn hangup(&self, sid: &CallSid, how: Hangup) -> Result<(), TelephonyError>;
+    /// The provider's current view of a call (status, duration), for the stale-call reaper.
+    async fn fetch(&self, sid: &CallSid) -> Result<StatusUpdate, TelephonyError>;
     /// True when no real calls are placed.
     fn is_simulated(&self) -> bool;
 }

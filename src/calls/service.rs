@@ -361,6 +361,51 @@ impl CallService {
         }
     }
 
+    /// Closes calls that are not final `max_age` after they were created: the provider's
+    /// final status if it has one; otherwise hang up and fail them with a reason.
+    /// Returns how many were closed.
+    pub async fn reap(&self, max_age: std::time::Duration) -> Result<usize, StoreError> {
+        let cutoff = Utc::now() - chrono::Duration::from_std(max_age).unwrap_or_default();
+        let stale: Vec<Call> = self
+            .store
+            .list(usize::MAX, &ListFilter::default())
+            .await?
+            .into_iter()
+            .filter(|c| !c.status.is_terminal() && c.sid.is_some() && c.created_at < cutoff)
+            .collect();
+        let mut closed = 0;
+        for call in stale {
+            let Some(sid) = &call.sid else { continue };
+            let result = match self.telephony.fetch(sid).await {
+                Ok(update) if update.status.is_some_and(CallStatus::is_terminal) => {
+                    self.on_status(Some(&call.id), update).await?;
+                    true
+                }
+                Ok(_) => {
+                    let _ = self.hangup(sid, call.status).await;
+                    let reason = "no final status from the provider within the time limit; hung up";
+                    self.fail(&call.id, None, reason.to_owned(), 0)
+                        .await?
+                        .is_some()
+                }
+                Err(TelephonyError::Api {
+                    http_status: 404, ..
+                }) => {
+                    let reason = "the provider has no record of this call";
+                    self.fail(&call.id, None, reason.to_owned(), 0)
+                        .await?
+                        .is_some()
+                }
+                Err(e) => {
+                    warn!(call_id = %call.id, error = %e, "reaper could not fetch the call; will retry");
+                    false
+                }
+            };
+            closed += usize::from(result);
+        }
+        Ok(closed)
+    }
+
     /// Hangs up a live call at the provider (used by cancel and by the dialer when a call
     /// was canceled while its create request was in flight).
     pub async fn hangup(&self, sid: &CallSid, status: CallStatus) -> Result<(), TelephonyError> {

@@ -29,7 +29,7 @@ use tracing::{debug, warn};
 use super::twilio::signature::sign;
 use super::{status_callback_url, twiml_url};
 use crate::calls::{Hangup, Placed, Telephony, TelephonyError};
-use crate::core::call::{Call, CallId, CallSid, CallStatus};
+use crate::core::call::{Call, CallId, CallSid, CallStatus, StatusUpdate};
 
 /// The account sid the simulator signs its callbacks as.
 pub const SIMULATOR_ACCOUNT: &str = "ACsimulator0000000000000000000000";
@@ -44,7 +44,8 @@ struct Inner {
     token: SecretString,
     speed: f64,
     chaos: bool,
-    live: Mutex<HashMap<String, CancellationToken>>,
+    /// Calls still running: their hang-up switch and last reported status.
+    live: Mutex<HashMap<String, (CancellationToken, CallStatus)>>,
 }
 
 /// What the simulated callee does, from the number's last digit.
@@ -89,7 +90,10 @@ impl Telephony for Simulator {
     async fn place(&self, call: &Call) -> Result<Placed, TelephonyError> {
         let sid = CallSid(format!("CA{:032x}", rand::random::<u128>()));
         let hangup = CancellationToken::new();
-        self.inner.live.lock().insert(sid.0.clone(), hangup.clone());
+        self.inner
+            .live
+            .lock()
+            .insert(sid.0.clone(), (hangup.clone(), CallStatus::Queued));
         let inner = self.inner.clone();
         let script = Script {
             id: call.id.clone(),
@@ -110,22 +114,37 @@ impl Telephony for Simulator {
 
     async fn hangup(&self, sid: &CallSid, _how: Hangup) -> Result<(), TelephonyError> {
         match self.inner.live.lock().get(&sid.0) {
-            Some(token) => {
+            Some((token, _)) => {
                 token.cancel();
                 Ok(())
             }
-            None => Err(TelephonyError::Api {
-                http_status: 404,
-                code: Some(20404),
-                message: "The requested resource was not found".into(),
-                more_info: None,
-                retry_after: None,
+            None => Err(not_found()),
+        }
+    }
+
+    async fn fetch(&self, sid: &CallSid) -> Result<StatusUpdate, TelephonyError> {
+        match self.inner.live.lock().get(&sid.0) {
+            Some((_, status)) => Ok(StatusUpdate {
+                status: Some(*status),
+                sid: Some(sid.clone()),
+                ..StatusUpdate::default()
             }),
+            None => Err(not_found()),
         }
     }
 
     fn is_simulated(&self) -> bool {
         true
+    }
+}
+
+fn not_found() -> TelephonyError {
+    TelephonyError::Api {
+        http_status: 404,
+        code: Some(20404),
+        message: "The requested resource was not found".into(),
+        more_info: None,
+        retry_after: None,
     }
 }
 
@@ -167,6 +186,9 @@ impl Script {
     ) {
         let form = self.callback_form(status, progress.sequence, extra);
         progress.sequence += 1;
+        if let Some(entry) = inner.live.lock().get_mut(&self.sid.0) {
+            entry.1 = status;
+        }
         if inner.chaos {
             progress.held.push(form);
         } else {

@@ -4,6 +4,7 @@ mod support;
 
 mod cli;
 mod measure;
+mod policy;
 mod simulator;
 #[cfg(feature = "slack")]
 mod slack;

@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::calls::{Hangup, Placed, Telephony, TelephonyError};
-use crate::core::call::{Call, CallSid, CallStatus};
+use crate::core::call::{Call, CallSid, CallStatus, StatusUpdate};
 use crate::telephony::{status_callback_url, twiml_url};
 
 /// The events we ask Twilio to report (`StatusCallbackEvent`, one form key each).
@@ -42,6 +42,9 @@ pub struct TwilioConfig {
 struct CallResource {
     sid: String,
     status: String,
+    /// Seconds, as a string; empty for busy, failed, unanswered or ongoing calls.
+    #[serde(default)]
+    duration: Option<String>,
 }
 
 /// Twilio's error body: `{"code": 21211, "message": "…", "more_info": "…", "status": 400}`.
@@ -100,16 +103,24 @@ impl TwilioClient {
         form
     }
 
+    fn call_url(&self, sid: &CallSid) -> String {
+        format!(
+            "{}/2010-04-01/Accounts/{}/Calls/{}.json",
+            self.api_base, self.account_sid, sid
+        )
+    }
+
     async fn post(
         &self,
         url: String,
         form: &[(&str, String)],
     ) -> Result<CallResource, TelephonyError> {
-        let response = self
-            .http
-            .post(url)
+        self.send(self.http.post(url).form(form)).await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<CallResource, TelephonyError> {
+        let response = request
             .basic_auth(&self.account_sid, Some(self.auth_token.expose_secret()))
-            .form(form)
             .timeout(self.timeout)
             .send()
             .await
@@ -196,12 +207,19 @@ impl Telephony for TwilioClient {
             Hangup::Cancel => "canceled",
             Hangup::Complete => "completed",
         };
-        let url = format!(
-            "{}/2010-04-01/Accounts/{}/Calls/{}.json",
-            self.api_base, self.account_sid, sid
-        );
-        self.post(url, &[("Status", status.to_owned())]).await?;
+        self.post(self.call_url(sid), &[("Status", status.to_owned())])
+            .await?;
         Ok(())
+    }
+
+    async fn fetch(&self, sid: &CallSid) -> Result<StatusUpdate, TelephonyError> {
+        let resource = self.send(self.http.get(self.call_url(sid))).await?;
+        Ok(StatusUpdate {
+            status: CallStatus::parse(&resource.status),
+            sid: Some(CallSid(resource.sid)),
+            duration_secs: resource.duration.and_then(|d| d.parse().ok()),
+            ..StatusUpdate::default()
+        })
     }
 
     fn is_simulated(&self) -> bool {

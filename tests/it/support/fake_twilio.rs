@@ -10,6 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+
 use callbot::telephony::twilio::signature::sign;
 use parking_lot::Mutex;
 use rand::seq::SliceRandom as _;
@@ -65,6 +66,9 @@ struct Inner {
     creates: Mutex<Vec<Recorded>>,
     hangups: Mutex<Vec<Recorded>>,
     plan: Mutex<VecDeque<Plan>>,
+    /// What `GET …/Calls/{sid}.json` answers (status, duration); unset: 404.
+    fetch: Mutex<Option<(String, Option<String>)>>,
+    fetches: Mutex<Vec<String>>,
 }
 
 #[derive(Clone)]
@@ -79,7 +83,10 @@ impl FakeTwilio {
         let inner = Arc::new(Inner::default());
         let app = Router::new()
             .route("/2010-04-01/Accounts/{account}/Calls.json", post(create))
-            .route("/2010-04-01/Accounts/{account}/Calls/{sid}", post(update))
+            .route(
+                "/2010-04-01/Accounts/{account}/Calls/{sid}",
+                post(update).get(fetch),
+            )
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -94,6 +101,16 @@ impl FakeTwilio {
     /// Scripts the answers to the next create requests (then: Created).
     pub fn plan(&self, plans: impl IntoIterator<Item = Plan>) {
         self.inner.plan.lock().extend(plans);
+    }
+
+    /// Answers `GET …/Calls/{sid}.json` with this status and duration from now on.
+    pub fn set_fetch(&self, status: &str, duration: Option<&str>) {
+        *self.inner.fetch.lock() = Some((status.to_owned(), duration.map(str::to_owned)));
+    }
+
+    /// Sids fetched with `GET …/Calls/{sid}.json`.
+    pub fn fetches(&self) -> Vec<String> {
+        self.inner.fetches.lock().clone()
     }
 
     pub fn creates(&self) -> Vec<Recorded> {
@@ -295,4 +312,24 @@ async fn update(
         axum::Json(json!({ "sid": sid, "status": status })),
     )
         .into_response()
+}
+
+async fn fetch(
+    State(inner): State<Arc<Inner>>,
+    Path((_account, sid)): Path<(String, String)>,
+) -> Response {
+    let sid = sid.trim_end_matches(".json").to_owned();
+    inner.fetches.lock().push(sid.clone());
+    match inner.fetch.lock().clone() {
+        Some((status, duration)) => (
+            StatusCode::OK,
+            axum::Json(json!({ "sid": sid, "status": status, "duration": duration })),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({ "code": 20404, "message": "The requested resource was not found", "status": 404 })),
+        )
+            .into_response(),
+    }
 }
