@@ -36,6 +36,13 @@ pub struct App {
     grace: Duration,
 }
 
+fn interpreter(settings: &Settings) -> Interpreter {
+    let interpreter = Interpreter::new(settings.region());
+    #[cfg(feature = "llm")]
+    let interpreter = interpreter.with_llm(crate::llm::LlmParser::from_settings(&settings.llm));
+    interpreter
+}
+
 impl App {
     /// Binds the listener (port 0 picks a free one) and builds everything; nothing is
     /// served until [`App::run`].
@@ -146,7 +153,7 @@ impl App {
         });
         let ctx = AdapterContext {
             service: service.clone(),
-            interpreter: Arc::new(Interpreter::new(settings.region())),
+            interpreter: Arc::new(interpreter(&settings)),
             public_url: public_url.clone(),
             confirm: settings.calls.confirm,
             shutdown: shutdown.clone(),

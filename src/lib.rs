@@ -8,6 +8,8 @@ pub mod calls;
 pub mod chat;
 pub mod config;
 pub mod core;
+#[cfg(feature = "llm")]
+pub mod llm;
 pub mod telemetry;
 pub mod telephony;
 

@@ -11,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::calls::CallService;
 use crate::core::command::{self, Command, ParseError};
+#[cfg(feature = "llm")]
+use crate::core::phone::PhoneError;
 use crate::core::phone::Region;
 
 #[cfg(feature = "slack")]
@@ -19,14 +21,28 @@ pub mod slack;
 pub mod telegram;
 pub mod web;
 
-/// Turns a chat message into a command: the grammar first (fast, free, deterministic).
+/// Turns a chat message into a command: the grammar first (fast, free, deterministic); the
+/// language model only when the grammar found no request or no number.
 pub struct Interpreter {
     region: Region,
+    #[cfg(feature = "llm")]
+    llm: Option<Arc<crate::llm::LlmParser>>,
 }
 
 impl Interpreter {
     pub fn new(region: Region) -> Self {
-        Self { region }
+        Self {
+            region,
+            #[cfg(feature = "llm")]
+            llm: None,
+        }
+    }
+
+    /// Adds the natural-language fallback.
+    #[cfg(feature = "llm")]
+    pub fn with_llm(mut self, llm: Option<Arc<crate::llm::LlmParser>>) -> Self {
+        self.llm = llm;
+        self
     }
 
     pub fn region(&self) -> Region {
@@ -35,7 +51,22 @@ impl Interpreter {
 
     /// `Ok(None)`: not for us. `Err`: a call request we cannot accept (show the reason).
     pub async fn interpret(&self, text: &str) -> Result<Option<Command>, ParseError> {
-        command::parse(text, self.region)
+        let grammar = command::parse(text, self.region);
+        #[cfg(feature = "llm")]
+        if let Some(llm) = &self.llm {
+            let ask_model = match &grammar {
+                Ok(None) => true,
+                Err(
+                    ParseError::Number(PhoneError::NoNumber(_)) | ParseError::TrailingText { .. },
+                ) => true,
+                // A number was found but is invalid: the grammar's reason is the answer.
+                _ => false,
+            };
+            if ask_model && !text.trim().is_empty() {
+                return llm.interpret(text, self.region).await;
+            }
+        }
+        grammar
     }
 }
 

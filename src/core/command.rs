@@ -44,6 +44,14 @@ pub enum ParseError {
         "I found the number {number} but not what “{rest}” means. Write: call {number} and say <message>"
     )]
     TrailingText { number: String, rest: String },
+    /// Neither the grammar nor the language model could make sense of it.
+    #[error("I couldn't understand that.\n{}", super::replies::help())]
+    NotUnderstood,
+    /// The language model named a number that is not in the text: never dialed.
+    #[error(
+        "I understood you want to call {number}, but I can't find that number in your message, so I won't dial it. Please write the number in digits."
+    )]
+    Unverified { number: String },
 }
 
 /// Verbs that start a call request; longest first so "place a call to" wins over "call".

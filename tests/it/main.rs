@@ -3,6 +3,8 @@
 mod support;
 
 mod cli;
+#[cfg(feature = "llm")]
+mod llm;
 mod measure;
 mod policy;
 mod simulator;

@@ -1,6 +1,7 @@
 //! Test support: the app on port 0 with every outbound base URL pointed at local fakes.
 //! Logs only when TEST_LOG is set.
 
+pub mod fake_openai;
 pub mod fake_slack;
 pub mod fake_telegram;
 pub mod fake_twilio;

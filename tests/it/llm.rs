@@ -1,0 +1,146 @@
+//! The LLM fallback through the web API, the real async-openai client and a fake server.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::fake_openai::{Answer, FakeOpenAi};
+use crate::support::{FakeTwilio, TestApp, twilio_settings};
+
+const NATURAL: &str = "hey, could you ring my colleague on nine eight seven six five four three two one zero and tell him the meeting moved to 5pm";
+
+async fn app_with(openai: &FakeOpenAi, twilio: &FakeTwilio, timeout_secs: u64) -> TestApp {
+    let mut s = twilio_settings(twilio);
+    s.llm.base_url = Some(openai.base.clone());
+    s.llm.api_key = Some("sk-test-key-never-logged".to_owned().into());
+    s.llm.model = "test-model".into();
+    s.llm.timeout_secs = timeout_secs;
+    TestApp::spawn(s).await
+}
+
+fn call_answer(number: &str, message: &str) -> Answer {
+    Answer::Json(json!({"intent": "call", "number": number, "message": message, "language": "en"}))
+}
+
+#[tokio::test]
+async fn natural_language_request_places_the_call_the_model_understood() {
+    let (openai, twilio) = (FakeOpenAi::start().await, FakeTwilio::start().await);
+    openai.answer([call_answer("9876543210", "The meeting moved to 5pm")]);
+    let app = app_with(&openai, &twilio, 8).await;
+
+    let id = app.place(NATURAL).await;
+    let create = twilio.wait_creates(1).await.remove(0);
+    assert_eq!(create.get("To"), Some("+919876543210"));
+    assert_eq!(app.call(&id).await.message, "The meeting moved to 5pm");
+
+    let requests = openai.requests();
+    assert_eq!(requests.len(), 1);
+    let r = &requests[0];
+    assert_eq!(r["model"], "test-model");
+    assert_eq!(r["messages"][0]["role"], "system");
+    assert_eq!(r["messages"][1]["role"], "user");
+    assert_eq!(r["messages"][1]["content"], NATURAL);
+    assert_eq!(r["response_format"]["type"], "json_schema");
+    assert_eq!(r["response_format"]["json_schema"]["strict"], true);
+}
+
+#[tokio::test]
+async fn the_grammar_answers_first_without_asking_the_model() {
+    let (openai, twilio) = (FakeOpenAi::start().await, FakeTwilio::start().await);
+    let app = app_with(&openai, &twilio, 8).await;
+    app.place("call +91 98765 43210 and say hi").await;
+    let (status, body) = app.prompt("call +91 12345").await;
+    assert_eq!(status, 422);
+    assert_eq!(body["error"], "+91 12345 is not a valid number for India.");
+    assert!(openai.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_number_the_user_did_not_write_is_never_dialed() {
+    let (openai, twilio) = (FakeOpenAi::start().await, FakeTwilio::start().await);
+    openai.answer([call_answer("+91 98765 43210", "Hello")]);
+    let app = app_with(&openai, &twilio, 8).await;
+    let (status, body) = app
+        .prompt("please ring my mother and wish her happy birthday")
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        body["error"],
+        "I understood you want to call +91 98765 43210, but I can't find that number in your message, so I won't dial it. Please write the number in digits."
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(twilio.creates().is_empty());
+}
+
+#[tokio::test]
+async fn a_model_that_times_out_gets_the_help_text_and_no_call() {
+    let (openai, twilio) = (FakeOpenAi::start().await, FakeTwilio::start().await);
+    openai.answer([
+        Answer::Slow(Duration::from_secs(3)),
+        Answer::Slow(Duration::from_secs(3)),
+    ]);
+    let app = app_with(&openai, &twilio, 1).await;
+    let (status, body) = app.prompt(NATURAL).await;
+    assert_eq!(status, 422);
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("I couldn't understand that.\nI place phone calls for you."),
+        "{error}"
+    );
+    assert_eq!(openai.requests().len(), 2, "one retry");
+    assert!(twilio.creates().is_empty());
+}
+
+#[tokio::test]
+async fn invalid_json_from_the_model_gets_the_help_text() {
+    let (openai, twilio) = (FakeOpenAi::start().await, FakeTwilio::start().await);
+    openai.answer([
+        Answer::Raw("Sure! I'll call them."),
+        Answer::Raw("{\"intent\": "),
+    ]);
+    let app = app_with(&openai, &twilio, 8).await;
+    let (status, body) = app.prompt(NATURAL).await;
+    assert_eq!(status, 422);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("I couldn't understand that.")
+    );
+    assert!(twilio.creates().is_empty());
+}
+
+#[tokio::test]
+async fn the_same_text_twice_asks_the_model_once() {
+    let (openai, twilio) = (FakeOpenAi::start().await, FakeTwilio::start().await);
+    openai.answer([Answer::Json(
+        json!({"intent": "list", "number": null, "message": null, "language": null}),
+    )]);
+    let app = app_with(&openai, &twilio, 8).await;
+    for _ in 0..2 {
+        let (status, body) = app.prompt("what calls did I make today?").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["reply"], "No calls yet.");
+    }
+    assert_eq!(openai.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn servers_without_json_schema_get_plain_json_mode() {
+    let (openai, twilio) = (FakeOpenAi::start().await, FakeTwilio::start().await);
+    openai.answer([
+        Answer::Status(400, "response_format json_schema is not supported"),
+        call_answer("98765 43210", "Dinner is ready"),
+    ]);
+    let app = app_with(&openai, &twilio, 8).await;
+    app.place("could you phone 98765 43210 to say dinner is ready")
+        .await;
+    let requests = openai.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0]["response_format"]["type"], "json_schema");
+    assert_eq!(requests[1]["response_format"]["type"], "json_object");
+    assert_eq!(
+        twilio.wait_creates(1).await[0].get("To"),
+        Some("+919876543210")
+    );
+}
