@@ -51,6 +51,7 @@ impl App {
         // The dependency tree enables both rustls providers (ring and aws-lc-rs); pick one
         // before any client is built, or rustls cannot choose. A second call is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::telemetry::metrics();
         let listener = TcpListener::bind(settings.server.bind)
             .await
             .with_context(|| format!("could not listen on {}", settings.server.bind))?;

@@ -1,5 +1,16 @@
-//! Tracing setup: `RUST_LOG` filters, pretty or JSON output.
+//! Tracing setup (`RUST_LOG` filters, pretty or JSON output) and Prometheus metrics.
+//!
+//! Metric names (all counters unless noted):
+//! - `callbot_calls_total{status}`: calls that reached a final status.
+//! - `callbot_dial_attempts_total`, `callbot_dial_retries_total`: create-call requests.
+//! - `callbot_telephony_request_seconds{op}` (histogram): Twilio REST latency.
+//! - `callbot_webhook_requests_total{route,result}`: accepted / bad_signature / unknown_call.
+//! - `callbot_chat_posts_total{platform,result}`: messages posted back to chat.
+//! - `callbot_queue_depth`, `callbot_active_calls` (gauges).
 
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -15,4 +26,34 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
+}
+
+/// Latency buckets for provider requests, seconds.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The process-wide Prometheus recorder (installed on first use).
+pub fn metrics() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(LATENCY_BUCKETS)
+            .expect("buckets are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (embedding); ours then only renders.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// Counts a message posted back to a chat platform.
+pub fn chat_post(platform: &'static str, ok: bool) {
+    metrics::counter!(
+        "callbot_chat_posts_total",
+        "platform" => platform,
+        "result" => if ok { "ok" } else { "error" }
+    )
+    .increment(1);
 }

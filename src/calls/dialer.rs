@@ -68,6 +68,7 @@ async fn run(ctx: Arc<Ctx>, mut queue: mpsc::Receiver<CallId>, shutdown: Cancell
             () = shutdown.cancelled() => break,
             id = queue.recv() => match id { Some(id) => id, None => break },
         };
+        metrics::gauge!("callbot_queue_depth").decrement(1.0);
         let permit = tokio::select! {
             () = shutdown.cancelled() => { fail_unplaced(&ctx, &id).await; break }
             p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
@@ -128,6 +129,10 @@ async fn dial(ctx: &Ctx, id: &CallId) {
     let mut tries = 0;
     loop {
         tries += 1;
+        metrics::counter!("callbot_dial_attempts_total").increment(1);
+        if tries > 1 {
+            metrics::counter!("callbot_dial_retries_total").increment(1);
+        }
         let result = ctx.telephony.place(&call).await;
         match result {
             Ok(placed) => {

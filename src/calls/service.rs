@@ -164,6 +164,7 @@ impl CallService {
                 });
             }
             usage.record(&req.origin, &req.to, id.as_str(), now);
+            metrics::gauge!("callbot_active_calls").set(usage.active() as f64);
             usage.users.prune(now);
             usage.destinations.prune(now);
         }
@@ -194,7 +195,10 @@ impl CallService {
         );
         self.bus.publish(EventKind::Created, call.clone());
         match self.queue.try_send(call.id.clone()) {
-            Ok(()) => Ok(call),
+            Ok(()) => {
+                metrics::gauge!("callbot_queue_depth").increment(1.0);
+                Ok(call)
+            }
             Err(e) => {
                 let err = match e {
                     mpsc::error::TrySendError::Full(_) => {
@@ -232,7 +236,14 @@ impl CallService {
                 Applied::Ignored => {}
                 Applied::Progress => self.bus.publish(EventKind::Progress, call.clone()),
                 Applied::Final => {
-                    self.usage.lock().ended(call.id.as_str());
+                    let active = {
+                        let mut usage = self.usage.lock();
+                        usage.ended(call.id.as_str());
+                        usage.active()
+                    };
+                    metrics::gauge!("callbot_active_calls").set(active as f64);
+                    metrics::counter!("callbot_calls_total", "status" => call.status.as_str())
+                        .increment(1);
                     info!(call_id = %call.id, status = %call.status, duration = ?call.duration_secs, "call ended");
                     self.bus.publish(EventKind::Final, call.clone());
                 }

@@ -76,6 +76,21 @@ async fn web_request_places_a_twilio_call_with_every_field_and_follows_shuffled_
     }
     assert_eq!(finals, 1);
     assert_eq!(twilio.creates().len(), 1);
+
+    // The create request's latency is in the Twilio histogram.
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"callbot_telephony_request_seconds_bucket{op="create",le="+Inf"}"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -188,3 +188,88 @@ async fn web_token_guards_the_api_when_set() {
     let page = app.http.get(format!("{}/", app.base)).send().await.unwrap();
     assert_eq!(page.status().as_u16(), 200, "the page itself holds no data");
 }
+
+/// Parses Prometheus text format strictly enough to catch a broken exposition: every sample
+/// line is `name{labels} value` with a valid name and a float value.
+fn prometheus_samples(text: &str) -> Vec<(String, f64)> {
+    let mut samples = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(comment) = line.strip_prefix('#') {
+            assert!(
+                comment.starts_with(" TYPE ") || comment.starts_with(" HELP "),
+                "bad comment line: {line}"
+            );
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+                && !name.starts_with(|c: char| c.is_ascii_digit()),
+            "bad metric name: {line}"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            assert!(
+                labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
+                "bad labels: {line}"
+            );
+        }
+        samples.push((series.to_owned(), value));
+    }
+    samples
+}
+
+fn sample(samples: &[(String, f64)], series: &str) -> f64 {
+    samples
+        .iter()
+        .find(|(s, _)| s == series)
+        .map_or(0.0, |(_, v)| *v)
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text_and_move_when_calls_are_placed() {
+    let app = TestApp::spawn(settings()).await;
+    let scrape = || async {
+        let res = app
+            .http
+            .get(format!("{}/metrics", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+        assert!(
+            res.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        prometheus_samples(&res.text().await.unwrap())
+    };
+    let before = scrape().await;
+    let id = app.place("call +91 98765 43215").await;
+    app.wait_final(&id).await;
+    let after = scrape().await;
+    let completed = r#"callbot_calls_total{status="completed"}"#;
+    assert!(sample(&after, completed) >= sample(&before, completed) + 1.0);
+    assert!(
+        sample(&after, "callbot_dial_attempts_total")
+            >= sample(&before, "callbot_dial_attempts_total") + 1.0
+    );
+    let accepted = r#"callbot_webhook_requests_total{route="status",result="accepted"}"#;
+    assert!(
+        sample(&after, accepted) >= sample(&before, accepted) + 4.0,
+        "four callbacks"
+    );
+    let twiml = r#"callbot_webhook_requests_total{route="twiml",result="accepted"}"#;
+    assert!(sample(&after, twiml) >= sample(&before, twiml) + 1.0);
+    assert!(after.iter().any(|(s, _)| s == "callbot_queue_depth"));
+    assert!(after.iter().any(|(s, _)| s == "callbot_active_calls"));
+}

@@ -54,9 +54,18 @@ pub fn routes(state: Arc<WebState>) -> Router {
         .route("/api/calls/{id}/cancel", post(cancel_call))
         .route("/api/stats", get(stats))
         .route("/api/events", get(events))
+        .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state);
     Router::new().route("/", get(index)).merge(api)
+}
+
+/// Prometheus text format.
+async fn metrics() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::telemetry::metrics().render(),
+    )
 }
 
 async fn index() -> impl IntoResponse {

@@ -112,13 +112,29 @@ impl TwilioClient {
 
     async fn post(
         &self,
+        op: &'static str,
         url: String,
         form: &[(&str, String)],
     ) -> Result<CallResource, TelephonyError> {
-        self.send(self.http.post(url).form(form)).await
+        self.send(op, self.http.post(url).form(form)).await
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<CallResource, TelephonyError> {
+    async fn send(
+        &self,
+        op: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<CallResource, TelephonyError> {
+        let started = std::time::Instant::now();
+        let result = self.send_timed(request).await;
+        metrics::histogram!("callbot_telephony_request_seconds", "op" => op)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn send_timed(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<CallResource, TelephonyError> {
         let response = request
             .basic_auth(&self.account_sid, Some(self.auth_token.expose_secret()))
             .timeout(self.timeout)
@@ -195,7 +211,9 @@ fn default_message(status: StatusCode) -> String {
 #[async_trait]
 impl Telephony for TwilioClient {
     async fn place(&self, call: &Call) -> Result<Placed, TelephonyError> {
-        let resource = self.post(self.calls_url(), &self.create_form(call)).await?;
+        let resource = self
+            .post("create", self.calls_url(), &self.create_form(call))
+            .await?;
         Ok(Placed {
             sid: CallSid(resource.sid),
             status: CallStatus::parse(&resource.status).unwrap_or(CallStatus::Queued),
@@ -207,13 +225,19 @@ impl Telephony for TwilioClient {
             Hangup::Cancel => "canceled",
             Hangup::Complete => "completed",
         };
-        self.post(self.call_url(sid), &[("Status", status.to_owned())])
-            .await?;
+        self.post(
+            "hangup",
+            self.call_url(sid),
+            &[("Status", status.to_owned())],
+        )
+        .await?;
         Ok(())
     }
 
     async fn fetch(&self, sid: &CallSid) -> Result<StatusUpdate, TelephonyError> {
-        let resource = self.send(self.http.get(self.call_url(sid))).await?;
+        let resource = self
+            .send("fetch", self.http.get(self.call_url(sid)))
+            .await?;
         Ok(StatusUpdate {
             status: CallStatus::parse(&resource.status),
             sid: Some(CallSid(resource.sid)),

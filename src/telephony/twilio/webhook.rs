@@ -19,6 +19,11 @@ use crate::calls::CallService;
 use crate::calls::service::StatusOutcome;
 use crate::core::call::{CallError, CallId, CallSid, CallStatus, StatusUpdate};
 
+fn webhook_metric(route: &'static str, result: &'static str) {
+    metrics::counter!("callbot_webhook_requests_total", "route" => route, "result" => result)
+        .increment(1);
+}
+
 pub struct TwilioHooks {
     pub service: Arc<CallService>,
     pub verifier: SignatureVerifier,
@@ -78,11 +83,18 @@ impl FromRequest<Arc<TwilioHooks>> for TwilioRequest {
         } else {
             Vec::new()
         };
+        let route = if path_and_query.starts_with("/twiml/") {
+            "twiml"
+        } else {
+            "status"
+        };
         let Some(signature) = signature else {
+            webhook_metric(route, "bad_signature");
             warn!(path = %path_and_query, "Twilio request without signature");
             return Err((StatusCode::FORBIDDEN, "missing X-Twilio-Signature").into_response());
         };
         if !hooks.verifier.verify(&path_and_query, &params, &signature) {
+            webhook_metric(route, "bad_signature");
             warn!(path = %path_and_query, "Twilio request with a bad signature");
             return Err((StatusCode::FORBIDDEN, "bad X-Twilio-Signature").into_response());
         }
@@ -99,12 +111,18 @@ async fn twiml_handler(
         return StatusCode::NOT_FOUND.into_response();
     };
     match hooks.service.get(&id).await {
-        Ok(Some(call)) => (
-            [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
-            twiml::render(&call.message, &call.voice, &call.language),
-        )
-            .into_response(),
-        Ok(None) => (StatusCode::NOT_FOUND, "unknown call").into_response(),
+        Ok(Some(call)) => {
+            webhook_metric("twiml", "accepted");
+            (
+                [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+                twiml::render(&call.message, &call.voice, &call.language),
+            )
+                .into_response()
+        }
+        Ok(None) => {
+            webhook_metric("twiml", "unknown_call");
+            (StatusCode::NOT_FOUND, "unknown call").into_response()
+        }
         Err(e) => {
             warn!(error = %e, "store unavailable while serving TwiML");
             StatusCode::SERVICE_UNAVAILABLE.into_response()
@@ -142,8 +160,12 @@ async fn status_handler(State(hooks): State<Arc<TwilioHooks>>, req: TwilioReques
     let id = req.param("call_id").and_then(CallId::parse);
     debug!(call_id = ?id, sid = ?update.sid, status = ?update.status, seq = ?update.sequence, "status callback");
     match hooks.service.on_status(id.as_ref(), update.clone()).await {
-        Ok(StatusOutcome::Applied(_)) => StatusCode::OK.into_response(),
+        Ok(StatusOutcome::Applied(_)) => {
+            webhook_metric("status", "accepted");
+            StatusCode::OK.into_response()
+        }
         Ok(StatusOutcome::UnknownCall) => {
+            webhook_metric("status", "unknown_call");
             // 200 so Twilio stops retrying; there is nothing to update.
             warn!(call_id = ?id, sid = ?update.sid, "status callback for an unknown call");
             StatusCode::OK.into_response()
