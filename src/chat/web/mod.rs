@@ -32,7 +32,7 @@ use crate::calls::service::{CallRequest, CancelError, Cancelled};
 use crate::calls::store::ListFilter;
 use crate::calls::{CallService, RequestError};
 use crate::chat::AdapterContext;
-use crate::core::call::{Call, CallId, Origin, Platform};
+use crate::core::call::{Call, CallId, CallStatus, Origin, Platform};
 use crate::core::command::Command;
 use crate::core::replies;
 
@@ -125,14 +125,8 @@ impl<'a> CallView<'a> {
             call,
             to_display: call.to.display(),
             status_text: replies::status_line(call),
-            error_text: call
-                .error
-                .is_some()
-                .then(|| replies::failure_reason(call))
-                .or_else(|| {
-                    call.sip_response_code
-                        .map(|_| replies::failure_reason(call))
-                }),
+            error_text: (call.status == CallStatus::Failed)
+                .then(|| replies::failure_reason(call)),
         }
     }
 }

@@ -1,0 +1,194 @@
+//! The web console in a real headless Chromium (Debian's chromium + chromedriver), driven over
+//! WebDriver with fantoccini: type, press Enter, watch the row go live, without reloading.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::support::{TestApp, settings};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts chromedriver and a fresh headless Chromium session. `None` (skip) only outside CI
+/// when the browser is not installed; in CI its absence fails the test.
+async fn browser(profile: &Path) -> Option<(Driver, Client)> {
+    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs Debian's chromium and chromium-driver (.ci/run installs them)"
+        );
+        eprintln!("SKIPPED: browser test needs `apt-get install chromium chromium-driver`");
+        return None;
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let driver = Driver(
+        Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts"),
+    );
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--window-size=1200,900",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if let Ok(client) = ClientBuilder::rustls()
+            .unwrap()
+            .capabilities(caps.clone())
+            .connect(&url)
+            .await
+        {
+            return Some((driver, client));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver did not accept a session");
+}
+
+async fn wait_for(client: &Client, css: &str) -> fantoccini::elements::Element {
+    client
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css} never appeared: {e}"))
+}
+
+async fn submit(client: &Client, command: &str) {
+    let input = client.find(Locator::Id("command")).await.unwrap();
+    input.clear().await.unwrap();
+    input
+        .send_keys(&format!("{command}\u{E007}"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn console_places_a_call_shows_errors_and_cancels_in_a_real_browser() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let profile = tempfile::tempdir().unwrap();
+    let Some((_driver, client)) = browser(profile.path()).await else {
+        return;
+    };
+    let mut s = settings();
+    s.simulator.speed = 0.5;
+    let app = TestApp::spawn(s).await;
+
+    client.goto(&format!("{}/", app.base)).await.unwrap();
+    client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath("//span[@id='conn' and text()='● live']"))
+        .await
+        .expect("the live log connects");
+    let banner = client.find(Locator::Id("sim")).await.unwrap();
+    assert!(
+        banner.is_displayed().await.unwrap(),
+        "the simulator banner shows"
+    );
+    client
+        .execute("window.__notReloaded = true;", vec![])
+        .await
+        .unwrap();
+
+    // A call, followed live to completed with its duration.
+    submit(
+        &client,
+        "Call to +91 98765 43215 and say Your table is ready",
+    )
+    .await;
+    let row = wait_for(&client, "tr[data-status='completed']").await;
+    let text = row.text().await.unwrap();
+    assert!(text.contains("+91 98765 43215"), "{text}");
+    assert!(text.contains("Your table is ready"), "{text}");
+    assert_eq!(
+        row.find(Locator::Css(".duration"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "0:07"
+    );
+
+    // A bad number: the reason next to the box.
+    submit(&client, "Call to +91 12345").await;
+    let result = wait_for(&client, "#result.error").await;
+    assert_eq!(
+        result.text().await.unwrap(),
+        "+91 12345 is not a valid number for India."
+    );
+
+    // Cancel a ringing call with its button.
+    submit(&client, "call +91 98765 43211").await;
+    let ringing = wait_for(&client, "tr[data-status='ringing'] button").await;
+    ringing.click().await.unwrap();
+    wait_for(&client, "tr[data-status='canceled']").await;
+
+    let still = client
+        .execute("return window.__notReloaded === true;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(still, json!(true), "the page never reloaded");
+    let stats = client
+        .find(Locator::Id("stats"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(stats.contains("Calls today"), "{stats}");
+
+    let png = client.screenshot().await.unwrap();
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png");
+    std::fs::write(&shot, png).unwrap();
+    eprintln!("screenshot: {}", shot.display());
+
+    // Phone-sized: nothing wider than the screen.
+    client.set_window_size(390, 844).await.unwrap();
+    let fits = client
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fits, json!(true), "no horizontal scrolling on a phone");
+    let png = client.screenshot().await.unwrap();
+    std::fs::write(
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-phone.png"),
+        png,
+    )
+    .unwrap();
+    client.close().await.unwrap();
+}
