@@ -1,11 +1,306 @@
-//! Telegram adapter (teloxide). Not implemented yet: see issue 3.
+//! Telegram adapter (teloxide): chat messages in, call progress back into the same thread.
+//!
+//! - **Connection.** The real teloxide [`Bot`] pointed at `TELEGRAM_API_URL`. Long polling
+//!   (default: `deleteWebhook`, then a `getUpdates` loop with an offset that stops on shutdown)
+//!   or webhook (`setWebhook` with `secret_token` and `allowed_updates` at start;
+//!   `POST /telegram/webhook` checks `X-Telegram-Bot-Api-Secret-Token` in constant time).
+//! - **What it listens to** ([`text::addressed`]): any text in private chats; in groups only
+//!   our commands (`/call`, `/call@thisbot`, …), messages that mention the bot and replies to it.
+//! - **Replies** ([`handler`]) go to the user's message, in its forum topic; call progress
+//!   ([`progress`]) edits one status message and posts the outcome as a new reply, once.
+//! - **Robustness.** Updates are deduplicated by `update_id`; every Bot API request honours
+//!   429 `retry_after` and retries network errors with backoff ([`api`]).
+//!
+//! Messages are sent as plain text (no parse mode), so user text never needs escaping and
+//! can never break the markup.
 
+mod api;
+mod handler;
+mod progress;
+mod text;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
 use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use parking_lot::Mutex;
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq as _;
+use teloxide::Bot;
+use teloxide::RequestError;
+use teloxide::payloads::{GetUpdatesSetters as _, SetWebhookSetters as _};
+use teloxide::requests::{Request as _, Requester as _};
+use teloxide::types::{AllowedUpdate, BotCommand, Update, UpdateKind, UserId};
+use tracing::{error, info, warn};
 
 use super::AdapterContext;
-use crate::config::TelegramSettings;
+use crate::config::{TelegramMode, TelegramSettings};
+
+/// The commands registered with setMyCommands at start (also the BotFather list).
+const COMMANDS_JSON: &str = include_str!("../../../bots/telegram/commands.json");
+
+/// Seconds one `getUpdates` long poll waits for updates (below teloxide's 17 s client timeout).
+const POLL_TIMEOUT_SECS: u32 = 10;
+
+/// Update ids remembered for deduplication (webhook redelivery, a restarted poll).
+const SEEN_CAPACITY: usize = 4096;
+
+/// The updates we ask Telegram for.
+const ALLOWED_UPDATES: [AllowedUpdate; 2] = [AllowedUpdate::Message, AllowedUpdate::CallbackQuery];
+
+/// Header Telegram sends the webhook secret in.
+const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
+
+/// Who the bot is (from getMe): needed to recognise mentions and replies to it in groups.
+#[derive(Debug, Clone)]
+pub(crate) struct Me {
+    pub id: UserId,
+    pub username: String,
+}
+
+/// The adapter's shared state.
+pub(crate) struct Telegram {
+    bot: Bot,
+    ctx: AdapterContext,
+    me: Me,
+    /// Update ids already taken (bounded, oldest forgotten first).
+    seen: Mutex<Seen>,
+    /// Confirmations waiting for a button press, by nonce.
+    pending: Mutex<HashMap<String, handler::Pending>>,
+}
+
+#[derive(Default)]
+struct Seen {
+    ids: HashSet<u32>,
+    order: VecDeque<u32>,
+}
+
+impl Seen {
+    /// True the first time an id is seen.
+    fn insert(&mut self, id: u32) -> bool {
+        if !self.ids.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > SEEN_CAPACITY
+            && let Some(old) = self.order.pop_front()
+        {
+            self.ids.remove(&old);
+        }
+        true
+    }
+}
+
+/// Parses bots/telegram/commands.json.
+pub(crate) fn commands() -> Vec<BotCommand> {
+    serde_json::from_str(COMMANDS_JSON).expect("bots/telegram/commands.json is valid")
+}
 
 /// Starts the adapter's background tasks and returns its routes.
-pub async fn start(_settings: &TelegramSettings, _ctx: AdapterContext) -> anyhow::Result<Router> {
-    anyhow::bail!("the Telegram adapter is not implemented yet")
+pub async fn start(settings: &TelegramSettings, ctx: AdapterContext) -> anyhow::Result<Router> {
+    let token = settings
+        .bot_token
+        .as_ref()
+        .context("TELEGRAM_BOT_TOKEN is not set")?;
+    let api_url = reqwest::Url::parse(&settings.api_url)
+        .with_context(|| format!("TELEGRAM_API_URL is not a URL: {}", settings.api_url))?;
+    let secret = match settings.mode {
+        TelegramMode::Polling => None,
+        TelegramMode::Webhook => Some(
+            settings
+                .webhook_secret
+                .clone()
+                .filter(|s| !s.expose_secret().is_empty())
+                .context(
+                    "TELEGRAM_MODE=webhook needs TELEGRAM_WEBHOOK_SECRET (1-256 characters A-Z, a-z, 0-9, _ and -): \
+                     Telegram sends it with every update so nobody else can post to /telegram/webhook",
+                )?,
+        ),
+    };
+    let bot = Bot::new(token.expose_secret()).set_api_url(api_url);
+    let me = api::send(&bot.get_me(), "getMe")
+        .await
+        .context("could not reach the Telegram Bot API (getMe); check TELEGRAM_BOT_TOKEN and TELEGRAM_API_URL")?;
+    let me = Me {
+        id: me.user.id,
+        username: me.user.username.clone().unwrap_or_default(),
+    };
+    info!(bot = %me.username, mode = ?settings.mode, "telegram adapter starting");
+
+    let tg = Arc::new(Telegram {
+        bot,
+        ctx,
+        me,
+        seen: Mutex::new(Seen::default()),
+        pending: Mutex::new(HashMap::new()),
+    });
+    // Subscribe before any update is taken, so no call's events are missed.
+    progress::spawn(tg.clone());
+
+    if let Err(e) = api::send(&tg.bot.set_my_commands(commands()), "setMyCommands").await {
+        warn!(error = %e, "could not register the bot's commands (setMyCommands)");
+    }
+
+    match secret {
+        None => {
+            // getUpdates does not work while a webhook is set.
+            api::send(&tg.bot.delete_webhook(), "deleteWebhook")
+                .await
+                .context("could not clear the Telegram webhook (deleteWebhook)")?;
+            tokio::spawn(poll(tg));
+            Ok(Router::new())
+        }
+        Some(secret) => {
+            let url = format!("{}/telegram/webhook", tg.ctx.public_url);
+            let parsed = reqwest::Url::parse(&url)
+                .with_context(|| format!("webhook URL {url} is not a URL"))?;
+            api::send(
+                &tg.bot
+                    .set_webhook(parsed)
+                    .secret_token(secret.expose_secret())
+                    .allowed_updates(ALLOWED_UPDATES),
+                "setWebhook",
+            )
+            .await
+            .with_context(|| format!("Telegram refused the webhook {url} (setWebhook); it must be https on port 443, 80, 88 or 8443"))?;
+            info!(%url, "telegram webhook set");
+            Ok(Router::new()
+                .route("/telegram/webhook", post(webhook))
+                .with_state(Arc::new(Webhook { tg, secret })))
+        }
+    }
+}
+
+struct Webhook {
+    tg: Arc<Telegram>,
+    secret: SecretString,
+}
+
+/// `POST /telegram/webhook`: checks the secret, records the update, answers at once.
+async fn webhook(State(hook): State<Arc<Webhook>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let given = headers
+        .get(SECRET_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if !bool::from(given.ct_eq(hook.secret.expose_secret().as_bytes())) {
+        warn!("telegram webhook with a missing or wrong secret token");
+        return StatusCode::UNAUTHORIZED;
+    }
+    match serde_json::from_slice::<Update>(&body) {
+        Ok(update) => hook.tg.accept(update),
+        // Answer 200 anyway: Telegram would redeliver an update we can never read.
+        Err(e) => warn!(error = %e, "unreadable telegram update"),
+    }
+    StatusCode::OK
+}
+
+/// The long-polling loop: runs until shutdown.
+async fn poll(tg: Arc<Telegram>) {
+    let mut offset: i32 = 0;
+    let mut failures: u32 = 0;
+    loop {
+        let request = tg
+            .bot
+            .get_updates()
+            .offset(offset)
+            .timeout(POLL_TIMEOUT_SECS)
+            .allowed_updates(ALLOWED_UPDATES);
+        let result = tokio::select! {
+            () = tg.ctx.shutdown.cancelled() => break,
+            result = request.send() => result,
+        };
+        let wait = match result {
+            Ok(updates) => {
+                failures = 0;
+                for update in updates {
+                    offset = offset.max(update.id.as_offset());
+                    tg.accept(update);
+                }
+                continue;
+            }
+            Err(RequestError::RetryAfter(secs)) => secs.duration(),
+            Err(RequestError::Api(e)) => {
+                // A webhook set by someone else, a revoked token: keep trying, slowly.
+                failures += 1;
+                error!(error = %e, "getUpdates refused");
+                api::backoff(failures).max(Duration::from_secs(5))
+            }
+            Err(e) => {
+                failures += 1;
+                warn!(error = %e, failures, "getUpdates failed; retrying");
+                api::backoff(failures)
+            }
+        };
+        tokio::select! {
+            () = tg.ctx.shutdown.cancelled() => break,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+    info!("telegram polling stopped");
+}
+
+impl Telegram {
+    /// Takes an update once (by update_id) and handles it in the background.
+    fn accept(self: &Arc<Self>, update: Update) {
+        if !self.seen.lock().insert(update.id.0) {
+            info!(update_id = update.id.0, "duplicate telegram update ignored");
+            return;
+        }
+        let tg = self.clone();
+        tokio::spawn(async move {
+            match &update.kind {
+                UpdateKind::Message(msg) => tg.on_message(msg).await,
+                UpdateKind::CallbackQuery(q) => tg.on_callback(q).await,
+                _ => {}
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::command::{Command, parse};
+    use crate::core::phone::Region;
+
+    #[test]
+    fn every_registered_command_is_understood() {
+        let commands = commands();
+        assert!(!commands.is_empty());
+        for c in commands {
+            assert!(c.command.len() <= 32 && c.description.len() <= 256);
+            let text = match c.command.as_str() {
+                "call" => "/call +91 98765 43210".to_owned(),
+                other => format!("/{other}@callbot_test_bot"),
+            };
+            let parsed = parse(&text, Region::parse("IN").unwrap());
+            assert!(
+                matches!(parsed, Ok(Some(_))),
+                "/{} is not understood: {parsed:?}",
+                c.command
+            );
+        }
+        assert_eq!(
+            parse("/start", Region::parse("IN").unwrap()),
+            Ok(Some(Command::Help))
+        );
+    }
+
+    #[test]
+    fn seen_ids_are_taken_once_and_bounded() {
+        let mut seen = Seen::default();
+        assert!(seen.insert(1));
+        assert!(!seen.insert(1));
+        for i in 2..(SEEN_CAPACITY as u32 + 10) {
+            seen.insert(i);
+        }
+        assert_eq!(seen.ids.len(), SEEN_CAPACITY);
+        assert!(seen.insert(1), "the oldest ids are forgotten");
+    }
 }

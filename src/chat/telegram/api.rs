@@ -1,0 +1,64 @@
+//! Sending Bot API requests: 429 `retry_after` is honoured, network errors are retried with
+//! exponential backoff, and every retry is logged.
+
+use std::time::Duration;
+
+use teloxide::RequestError;
+use teloxide::requests::{Output, Request};
+use tracing::warn;
+
+/// Attempts per request (the first one included).
+const MAX_ATTEMPTS: u32 = 6;
+
+/// The longest `retry_after` we wait for one request; longer ones give up.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// First backoff after a network error; doubles per failure up to [`BACKOFF_MAX`].
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Backoff after `failures` consecutive failures (1-based).
+pub(super) fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX)
+}
+
+/// Sends `request`, retrying on 429 (after `retry_after`) and network errors (with backoff).
+/// Other errors (a bad request, a blocked bot) are returned at once.
+pub(super) async fn send<R>(request: &R, method: &'static str) -> Result<Output<R>, RequestError>
+where
+    R: Request<Err = RequestError>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let err = match request.send_ref().await {
+            Ok(output) => return Ok(output),
+            Err(e) => e,
+        };
+        let wait = match &err {
+            RequestError::RetryAfter(secs) if secs.duration() <= MAX_RETRY_AFTER => secs.duration(),
+            RequestError::Network(_) | RequestError::Io(_) => backoff(attempt),
+            _ => return Err(err),
+        };
+        if attempt >= MAX_ATTEMPTS {
+            warn!(method, attempt, error = %err, "telegram request failed; giving up");
+            return Err(err);
+        }
+        warn!(method, attempt, error = %err, wait_ms = wait.as_millis() as u64, "telegram request failed; retrying");
+        tokio::time::sleep(wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        assert_eq!(backoff(1), Duration::from_millis(200));
+        assert_eq!(backoff(2), Duration::from_millis(400));
+        assert_eq!(backoff(4), Duration::from_millis(1600));
+        assert_eq!(backoff(30), BACKOFF_MAX);
+    }
+}
