@@ -1,11 +1,892 @@
-//! Slack adapter (slack-morphism). Not implemented yet: see issue 4.
+//! Slack adapter (slack-morphism): the `/call` slash command, `@callbot` mentions and DMs,
+//! the Cancel / confirmation buttons, and the status message that follows each call.
+//!
+//! ```text
+//! POST /slack/commands      /call <number> [message] | help | status [id] | list | cancel <id>
+//! POST /slack/events        url_verification; app_mention and message.im (same grammar)
+//! POST /slack/interactions  block_actions: Cancel call, Call / Don't call (calls.confirm)
+//! ```
+//!
+//! Every request is signature-checked ([`verify`]) before anything else; unsigned or stale
+//! ones get 401 and change nothing. A slash command is answered within [`ACK_BUDGET`]
+//! whatever the interpreter or Twilio are doing: the work runs in its own task, and when it
+//! is not done in time the answer follows through the command's `response_url`. Events and
+//! interactions are acknowledged at once and handled in the background; events are deduped on
+//! `event_id`, so Slack's retries never place a second call.
+//!
+//! Progress reaches Slack only through CallEvents ([`follow`]): a Slack call's first event
+//! posts the status message (chat.postMessage into the channel, or the thread of the
+//! triggering message; `response_url` when the bot cannot post there), later ones chat.update
+//! it, and the final one posts the outcome in its thread mentioning the requester.
+//!
+//! With `SLACK_APP_TOKEN` the same handlers also serve Socket Mode ([`socket`]).
 
+pub mod api;
+mod inbound;
+mod socket;
+mod texts;
+pub mod verify;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Json;
 use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::Deserialize;
+use serde_json::json;
+use slack_morphism::prelude::SlackBlock;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{debug, info, warn};
 
+use self::api::{Api, ApiError};
+use self::inbound::{Envelope, EventCallback, Interaction, SlashCommand};
+use self::texts::escape;
+use self::verify::Verifier;
 use super::AdapterContext;
+use crate::calls::service::{CallRequest, Cancelled};
+use crate::calls::store::ListFilter;
+use crate::calls::{CallEvent, EventKind, RequestError};
 use crate::config::SlackSettings;
+use crate::core::call::{Call, CallId, Origin, Platform};
+use crate::core::command::Command;
+use crate::core::phone::PhoneNumber;
+use crate::core::replies;
+
+/// How long a slash command's answer may wait for the work it started (Slack allows 3 s;
+/// the rest is margin for the network and a loaded machine).
+pub const ACK_BUDGET: Duration = Duration::from_millis(1500);
+/// How long an event id is remembered for deduplication (Slack retries within minutes).
+const EVENT_DEDUPE_TTL: Duration = Duration::from_secs(3600);
+/// Most event ids remembered.
+const EVENT_DEDUPE_CAPACITY: u64 = 100_000;
+/// How long a confirmation prompt stays answerable (`calls.confirm`: two minutes).
+const PENDING_TTL: Duration = Duration::from_secs(120);
+/// Calls `/call list` shows.
+const LIST_LIMIT: usize = 10;
 
 /// Starts the adapter's background tasks and returns its routes.
-pub async fn start(_settings: &SlackSettings, _ctx: AdapterContext) -> anyhow::Result<Router> {
-    anyhow::bail!("the Slack adapter is not implemented yet")
+pub async fn start(settings: &SlackSettings, ctx: AdapterContext) -> anyhow::Result<Router> {
+    let bot_token = settings
+        .bot_token
+        .as_ref()
+        .context("SLACK_BOT_TOKEN is not set")?;
+    if settings.signing_secret.is_none() && settings.app_token.is_none() {
+        anyhow::bail!(
+            "SLACK_BOT_TOKEN is set but SLACK_SIGNING_SECRET is not: Slack's requests to \
+             /slack/* could not be verified. Set SLACK_SIGNING_SECRET (from the app's Basic \
+             Information page), or SLACK_APP_TOKEN to use Socket Mode instead."
+        );
+    }
+    let client = Arc::new(api::client(&settings.api_url));
+    let slack = Arc::new(Slack {
+        api: Api::new(client.clone(), bot_token)?,
+        verifier: settings.signing_secret.as_ref().map(Verifier::new),
+        seen_events: moka::sync::Cache::builder()
+            .max_capacity(EVENT_DEDUPE_CAPACITY)
+            .time_to_live(EVENT_DEDUPE_TTL)
+            .build(),
+        pending: moka::sync::Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live(PENDING_TTL)
+            .build(),
+        ctx,
+    });
+    tokio::spawn(follow(
+        slack.clone(),
+        slack.ctx.service.subscribe(),
+        slack.ctx.shutdown.clone(),
+    ));
+    if let Some(app_token) = &settings.app_token {
+        socket::start(slack.clone(), client, app_token);
+        info!("Slack: Socket Mode");
+    }
+    if slack.verifier.is_some() {
+        info!(api_url = %settings.api_url, "Slack: request URLs under /slack/");
+        Ok(routes(slack))
+    } else {
+        Ok(Router::new())
+    }
+}
+
+fn routes(slack: Arc<Slack>) -> Router {
+    Router::new()
+        .route("/slack/commands", post(commands))
+        .route("/slack/events", post(events))
+        .route("/slack/interactions", post(interactions))
+        .with_state(slack)
+}
+
+pub(crate) struct Slack {
+    ctx: AdapterContext,
+    api: Api,
+    /// `None` in Socket Mode without a signing secret (no HTTP routes then).
+    verifier: Option<Verifier>,
+    seen_events: moka::sync::Cache<String, ()>,
+    /// Call requests waiting for their requester's "Call" click.
+    pending: moka::sync::Cache<String, Arc<Pending>>,
+}
+
+/// A request held for confirmation.
+struct Pending {
+    who: Who,
+    to: PhoneNumber,
+    message: Option<String>,
+}
+
+/// Who asked and where the answer goes.
+#[derive(Debug, Clone)]
+struct Who {
+    team: String,
+    user: String,
+    name: Option<String>,
+    channel: String,
+    /// Thread to reply in (events); `None` for slash commands (the status message starts one).
+    thread: Option<String>,
+    /// The triggering message's ts (events).
+    message: Option<String>,
+    /// The command's response_url.
+    reply_url: Option<String>,
+}
+
+impl Who {
+    fn origin(&self) -> Origin {
+        let mut o = Origin::new(Platform::Slack, self.user.clone());
+        o.team = Some(self.team.clone());
+        o.chat = self.channel.clone();
+        o.thread = self.thread.clone();
+        o.message = self.message.clone();
+        o.requester_name = self.name.as_ref().map(|n| format!("@{n}"));
+        o.reply_url = self.reply_url.clone();
+        o
+    }
+}
+
+/// A message to show: mrkdwn text, optionally with blocks.
+#[derive(Debug, Clone)]
+struct Reply {
+    text: String,
+    blocks: Option<Vec<SlackBlock>>,
+}
+
+impl Reply {
+    fn text(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            blocks: None,
+        }
+    }
+
+    fn ephemeral(&self) -> serde_json::Value {
+        let mut v = json!({ "response_type": "ephemeral", "text": self.text });
+        if let Some(blocks) = &self.blocks {
+            v["blocks"] = serde_json::to_value(blocks).unwrap_or_default();
+        }
+        v
+    }
+}
+
+/// What handling a request produced.
+enum Answer {
+    /// A call was placed; the status message will tell the channel.
+    Placed(Call),
+    Say(Reply),
+}
+
+impl Answer {
+    fn into_reply(self) -> Reply {
+        match self {
+            Self::Placed(call) => Reply::text(format!(
+                "Placing the call to {}… (call `{}`)",
+                escape(&call.to.display()),
+                call.id
+            )),
+            Self::Say(reply) => reply,
+        }
+    }
+}
+
+const SORRY: &str = "Something went wrong on our side; please try again.";
+
+// ---------------------------------------------------------------------------------------
+// HTTP routes
+
+fn webhook_metric(route: &'static str, result: &'static str) {
+    metrics::counter!("callbot_webhook_requests_total", "route" => route, "result" => result)
+        .increment(1);
+}
+
+impl Slack {
+    /// The body as text if the request is signed by Slack; 401 otherwise.
+    fn verified<'a>(
+        &self,
+        route: &'static str,
+        headers: &HeaderMap,
+        body: &'a Bytes,
+    ) -> Result<&'a str, Response> {
+        let reject = |reason: &dyn std::fmt::Display| {
+            warn!(route, %reason, "rejected a request not signed by Slack");
+            webhook_metric(route, "unauthorized");
+            (StatusCode::UNAUTHORIZED, "invalid Slack signature").into_response()
+        };
+        let Some(verifier) = &self.verifier else {
+            return Err(StatusCode::NOT_FOUND.into_response());
+        };
+        let Ok(text) = std::str::from_utf8(body) else {
+            return Err(reject(&"body is not UTF-8"));
+        };
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        verifier
+            .verify(
+                header(verify::SIGNATURE_HEADER),
+                header(verify::TIMESTAMP_HEADER),
+                text,
+            )
+            .map_err(|e| reject(&e))?;
+        webhook_metric(route, "ok");
+        Ok(text)
+    }
+}
+
+async fn commands(State(slack): State<Arc<Slack>>, headers: HeaderMap, body: Bytes) -> Response {
+    let body = match slack.verified("/slack/commands", &headers, &body) {
+        Ok(body) => body,
+        Err(res) => return res,
+    };
+    let Ok(cmd) = serde_urlencoded::from_str::<SlashCommand>(body) else {
+        return (StatusCode::BAD_REQUEST, "not a slash command").into_response();
+    };
+    Json(slack.ack_command(cmd).await.ephemeral()).into_response()
+}
+
+async fn events(State(slack): State<Arc<Slack>>, headers: HeaderMap, body: Bytes) -> Response {
+    let body = match slack.verified("/slack/events", &headers, &body) {
+        Ok(body) => body,
+        Err(res) => return res,
+    };
+    let envelope = match serde_json::from_str::<Envelope>(body) {
+        Ok(e) => e,
+        Err(e) => {
+            warn!(error = %e, "unreadable Slack event");
+            return (StatusCode::BAD_REQUEST, "unreadable event").into_response();
+        }
+    };
+    match envelope {
+        Envelope::UrlVerification { challenge } => {
+            Json(json!({ "challenge": challenge })).into_response()
+        }
+        Envelope::EventCallback(cb) => {
+            if let Some(retry) = headers.get("x-slack-retry-num") {
+                debug!(event_id = %cb.event_id, ?retry, "Slack retried an event");
+            }
+            slack.on_event(cb);
+            StatusCode::OK.into_response()
+        }
+        Envelope::Other => StatusCode::OK.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct InteractionForm {
+    payload: String,
+}
+
+async fn interactions(
+    State(slack): State<Arc<Slack>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = match slack.verified("/slack/interactions", &headers, &body) {
+        Ok(body) => body,
+        Err(res) => return res,
+    };
+    let interaction = serde_urlencoded::from_str::<InteractionForm>(body)
+        .ok()
+        .and_then(|f| serde_json::from_str::<Interaction>(&f.payload).ok());
+    let Some(interaction) = interaction else {
+        return (StatusCode::BAD_REQUEST, "unreadable interaction").into_response();
+    };
+    let slack = slack.clone();
+    tokio::spawn(async move { slack.on_interaction(interaction).await });
+    StatusCode::OK.into_response()
+}
+
+// ---------------------------------------------------------------------------------------
+// Handling (shared by HTTP and Socket Mode)
+
+impl Slack {
+    /// Runs a slash command in its own task and answers with its reply if that is ready
+    /// within [`ACK_BUDGET`]; otherwise answers "working on it" and the reply follows
+    /// through the response_url.
+    async fn ack_command(self: &Arc<Self>, cmd: SlashCommand) -> Reply {
+        let (tx, mut rx) = oneshot::channel::<Reply>();
+        let slack = self.clone();
+        tokio::spawn(async move {
+            let reply = slack.on_command(&cmd).await.into_reply();
+            if let Err(reply) = tx.send(reply) {
+                // The acknowledgement went out without it.
+                if let Some(url) = &cmd.response_url
+                    && let Err(e) = slack.api.respond(url, &reply.ephemeral()).await
+                {
+                    warn!(error = %e, "could not send a late slash-command reply");
+                }
+            }
+        });
+        match tokio::time::timeout(ACK_BUDGET, &mut rx).await {
+            Ok(Ok(reply)) => reply,
+            _ => {
+                rx.close();
+                rx.try_recv()
+                    .unwrap_or_else(|_| Reply::text("Working on it…"))
+            }
+        }
+    }
+
+    async fn on_command(&self, cmd: &SlashCommand) -> Answer {
+        let who = Who {
+            team: cmd.team_id.clone(),
+            user: cmd.user_id.clone(),
+            name: cmd.user_name.clone(),
+            channel: cmd.channel_id.clone(),
+            thread: None,
+            message: None,
+            reply_url: cmd.response_url.clone(),
+        };
+        info!(user = %who.user, channel = %who.channel, command = %cmd.command, "Slack slash command");
+        self.act(&who, &slash_text(&inbound::unescape(&cmd.text)))
+            .await
+    }
+
+    /// An Events API callback: deduped, filtered, then handled in the background.
+    fn on_event(self: &Arc<Self>, cb: EventCallback) {
+        let fresh = self
+            .seen_events
+            .entry(cb.event_id.clone())
+            .or_insert(())
+            .is_fresh();
+        if !fresh {
+            debug!(event_id = %cb.event_id, "duplicate Slack event ignored");
+            return;
+        }
+        let Some(said) = cb.said() else {
+            return;
+        };
+        let who = Who {
+            team: cb.team_id.clone(),
+            user: said.user.clone(),
+            name: None,
+            channel: said.channel.clone(),
+            thread: Some(said.thread_ts.clone()),
+            message: Some(said.ts.clone()),
+            reply_url: None,
+        };
+        info!(user = %who.user, channel = %who.channel, event_id = %cb.event_id, "Slack message for callbot");
+        let slack = self.clone();
+        tokio::spawn(async move {
+            let reply = match slack.act(&who, &inbound::unescape(&said.text)).await {
+                // The status message in the thread says it.
+                Answer::Placed(_) => return,
+                Answer::Say(reply) => reply,
+            };
+            if let Err(e) = slack
+                .api
+                .post_message(
+                    &who.channel,
+                    who.thread.as_deref(),
+                    &reply.text,
+                    reply.blocks,
+                )
+                .await
+            {
+                warn!(error = %e, channel = %who.channel, "could not reply in Slack");
+            }
+        });
+    }
+
+    /// Interprets a text and does what it asks.
+    async fn act(&self, who: &Who, text: &str) -> Answer {
+        match self.ctx.interpreter.interpret(text).await {
+            Ok(Some(cmd)) => self.run(who, cmd).await,
+            Ok(None) => Answer::Say(Reply::text(format!(
+                "I didn't understand that.\n{}",
+                escape(&replies::help())
+            ))),
+            Err(reason) => Answer::Say(Reply::text(escape(&reason.to_string()))),
+        }
+    }
+
+    async fn run(&self, who: &Who, cmd: Command) -> Answer {
+        let service = &self.ctx.service;
+        let say = |t: String| Answer::Say(Reply::text(t));
+        match cmd {
+            Command::Call { to, message } if self.ctx.confirm => {
+                let id = CallId::generate().to_string();
+                let text = texts::confirm_text(&to.display(), message.as_deref());
+                let blocks = texts::confirm_blocks(&text, &id);
+                self.pending.insert(
+                    id,
+                    Arc::new(Pending {
+                        who: who.clone(),
+                        to,
+                        message,
+                    }),
+                );
+                Answer::Say(Reply {
+                    text,
+                    blocks: Some(blocks),
+                })
+            }
+            Command::Call { to, message } => self.place(who, to, message).await,
+            Command::Help => say(escape(&replies::help())),
+            Command::List => {
+                let filter = ListFilter {
+                    platform: Some(Platform::Slack),
+                    chat: None,
+                    requester: Some(who.user.clone()),
+                };
+                match service.list(LIST_LIMIT, &filter).await {
+                    Ok(calls) => say(escape(&replies::list(&calls))),
+                    Err(e) => {
+                        warn!(error = %e, "listing calls failed");
+                        say(SORRY.into())
+                    }
+                }
+            }
+            Command::Status { id } => match self.find(who, id.as_deref()).await {
+                Ok(call) => say(escape(&replies::summary(&call))),
+                Err(text) => say(text),
+            },
+            Command::Cancel { id } => {
+                let call = match self.find(who, id.as_deref()).await {
+                    Ok(call) => call,
+                    Err(text) => return say(text),
+                };
+                say(self.cancel(who, &call).await)
+            }
+        }
+    }
+
+    async fn place(&self, who: &Who, to: PhoneNumber, message: Option<String>) -> Answer {
+        let req = CallRequest {
+            to,
+            message,
+            origin: who.origin(),
+        };
+        match self.ctx.service.request(req).await {
+            Ok(call) => Answer::Placed(call),
+            Err(RequestError::Store(e)) => {
+                warn!(error = %e, "could not record a Slack call request");
+                Answer::Say(Reply::text(SORRY))
+            }
+            Err(e) => Answer::Say(Reply::text(escape(&e.to_string()))),
+        }
+    }
+
+    /// A call by id, or the requester's latest.
+    async fn find(&self, who: &Who, id: Option<&str>) -> Result<Call, String> {
+        let found = match id {
+            Some(id) => match CallId::parse(id) {
+                Some(id) => self.ctx.service.get(&id).await,
+                None => Ok(None),
+            },
+            None => {
+                let filter = ListFilter {
+                    platform: Some(Platform::Slack),
+                    chat: None,
+                    requester: Some(who.user.clone()),
+                };
+                self.ctx
+                    .service
+                    .list(1, &filter)
+                    .await
+                    .map(|calls| calls.into_iter().next())
+            }
+        };
+        match found {
+            Ok(Some(call)) => Ok(call),
+            Ok(None) if id.is_some() => Err(format!(
+                "I don't know a call with id {}.",
+                escape(id.unwrap_or_default())
+            )),
+            Ok(None) => Err("You have no calls yet.".into()),
+            Err(e) => {
+                warn!(error = %e, "reading calls failed");
+                Err(SORRY.into())
+            }
+        }
+    }
+
+    /// Cancels a call for `who`, who must be the one who asked for it.
+    async fn cancel(&self, who: &Who, call: &Call) -> String {
+        if call.origin.platform != Platform::Slack || call.origin.requester != who.user {
+            return format!(
+                "Only {} can cancel this call.",
+                if call.origin.platform == Platform::Slack {
+                    texts::mention(&call.origin.requester)
+                } else {
+                    "the person who asked for it".to_owned()
+                }
+            );
+        }
+        match self.ctx.service.cancel(&call.id).await {
+            Ok(Cancelled::BeforeDialing(_)) => {
+                format!("Canceled the call to {}.", escape(&call.to.display()))
+            }
+            Ok(Cancelled::HangupSent(_)) => {
+                format!("Hanging up the call to {}…", escape(&call.to.display()))
+            }
+            Err(e) => escape(&e.to_string()),
+        }
+    }
+
+    async fn on_interaction(&self, i: Interaction) {
+        if i.kind != "block_actions" {
+            return;
+        }
+        for action in &i.actions {
+            let value = action.value.clone().unwrap_or_default();
+            match action.action_id.as_str() {
+                texts::CANCEL_CALL => self.cancel_button(&i, &value).await,
+                texts::CONFIRM_CALL => self.confirm_button(&i, &value, true).await,
+                texts::DECLINE_CALL => self.confirm_button(&i, &value, false).await,
+                other => debug!(action_id = other, "unknown Slack action"),
+            }
+        }
+    }
+
+    async fn cancel_button(&self, i: &Interaction, id: &str) {
+        let who = Who {
+            team: i.team.as_ref().map(|t| t.id.clone()).unwrap_or_default(),
+            user: i.user.id.clone(),
+            name: i.user.username.clone(),
+            channel: i.channel.as_ref().map(|c| c.id.clone()).unwrap_or_default(),
+            thread: None,
+            message: None,
+            reply_url: None,
+        };
+        let text = match self.find(&who, Some(id)).await {
+            Ok(call) => {
+                info!(call_id = %call.id, user = %who.user, "Cancel clicked in Slack");
+                self.cancel(&who, &call).await
+            }
+            Err(text) => text,
+        };
+        // The status message itself changes with the final event; this is for the clicker.
+        self.tell(i, &text).await;
+    }
+
+    async fn confirm_button(&self, i: &Interaction, id: &str, confirmed: bool) {
+        let Some(pending) = self.pending.get(id) else {
+            self.replace(
+                i,
+                "This request has expired or was already answered; please ask again.",
+            )
+            .await;
+            return;
+        };
+        if pending.who.user != i.user.id {
+            let text = format!(
+                "Only {} can confirm this call.",
+                texts::mention(&pending.who.user)
+            );
+            self.tell(i, &text).await;
+            return;
+        }
+        // Whoever removes it acts on it: a double click places one call.
+        if self.pending.remove(id).is_none() {
+            return;
+        }
+        if !confirmed {
+            self.replace(i, "OK, not calling.").await;
+            return;
+        }
+        let answer = self
+            .place(&pending.who, pending.to.clone(), pending.message.clone())
+            .await;
+        self.replace(i, &answer.into_reply().text).await;
+    }
+
+    /// An ephemeral note to whoever clicked.
+    async fn tell(&self, i: &Interaction, text: &str) {
+        let Some(url) = &i.response_url else { return };
+        let body = json!({ "response_type": "ephemeral", "replace_original": false, "text": text });
+        if let Err(e) = self.api.respond(url, &body).await {
+            warn!(error = %e, "could not answer a Slack interaction");
+        }
+    }
+
+    /// Replaces the message whose button was clicked.
+    async fn replace(&self, i: &Interaction, text: &str) {
+        let Some(url) = &i.response_url else { return };
+        let body = json!({ "replace_original": true, "text": text });
+        if let Err(e) = self.api.respond(url, &body).await {
+            warn!(error = %e, "could not answer a Slack interaction");
+        }
+    }
+}
+
+/// `/call` text without a verb means "call": `/call +91 …` → `call +91 …`; the other
+/// commands (`help`, `status [id]`, `list`, `cancel <id>`) and texts that already start with
+/// a verb pass through.
+fn slash_text(text: &str) -> String {
+    let text = text.trim();
+    let first = text
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let passes = matches!(
+        first.trim_start_matches('/'),
+        "" | "help"
+            | "?"
+            | "usage"
+            | "commands"
+            | "status"
+            | "list"
+            | "calls"
+            | "history"
+            | "log"
+            | "cancel"
+            | "hangup"
+            | "hang"
+            | "call"
+            | "dial"
+            | "ring"
+            | "phone"
+    );
+    if first.is_empty() {
+        "help".to_owned()
+    } else if passes {
+        text.to_owned()
+    } else {
+        format!("call {text}")
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Following calls
+
+/// Routes each Slack call's events to a task of its own, so one slow post never holds up
+/// another call and each call's messages stay in order.
+async fn follow(
+    slack: Arc<Slack>,
+    mut events: broadcast::Receiver<CallEvent>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut calls: HashMap<CallId, mpsc::UnboundedSender<CallEvent>> = HashMap::new();
+    loop {
+        let event = tokio::select! {
+            () = shutdown.cancelled() => break,
+            event = events.recv() => event,
+        };
+        let event = match event {
+            Ok(e) => e,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                warn!(
+                    skipped = n,
+                    "Slack follower fell behind; some progress updates are lost"
+                );
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => break,
+        };
+        if event.call.origin.platform != Platform::Slack {
+            continue;
+        }
+        let id = event.call.id.clone();
+        let last = event.kind == EventKind::Final;
+        let tx = calls.entry(id.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(follow_call(slack.clone(), rx));
+            tx
+        });
+        let _ = tx.send(event);
+        if last {
+            calls.remove(&id);
+        }
+    }
+}
+
+/// Where a call's status message is.
+#[derive(Debug)]
+enum Shown {
+    Message {
+        channel: String,
+        ts: String,
+        text: String,
+    },
+    /// Posted through the command's response_url (the bot is not in that channel).
+    ResponseUrl {
+        url: String,
+        text: String,
+    },
+    Nowhere,
+}
+
+async fn follow_call(slack: Arc<Slack>, mut events: mpsc::UnboundedReceiver<CallEvent>) {
+    let mut shown: Option<Shown> = None;
+    while let Some(mut event) = events.recv().await {
+        // Only the latest state matters; Final is always the last event.
+        while let Ok(next) = events.try_recv() {
+            event = next;
+        }
+        let call = &event.call;
+        match &mut shown {
+            None => {
+                shown = Some(match &call.origin.status_message {
+                    // Posted earlier (another instance, or before a lag).
+                    Some(ts) => Shown::Message {
+                        channel: call.origin.chat.clone(),
+                        ts: ts.clone(),
+                        text: String::new(),
+                    },
+                    None => slack.post_status(call).await,
+                });
+                if let Some(s @ Shown::Message { .. }) = &mut shown
+                    && call.origin.status_message.is_some()
+                {
+                    slack.update_status(s, call).await;
+                }
+            }
+            Some(s) => slack.update_status(s, call).await,
+        }
+        if event.kind == EventKind::Final {
+            if let Some(s) = &mut shown {
+                slack.update_status(s, call).await;
+                slack.post_outcome(s, call).await;
+            }
+            break;
+        }
+    }
+}
+
+impl Slack {
+    async fn post_status(&self, call: &Call) -> Shown {
+        let o = &call.origin;
+        let text = texts::status_text(call);
+        let blocks = texts::status_blocks(call);
+        match self
+            .api
+            .post_message(&o.chat, o.thread.as_deref(), &text, Some(blocks.clone()))
+            .await
+        {
+            Ok(ts) => {
+                if let Err(e) = self
+                    .ctx
+                    .service
+                    .set_status_message(&call.id, ts.clone())
+                    .await
+                {
+                    warn!(call_id = %call.id, error = %e, "could not store the status message ts");
+                }
+                Shown::Message {
+                    channel: o.chat.clone(),
+                    ts,
+                    text,
+                }
+            }
+            Err(e) if e.is_unreachable_channel() && o.reply_url.is_some() => {
+                let url = o.reply_url.clone().unwrap_or_default();
+                info!(call_id = %call.id, error = %e, "bot cannot post in the channel; using the response_url");
+                let body = json!({ "response_type": "in_channel", "text": text, "blocks": blocks });
+                match self.api.respond(&url, &body).await {
+                    Ok(()) => Shown::ResponseUrl { url, text },
+                    Err(e) => {
+                        warn!(call_id = %call.id, error = %e, "could not post the status message");
+                        Shown::Nowhere
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(call_id = %call.id, error = %e, "could not post the status message");
+                Shown::Nowhere
+            }
+        }
+    }
+
+    /// Edits the status message when its text changed.
+    async fn update_status(&self, shown: &mut Shown, call: &Call) {
+        let new = texts::status_text(call);
+        let blocks = texts::status_blocks(call);
+        let result = match shown {
+            Shown::Message { channel, ts, text } if *text != new => {
+                let r = self.api.update(channel, ts, &new, blocks).await;
+                *text = new;
+                r
+            }
+            Shown::ResponseUrl { url, text } if *text != new => {
+                let body = json!({ "replace_original": true, "text": new, "blocks": blocks });
+                let r = self.api.respond(url, &body).await;
+                *text = new;
+                r
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            warn!(call_id = %call.id, error = %e, "could not update the status message");
+        }
+    }
+
+    /// The final outcome, once, in the thread, mentioning the requester.
+    async fn post_outcome(&self, shown: &Shown, call: &Call) {
+        let o = &call.origin;
+        let text = texts::outcome_text(call);
+        let result: Result<(), ApiError> = match shown {
+            Shown::Message { channel, ts, .. } => {
+                let thread = o.thread.as_deref().unwrap_or(ts);
+                self.api
+                    .post_message(channel, Some(thread), &text, None)
+                    .await
+                    .map(drop)
+            }
+            Shown::ResponseUrl { url, .. } => {
+                let body = json!({ "response_type": "in_channel", "replace_original": false, "text": text });
+                self.api.respond(url, &body).await
+            }
+            Shown::Nowhere => {
+                match self
+                    .api
+                    .post_message(&o.chat, o.thread.as_deref(), &text, None)
+                    .await
+                {
+                    Err(e) if e.is_unreachable_channel() && o.reply_url.is_some() => {
+                        let body = json!({ "response_type": "in_channel", "text": text });
+                        self.api
+                            .respond(o.reply_url.as_deref().unwrap_or_default(), &body)
+                            .await
+                    }
+                    r => r.map(drop),
+                }
+            }
+        };
+        match result {
+            Ok(()) => info!(call_id = %call.id, status = %call.status, "outcome posted to Slack"),
+            Err(e) => warn!(call_id = %call.id, error = %e, "could not post the outcome to Slack"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slash_text_adds_the_verb_only_for_numbers() {
+        assert_eq!(
+            slash_text("+91 98765 43210 and say hi"),
+            "call +91 98765 43210 and say hi"
+        );
+        assert_eq!(slash_text("  "), "help");
+        assert_eq!(slash_text("help"), "help");
+        assert_eq!(slash_text("status abc"), "status abc");
+        assert_eq!(slash_text("list"), "list");
+        assert_eq!(slash_text("cancel abc"), "cancel abc");
+        assert_eq!(slash_text("call 98765 43210"), "call 98765 43210");
+    }
 }

@@ -1,0 +1,232 @@
+//! The Slack Web API calls callbot makes (chat.postMessage, chat.update) through
+//! slack-morphism, and posts to a command's `response_url` through reqwest, each with the
+//! same retry policy: 429 waits for `Retry-After`, network errors and 5xx back off
+//! exponentially, Slack's own errors (`not_in_channel`, …) are returned at once.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use secrecy::{ExposeSecret as _, SecretString};
+use slack_morphism::errors::SlackClientError;
+use slack_morphism::prelude::*;
+use tracing::{debug, warn};
+
+/// Attempts per API call (the first included).
+pub const MAX_TRIES: u32 = 5;
+/// First back-off after a network error or 5xx; doubles each time.
+pub const BACKOFF_BASE: Duration = Duration::from_millis(200);
+/// Longest back-off between tries.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Longest `Retry-After` we honour (longer: give up this message).
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
+/// `Retry-After` assumed when a 429 carries none.
+pub const RETRY_AFTER_DEFAULT: Duration = Duration::from_secs(1);
+/// Time limit for one HTTP request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub type Connector = SlackClientHyperConnector<HttpsConnector<HttpConnector>>;
+pub type Client = SlackClient<Connector>;
+
+/// Why a Web API call did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// Slack answered `ok: false` with this code.
+    #[error("Slack said {0}")]
+    Slack(String),
+    /// Retries exhausted, or an answer we could not use.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl ApiError {
+    /// The channel is not reachable with the bot token (private channel, DM with others).
+    pub fn is_unreachable_channel(&self) -> bool {
+        matches!(self, Self::Slack(code) if code == "not_in_channel" || code == "channel_not_found")
+    }
+}
+
+/// One failed try, classified.
+enum Try {
+    Fatal(ApiError),
+    /// Retry after this long (from Retry-After) or after the back-off.
+    Again(Option<Duration>, String),
+}
+
+/// An HTTPS (and, for tests and proxies, HTTP) connector to `api_url`, which must not end
+/// with a slash (slack-morphism appends `/{method}`).
+pub fn client(api_url: &str) -> Client {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .build();
+    let connector = SlackClientHyperConnector::with_connector(https)
+        .with_slack_api_url(api_url.trim_end_matches('/'));
+    SlackClient::new(connector)
+}
+
+pub struct Api {
+    client: Arc<Client>,
+    token: SlackApiToken,
+    http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(client: Arc<Client>, bot_token: &SecretString) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()?;
+        Ok(Self {
+            client,
+            token: SlackApiToken::new(bot_token.expose_secret().to_owned().into()),
+            http,
+        })
+    }
+
+    /// chat.postMessage; returns the message's ts.
+    pub async fn post_message(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        text: &str,
+        blocks: Option<Vec<SlackBlock>>,
+    ) -> Result<String, ApiError> {
+        let mut content = SlackMessageContent::new().with_text(text.to_owned());
+        content.blocks = blocks;
+        let mut req = SlackApiChatPostMessageRequest::new(channel.into(), content);
+        req.thread_ts = thread_ts.map(|t| t.to_owned().into());
+        let res = retrying("chat.postMessage", || async {
+            let session = self.client.open_session(&self.token);
+            classify_slack(timed(session.chat_post_message(&req)).await)
+        })
+        .await?;
+        Ok(res.ts.0)
+    }
+
+    /// chat.update of a message we posted.
+    pub async fn update(
+        &self,
+        channel: &str,
+        ts: &str,
+        text: &str,
+        blocks: Vec<SlackBlock>,
+    ) -> Result<(), ApiError> {
+        let content = SlackMessageContent::new()
+            .with_text(text.to_owned())
+            .with_blocks(blocks);
+        let req = SlackApiChatUpdateRequest::new(channel.into(), content, ts.to_owned().into());
+        retrying("chat.update", || async {
+            let session = self.client.open_session(&self.token);
+            classify_slack(timed(session.chat_update(&req)).await)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Posts a message (JSON) to an interaction's or command's `response_url`.
+    pub async fn respond(&self, url: &str, body: &serde_json::Value) -> Result<(), ApiError> {
+        retrying("response_url", || async {
+            let res = match self.http.post(url).json(body).send().await {
+                Ok(res) => res,
+                Err(e) => return Err(Try::Again(None, e.to_string())),
+            };
+            let status = res.status();
+            if status.is_success() {
+                return Ok(());
+            }
+            if status.as_u16() == 429 {
+                let after = res
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse().ok())
+                    .map(Duration::from_secs)
+                    .unwrap_or(RETRY_AFTER_DEFAULT);
+                return Err(Try::Again(Some(after), "rate limited".into()));
+            }
+            let text = res.text().await.unwrap_or_default();
+            if status.is_server_error() {
+                Err(Try::Again(None, format!("HTTP {status}")))
+            } else {
+                Err(Try::Fatal(ApiError::Slack(format!(
+                    "HTTP {status}: {text}"
+                ))))
+            }
+        })
+        .await
+    }
+}
+
+async fn timed<T>(
+    f: impl Future<Output = Result<T, SlackClientError>>,
+) -> Result<T, Option<SlackClientError>> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
+        Ok(r) => r.map_err(Some),
+        Err(_) => Err(None),
+    }
+}
+
+fn classify_slack<T>(result: Result<T, Option<SlackClientError>>) -> Result<T, Try> {
+    match result {
+        Ok(v) => Ok(v),
+        Err(None) => Err(Try::Again(None, "timed out".into())),
+        Err(Some(SlackClientError::ApiError(e))) if e.code == "ratelimited" => {
+            Err(Try::Again(Some(RETRY_AFTER_DEFAULT), e.code))
+        }
+        Err(Some(SlackClientError::ApiError(e))) => Err(Try::Fatal(ApiError::Slack(e.code))),
+        Err(Some(SlackClientError::RateLimitError(e))) => Err(Try::Again(
+            Some(e.retry_after.unwrap_or(RETRY_AFTER_DEFAULT)),
+            "rate limited".into(),
+        )),
+        Err(Some(SlackClientError::HttpError(e))) if e.status_code.is_server_error() => {
+            Err(Try::Again(None, e.to_string()))
+        }
+        Err(Some(
+            e @ (SlackClientError::HttpProtocolError(_)
+            | SlackClientError::SystemError(_)
+            | SlackClientError::EndOfStream(_)),
+        )) => Err(Try::Again(None, e.to_string())),
+        Err(Some(e)) => Err(Try::Fatal(ApiError::Failed(e.to_string()))),
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or [`MAX_TRIES`] are used.
+async fn retrying<T, F, Fut>(what: &str, attempt: F) -> Result<T, ApiError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, Try>>,
+{
+    let mut backoff = BACKOFF_BASE;
+    for n in 1..=MAX_TRIES {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(Try::Fatal(e)) => return Err(e),
+            Err(Try::Again(after, reason)) => {
+                if n == MAX_TRIES {
+                    warn!(method = what, tries = n, %reason, "Slack call failed; giving up");
+                    return Err(ApiError::Failed(format!("{what}: {reason}")));
+                }
+                let wait = match after {
+                    Some(after) if after > RETRY_AFTER_MAX => {
+                        return Err(ApiError::Failed(format!(
+                            "{what}: rate limited for {after:?}"
+                        )));
+                    }
+                    Some(after) => after,
+                    None => {
+                        let wait = backoff;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        wait
+                    }
+                };
+                debug!(method = what, try_ = n, ?wait, %reason, "retrying Slack call");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+    unreachable!("the loop returns on its last try")
+}

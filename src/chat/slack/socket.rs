@@ -1,0 +1,107 @@
+//! Socket Mode (`SLACK_APP_TOKEN`): slack-morphism's WebSocket listener feeds the same
+//! handlers as the HTTP routes, so no public URL is needed. Slack signs nothing here: the
+//! app-level token authenticates the connection itself.
+//!
+//! Its typed events are re-serialized into [`super::inbound`]'s models; the listener's
+//! callbacks are plain `fn`s, so the adapter travels in the listener's user state.
+
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret as _, SecretString};
+use slack_morphism::prelude::*;
+use tracing::{error, warn};
+
+use super::Slack;
+use super::api::{Client, Connector};
+use super::inbound::{EventCallback, Interaction, SlashCommand};
+
+/// slack-morphism's callback error type (its own alias is crate-private).
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Connects in the background and keeps reconnecting until callbot stops.
+pub fn start(slack: Arc<Slack>, client: Arc<Client>, app_token: &SecretString) {
+    let shutdown = slack.ctx.shutdown.clone();
+    let callbacks = SlackSocketModeListenerCallbacks::<Connector>::new()
+        .with_command_events(on_command)
+        .with_interaction_events(on_interaction)
+        .with_push_events(on_push);
+    let environment = Arc::new(
+        SlackClientEventsListenerEnvironment::new(client)
+            .with_error_handler(on_error)
+            .with_user_state(slack),
+    );
+    let listener = SlackClientSocketModeListener::new(
+        &SlackClientSocketModeConfig::new(),
+        environment,
+        callbacks,
+    );
+    let token = SlackApiToken::new(app_token.expose_secret().to_owned().into());
+    tokio::spawn(async move {
+        if let Err(e) = listener.listen_for(&token).await {
+            error!(error = %e, "Slack Socket Mode could not start");
+            return;
+        }
+        listener.start().await;
+        shutdown.cancelled().await;
+        listener.shutdown().await;
+    });
+}
+
+async fn adapter(states: &SlackClientEventsUserState) -> Result<Arc<Slack>, BoxError> {
+    states
+        .read()
+        .await
+        .get_user_state::<Arc<Slack>>()
+        .cloned()
+        .ok_or_else(|| "the Slack adapter is missing from the listener state".into())
+}
+
+/// Re-reads one of slack-morphism's models as ours.
+fn convert<A: serde::Serialize, B: serde::de::DeserializeOwned>(a: &A) -> Result<B, BoxError> {
+    Ok(serde_json::from_value(serde_json::to_value(a)?)?)
+}
+
+async fn on_command(
+    event: SlackCommandEvent,
+    _client: Arc<Client>,
+    states: SlackClientEventsUserState,
+) -> UserCallbackResult<SlackCommandEventResponse> {
+    let slack = adapter(&states).await?;
+    let command: SlashCommand = convert(&event)?;
+    let reply = slack.ack_command(command).await;
+    let mut content = SlackMessageContent::new().with_text(reply.text);
+    content.blocks = reply.blocks;
+    Ok(SlackCommandEventResponse::new(content)
+        .with_response_type(SlackMessageResponseType::Ephemeral))
+}
+
+async fn on_push(
+    event: SlackPushEventCallback,
+    _client: Arc<Client>,
+    states: SlackClientEventsUserState,
+) -> UserCallbackResult<()> {
+    let slack = adapter(&states).await?;
+    let callback: EventCallback = convert(&event)?;
+    slack.on_event(callback);
+    Ok(())
+}
+
+async fn on_interaction(
+    event: SlackInteractionEvent,
+    _client: Arc<Client>,
+    states: SlackClientEventsUserState,
+) -> UserCallbackResult<()> {
+    let slack = adapter(&states).await?;
+    let interaction: Interaction = convert(&event)?;
+    tokio::spawn(async move { slack.on_interaction(interaction).await });
+    Ok(())
+}
+
+fn on_error(
+    err: BoxError,
+    _client: Arc<Client>,
+    _states: SlackClientEventsUserState,
+) -> HttpStatusCode {
+    warn!(error = %err, "Slack Socket Mode event failed");
+    HttpStatusCode::OK
+}
