@@ -108,12 +108,11 @@ impl Telegram {
             }
             // Ended before anything was shown: the outcome below says it all.
             None => {}
-            Some(id) => {
-                if view.shown.as_deref() != Some(line.as_str()) {
-                    self.edit(target.chat, id, line.clone(), keyboard).await;
-                    view.shown = Some(line);
-                }
+            Some(id) if view.shown.as_deref() != Some(line.as_str()) => {
+                self.edit(target.chat, id, line.clone(), keyboard).await;
+                view.shown = Some(line);
             }
+            Some(_) => {}
         }
         if !live {
             info!(call_id = %call.id, status = %call.status, "telegram outcome posted");
