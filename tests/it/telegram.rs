@@ -109,6 +109,7 @@ async fn private_chat_call_reports_progress_edits_and_one_final_reply_with_durat
     tg.wait_message("Your Telegram id: 111").await;
 
     let transcript = tg.transcript_from(0);
+    println!("{}", transcript.join("\n"));
     let asked = "\"Call to +91 9876543210 and say the car is <b>outside</b>\"";
     let status = "\"📞 Calling +91 98765 43210…\"";
     assert_eq!(
@@ -291,6 +292,11 @@ async fn confirmation_places_the_call_only_when_the_requester_presses_call_once(
         .to_owned();
     assert!(data.len() <= 64, "{data}");
 
+    // Bob may not call at all: he is told so instead of being asked.
+    tg.push(tg.text(Chat::Private, BOB, "call +91 9876543210"));
+    let refusal = tg.wait_message("not allowed").await;
+    assert!(refusal["reply_markup"].is_null());
+
     tg.push(tg.press(BOB, &question, "Call"));
     tg.wait_for("Bob's answer", |r| {
         r.iter().any(|r| r.method == "answerCallbackQuery")
@@ -321,12 +327,13 @@ async fn confirmation_places_the_call_only_when_the_requester_presses_call_once(
             "sendMessage ↩ {asked}: Call +91 98765 43210 and say “Your table is ready”? [📞 Call] [✖️ Cancel]"
         )
     );
+    assert!(transcript[1].starts_with("sendMessage ↩ \"call +91 9876543210\": You're not allowed"));
     assert_eq!(
-        transcript[1],
+        transcript[2],
         "answerCallbackQuery: Only @alice can confirm this call."
     );
     // The question becomes the status message; answering and editing may interleave.
-    let mut rest = transcript[2..].to_vec();
+    let mut rest = transcript[3..].to_vec();
     rest.sort();
     assert_eq!(
         rest,

@@ -200,6 +200,11 @@ impl Telegram {
                     origin,
                 };
                 if self.ctx.confirm {
+                    // Someone who may not call at all is told so now, not after pressing [Call].
+                    if let Err(refusal) = self.ctx.service.policy().check_identity(&request.origin)
+                    {
+                        return Some(refusal.to_string());
+                    }
                     self.ask_confirmation(Target::of(msg), request).await;
                     None
                 } else {
