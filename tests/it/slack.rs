@@ -9,7 +9,7 @@ use callbot::core::call::{CallId, CallStatus, Platform};
 use serde_json::{Value, json};
 
 use crate::support::fake_slack::{
-    BOT_TOKEN, Failure, FakeSlack, Recorded, SIGNING_SECRET, signature,
+    APP_TOKEN, BOT_TOKEN, Failure, FakeSlack, Recorded, SIGNING_SECRET, signature,
 };
 use crate::support::fake_twilio::Plan;
 use crate::support::{FakeTwilio, TestApp, settings, twilio_settings};
@@ -39,7 +39,12 @@ struct Chat {
 
 impl Chat {
     async fn start(s: Settings, slack: FakeSlack) -> Self {
-        let app = TestApp::spawn(with_slack(s, &slack)).await;
+        Self::start_with(with_slack(s, &slack), slack).await
+    }
+
+    /// Starts with settings already pointed at `slack`.
+    async fn start_with(s: Settings, slack: FakeSlack) -> Self {
+        let app = TestApp::spawn(s).await;
         Self { app, slack }
     }
 
@@ -911,4 +916,73 @@ async fn slack_command_ack_time_over_200_commands_while_twilio_takes_two_seconds
         acks[acks.len() - 1]
     );
     assert!(pct(0.99) < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn a_bot_token_without_a_signing_secret_or_app_token_fails_to_start() {
+    let slack = FakeSlack::start().await;
+    let mut s = with_slack(settings(), &slack);
+    s.slack.signing_secret = None;
+    let err = match callbot::App::build(s).await {
+        Ok(_) => panic!("started without a way to verify Slack's requests"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("SLACK_SIGNING_SECRET"), "{err}");
+}
+
+#[tokio::test]
+async fn socket_mode_serves_slash_commands_and_events_without_a_public_url() {
+    let slack = FakeSlack::start().await;
+    let socket = slack.start_socket_mode().await;
+    let mut s = with_slack(settings(), &slack);
+    s.slack.signing_secret = None;
+    s.slack.app_token = Some(APP_TOKEN.to_owned().into());
+    let chat = Chat::start_with(s, slack).await;
+
+    // No signing secret: no HTTP routes to forge requests against.
+    let res = chat
+        .app
+        .http
+        .post(format!("{}/slack/commands", chat.app.base))
+        .body(command_body(ALICE, "98765 43210", "x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 404);
+
+    socket.send(json!({
+        "envelope_id": "env-1", "type": "slash_commands", "accepts_response_payload": true,
+        "payload": serde_urlencoded::from_str::<std::collections::HashMap<String, String>>(&command_body(ALICE, "+91 98765 43210 and say hi", &chat.slack.response_url("sock"))).unwrap(),
+    }));
+    let ack = socket.ack("env-1").await;
+    assert_eq!(ack["payload"]["response_type"], "ephemeral");
+    assert!(
+        ack["payload"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Placing the call to +91 98765 43210…"),
+        "{ack}"
+    );
+    chat.slack
+        .wait_for("status message", |r| {
+            r.method == "chat.postMessage" && r.text().contains("is calling")
+        })
+        .await;
+
+    socket.send(json!({
+        "envelope_id": "env-2", "type": "events_api", "accepts_response_payload": false, "retry_attempt": 0, "retry_reason": "",
+        "payload": {
+            "token": "legacy", "team_id": TEAM, "api_app_id": "A0APP", "type": "event_callback",
+            "event_id": "Ev0SOCKET", "event_time": now(),
+            "event": dm(BOB, "1600000030.0", "call 98765 43219"),
+            "authorizations": [{"team_id": TEAM, "user_id": BOT_USER, "is_bot": true}],
+        },
+    }));
+    socket.ack("env-2").await;
+    let calls = chat.wait_calls(2).await;
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.origin.requester == BOB && c.origin.chat == "D0DM")
+    );
 }

@@ -30,7 +30,7 @@ pub enum Envelope {
     UrlVerification {
         challenge: String,
     },
-    EventCallback(EventCallback),
+    EventCallback(Box<EventCallback>),
     #[serde(other)]
     Other,
 }
@@ -216,7 +216,7 @@ mod tests {
         }))
         .unwrap();
         match env {
-            Envelope::EventCallback(cb) => cb,
+            Envelope::EventCallback(cb) => *cb,
             other => panic!("{other:?}"),
         }
     }

@@ -195,7 +195,7 @@ impl Reply {
 /// What handling a request produced.
 enum Answer {
     /// A call was placed; the status message will tell the channel.
-    Placed(Call),
+    Placed(Box<Call>),
     Say(Reply),
 }
 
@@ -229,14 +229,14 @@ impl Slack {
         route: &'static str,
         headers: &HeaderMap,
         body: &'a Bytes,
-    ) -> Result<&'a str, Response> {
+    ) -> Result<&'a str, (StatusCode, &'static str)> {
         let reject = |reason: &dyn std::fmt::Display| {
             warn!(route, %reason, "rejected a request not signed by Slack");
             webhook_metric(route, "unauthorized");
-            (StatusCode::UNAUTHORIZED, "invalid Slack signature").into_response()
+            (StatusCode::UNAUTHORIZED, "invalid Slack signature")
         };
         let Some(verifier) = &self.verifier else {
-            return Err(StatusCode::NOT_FOUND.into_response());
+            return Err((StatusCode::NOT_FOUND, "not found"));
         };
         let Ok(text) = std::str::from_utf8(body) else {
             return Err(reject(&"body is not UTF-8"));
@@ -257,7 +257,7 @@ impl Slack {
 async fn commands(State(slack): State<Arc<Slack>>, headers: HeaderMap, body: Bytes) -> Response {
     let body = match slack.verified("/slack/commands", &headers, &body) {
         Ok(body) => body,
-        Err(res) => return res,
+        Err(res) => return res.into_response(),
     };
     let Ok(cmd) = serde_urlencoded::from_str::<SlashCommand>(body) else {
         return (StatusCode::BAD_REQUEST, "not a slash command").into_response();
@@ -268,7 +268,7 @@ async fn commands(State(slack): State<Arc<Slack>>, headers: HeaderMap, body: Byt
 async fn events(State(slack): State<Arc<Slack>>, headers: HeaderMap, body: Bytes) -> Response {
     let body = match slack.verified("/slack/events", &headers, &body) {
         Ok(body) => body,
-        Err(res) => return res,
+        Err(res) => return res.into_response(),
     };
     let envelope = match serde_json::from_str::<Envelope>(body) {
         Ok(e) => e,
@@ -285,7 +285,7 @@ async fn events(State(slack): State<Arc<Slack>>, headers: HeaderMap, body: Bytes
             if let Some(retry) = headers.get("x-slack-retry-num") {
                 debug!(event_id = %cb.event_id, ?retry, "Slack retried an event");
             }
-            slack.on_event(cb);
+            slack.on_event(*cb);
             StatusCode::OK.into_response()
         }
         Envelope::Other => StatusCode::OK.into_response(),
@@ -304,7 +304,7 @@ async fn interactions(
 ) -> Response {
     let body = match slack.verified("/slack/interactions", &headers, &body) {
         Ok(body) => body,
-        Err(res) => return res,
+        Err(res) => return res.into_response(),
     };
     let interaction = serde_urlencoded::from_str::<InteractionForm>(body)
         .ok()
@@ -479,7 +479,7 @@ impl Slack {
             origin: who.origin(),
         };
         match self.ctx.service.request(req).await {
-            Ok(call) => Answer::Placed(call),
+            Ok(call) => Answer::Placed(Box::new(call)),
             Err(RequestError::Store(e)) => {
                 warn!(error = %e, "could not record a Slack call request");
                 Answer::Say(Reply::text(SORRY))

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 /// The signing secret tests configure.
 pub const SIGNING_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 pub const BOT_TOKEN: &str = "xoxb-test-0123456789";
+pub const APP_TOKEN: &str = "xapp-test-0123456789";
 
 /// How the fake answers the next call of a method.
 #[derive(Debug, Clone)]
@@ -114,6 +115,8 @@ struct Inner {
     records: Mutex<Vec<Recorded>>,
     failures: Mutex<HashMap<String, VecDeque<Failure>>>,
     next_ts: Mutex<u64>,
+    /// What apps.connections.open answers (Socket Mode), once started.
+    ws_url: Mutex<Option<String>>,
 }
 
 #[derive(Clone)]
@@ -277,6 +280,21 @@ async fn api(
         ts: None,
         ok: true,
     };
+    if method == "apps.connections.open" {
+        let ok = rec.authorization.as_deref() == Some(&format!("Bearer {APP_TOKEN}"));
+        let url = inner.ws_url.lock().clone();
+        rec.ok = ok && url.is_some();
+        inner.records.lock().push(rec);
+        return match (ok, url) {
+            (true, Some(url)) => axum::Json(json!({ "ok": true, "url": url })).into_response(),
+            (false, _) => {
+                axum::Json(json!({ "ok": false, "error": "invalid_auth" })).into_response()
+            }
+            (true, None) => {
+                axum::Json(json!({ "ok": false, "error": "socket_mode_off" })).into_response()
+            }
+        };
+    }
     if rec.authorization.as_deref() != Some(&format!("Bearer {BOT_TOKEN}")) {
         inner.records.lock().push(rec);
         return axum::Json(json!({ "ok": false, "error": "not_authed" })).into_response();
@@ -341,4 +359,178 @@ async fn response_url(
     }
     inner.records.lock().push(rec);
     (StatusCode::OK, "ok").into_response()
+}
+
+/// Slack's side of Socket Mode: `apps.connections.open` answers with a `ws://` URL here; each
+/// connection gets `hello`, then the envelopes the test sends; acknowledgements are recorded.
+/// A minimal RFC 6455 server (text frames, masked client frames, ping/pong, close).
+pub struct SocketMode {
+    outgoing: tokio::sync::mpsc::UnboundedSender<Value>,
+    acks: Arc<Mutex<Vec<Value>>>,
+}
+
+impl FakeSlack {
+    pub async fn start_socket_mode(&self) -> SocketMode {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        *self.inner.ws_url.lock() = Some(format!("ws://{}/link", listener.local_addr().unwrap()));
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let acks2 = acks.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(ws_connection(stream, rx.clone(), acks2.clone()));
+            }
+        });
+        SocketMode { outgoing: tx, acks }
+    }
+}
+
+impl SocketMode {
+    /// Sends an envelope (`slash_commands`, `events_api`, `interactive`) to the app.
+    pub fn send(&self, envelope: Value) {
+        self.outgoing.send(envelope).unwrap();
+    }
+
+    /// Waits for the acknowledgement of `envelope_id`.
+    pub async fn ack(&self, envelope_id: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            if let Some(a) = self
+                .acks
+                .lock()
+                .iter()
+                .find(|a| a["envelope_id"] == envelope_id)
+            {
+                return a.clone();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "no ack for {envelope_id}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+async fn ws_connection(
+    mut stream: tokio::net::TcpStream,
+    outgoing: Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Value>>>,
+    acks: Arc<Mutex<Vec<Value>>>,
+) {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read_exact(&mut byte).await.is_err() {
+            return;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    let key = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let accept = base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(
+        format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes(),
+    ));
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    if stream.write_all(response.as_bytes()).await.is_err() {
+        return;
+    }
+    let (mut reader, mut writer) = stream.into_split();
+    let (frames_tx, mut frames_rx) = tokio::sync::mpsc::unbounded_channel::<(u8, Vec<u8>)>();
+    let hello = json!({"type": "hello", "num_connections": 1, "debug_info": {"host": "fake-slack"}, "connection_info": {"app_id": "A0APP"}});
+    let _ = frames_tx.send((0x1, hello.to_string().into_bytes()));
+    // Writer: frames from the reader (pongs) and from the test.
+    let writer_task = tokio::spawn(async move {
+        while let Some((opcode, payload)) = frames_rx.recv().await {
+            let mut frame = vec![0x80 | opcode];
+            match payload.len() {
+                n if n < 126 => frame.push(n as u8),
+                n if n < 65536 => {
+                    frame.push(126);
+                    frame.extend_from_slice(&(n as u16).to_be_bytes());
+                }
+                n => {
+                    frame.push(127);
+                    frame.extend_from_slice(&(n as u64).to_be_bytes());
+                }
+            }
+            frame.extend_from_slice(&payload);
+            if writer.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+    });
+    let frames = frames_tx.clone();
+    let feeder = tokio::spawn(async move {
+        loop {
+            let next = outgoing.lock().await.recv().await;
+            let Some(envelope) = next else { return };
+            if frames
+                .send((0x1, envelope.to_string().into_bytes()))
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    loop {
+        let mut h = [0u8; 2];
+        if reader.read_exact(&mut h).await.is_err() {
+            break;
+        }
+        let opcode = h[0] & 0x0f;
+        let mut len = u64::from(h[1] & 0x7f);
+        if len == 126 {
+            let mut b = [0u8; 2];
+            if reader.read_exact(&mut b).await.is_err() {
+                break;
+            }
+            len = u64::from(u16::from_be_bytes(b));
+        } else if len == 127 {
+            let mut b = [0u8; 8];
+            if reader.read_exact(&mut b).await.is_err() {
+                break;
+            }
+            len = u64::from_be_bytes(b);
+        }
+        let mut mask = [0u8; 4];
+        if h[1] & 0x80 != 0 && reader.read_exact(&mut mask).await.is_err() {
+            break;
+        }
+        let mut payload = vec![0u8; len as usize];
+        if reader.read_exact(&mut payload).await.is_err() {
+            break;
+        }
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= mask[i % 4];
+        }
+        match opcode {
+            0x1 => {
+                if let Ok(v) = serde_json::from_slice::<Value>(&payload) {
+                    acks.lock().push(v);
+                }
+            }
+            0x8 => break,
+            0x9 => {
+                let _ = frames_tx.send((0xA, payload));
+            }
+            _ => {}
+        }
+    }
+    feeder.abort();
+    writer_task.abort();
 }
