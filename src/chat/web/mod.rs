@@ -125,8 +125,7 @@ impl<'a> CallView<'a> {
             call,
             to_display: call.to.display(),
             status_text: replies::status_line(call),
-            error_text: (call.status == CallStatus::Failed)
-                .then(|| replies::failure_reason(call)),
+            error_text: (call.status == CallStatus::Failed).then(|| replies::failure_reason(call)),
         }
     }
 }
