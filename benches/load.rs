@@ -1,0 +1,275 @@
+//! Load drivers on loopback (they stop by themselves):
+//!
+//! - `callbacks`: signed `POST /webhooks/status` per second against a running callbot, and a
+//!   bare axum endpoint answering 204, in the same run; prints both and the ratio.
+//! - `pacing`: 10,000 queued calls at CPS 100 against a fake Twilio: achieved rate, lost,
+//!   duplicated.
+//! - `memory`: resident memory with 1,000,000 calls in the memory store: bytes per call.
+//!
+//! `cargo bench --bench load -- [callbacks|pacing|memory] [--smoke]` (all by default).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::post;
+use callbot::calls::{CallStore, MemoryStore};
+use callbot::core::call::{Call, CallSid, Origin, Platform, StatusUpdate};
+use callbot::core::phone::PhoneNumber;
+use callbot::telephony::twilio::signature::sign;
+use callbot::{App, Settings};
+use chrono::Utc;
+use parking_lot::Mutex;
+
+const CONNECTIONS: usize = 32;
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let which: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let run = |name: &str| which.is_empty() || which.contains(&name);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    if run("callbacks") {
+        rt.block_on(callbacks(if smoke {
+            Duration::from_millis(300)
+        } else {
+            Duration::from_secs(5)
+        }));
+    }
+    if run("pacing") {
+        let (n, cps) = if smoke { (50, 100) } else { (10_000, 100) };
+        rt.block_on(pacing(n, cps));
+    }
+    if run("memory") {
+        rt.block_on(memory(if smoke { 10_000 } else { 1_000_000 }));
+    }
+}
+
+/// Sends as many requests as `CONNECTIONS` workers can for `duration`; returns requests/s.
+async fn hammer(
+    duration: Duration,
+    make: impl Fn(u64) -> reqwest::RequestBuilder + Send + Sync + 'static,
+) -> f64 {
+    let make = Arc::new(make);
+    let count = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + duration;
+    let workers: Vec<_> = (0..CONNECTIONS)
+        .map(|w| {
+            let (make, count) = (make.clone(), count.clone());
+            tokio::spawn(async move {
+                let mut i = w as u64;
+                while Instant::now() < deadline {
+                    let res = make(i).send().await.expect("request");
+                    assert!(res.status().is_success(), "{}", res.status());
+                    count.fetch_add(1, Ordering::Relaxed);
+                    i += CONNECTIONS as u64;
+                }
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    for w in workers {
+        w.await.unwrap();
+    }
+    count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn callbacks(duration: Duration) {
+    // A bare axum endpoint for comparison.
+    let bare = Router::new().route(
+        "/webhooks/status",
+        post(|| async { StatusCode::NO_CONTENT }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bare_url = format!("http://{}/webhooks/status", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, bare).await.unwrap() });
+
+    // callbot, with Twilio credentials so its verifier uses a known token.
+    let token = "load-test-token";
+    let mut s = Settings::defaults();
+    s.server.bind = "127.0.0.1:0".parse().unwrap();
+    s.twilio.account_sid = Some(format!("AC{}", "0".repeat(32)));
+    s.twilio.auth_token = Some(token.to_owned().into());
+    s.twilio.from_number = Some("+15005550006".into());
+    s.twilio.api_base = "http://127.0.0.1:9".into();
+    s.limits.max_concurrent = 1_000_000;
+    let app = App::build(s).await.unwrap();
+    let service = app.service();
+    let base = app.public_url().to_owned();
+    tokio::spawn(app.run());
+    // One call to receive the callbacks (never dialed: its create fails in the background).
+    let call = service
+        .request(callbot::calls::service::CallRequest {
+            to: PhoneNumber::from_e164("+919876543210").unwrap(),
+            message: None,
+            origin: Origin::new(Platform::Web, "load"),
+        })
+        .await
+        .unwrap();
+    let url = format!("{base}/webhooks/status?call_id={}", call.id);
+    let statuses = ["initiated", "ringing", "in-progress"];
+    let forms: Vec<(Vec<(String, String)>, String)> = (0..300u64)
+        .map(|i| {
+            let form: Vec<(String, String)> = vec![
+                (
+                    "CallSid".into(),
+                    "CA0123456789abcdef0123456789abcdef".into(),
+                ),
+                ("CallStatus".into(), statuses[(i % 3) as usize].into()),
+                ("SequenceNumber".into(), i.to_string()),
+                ("To".into(), "+919876543210".into()),
+                ("From".into(), "+15005550006".into()),
+            ];
+            let sig = sign(token, &url, &form);
+            (form, sig)
+        })
+        .collect();
+    let forms = Arc::new(forms);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(CONNECTIONS)
+        .build()
+        .unwrap();
+
+    let (c1, c2) = (client.clone(), client.clone());
+    let bare_rps = hammer(duration, move |_| {
+        c1.post(&bare_url).body("CallSid=CA1&CallStatus=ringing")
+    })
+    .await;
+    let cb_url = url.clone();
+    let cb_rps = hammer(duration, move |i| {
+        let (form, sig) = &forms[(i % 300) as usize];
+        c2.post(&cb_url)
+            .header("X-Twilio-Signature", sig)
+            .form(form)
+    })
+    .await;
+    println!(
+        "callbacks: callbot {cb_rps:.0} signed callbacks/s, bare axum {bare_rps:.0} req/s, ratio {:.2} ({CONNECTIONS} connections, {duration:?} each)",
+        cb_rps / bare_rps
+    );
+}
+
+async fn pacing(n: usize, cps: u32) {
+    // A fake Twilio that records when each create arrives and for which number.
+    let seen: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+    let fake = {
+        let seen = seen.clone();
+        Router::new().route(
+            "/2010-04-01/Accounts/{account}/Calls.json",
+            post(move |body: String| {
+                let seen = seen.clone();
+                async move {
+                    let form: Vec<(String, String)> = serde_urlencoded::from_str(&body).unwrap();
+                    let to = form.iter().find(|(k, _)| k == "To").unwrap().1.clone();
+                    seen.lock().push((Instant::now(), to));
+                    let sid = format!("CA{:032x}", rand::random::<u128>());
+                    (
+                        StatusCode::CREATED,
+                        axum::Json(serde_json::json!({"sid": sid, "status": "queued"})),
+                    )
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fake_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, fake).await.unwrap() });
+
+    let mut s = Settings::defaults();
+    s.server.bind = "127.0.0.1:0".parse().unwrap();
+    s.twilio.account_sid = Some(format!("AC{}", "0".repeat(32)));
+    s.twilio.auth_token = Some("t".to_owned().into());
+    s.twilio.from_number = Some("+15005550006".into());
+    s.twilio.api_base = fake_url;
+    s.calls.cps = cps;
+    s.limits.max_concurrent = 1_000_000;
+    s.limits.per_destination_hour = 1_000_000;
+    let app = App::build(s).await.unwrap();
+    let service = app.service();
+    tokio::spawn(app.run());
+    for i in 0..n {
+        service
+            .request(callbot::calls::service::CallRequest {
+                to: PhoneNumber::from_e164(&format!("+9198{:08}", 76_000_000 + i)).unwrap(),
+                message: None,
+                origin: Origin::new(Platform::Web, "load"),
+            })
+            .await
+            .unwrap();
+    }
+    let expected = Duration::from_secs_f64(n as f64 / f64::from(cps));
+    let deadline = Instant::now() + expected * 2 + Duration::from_secs(5);
+    while seen.lock().len() < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = seen.lock().clone();
+    let mut numbers: Vec<&String> = seen.iter().map(|(_, to)| to).collect();
+    numbers.sort();
+    numbers.dedup();
+    let span = seen.last().unwrap().0 - seen[0].0;
+    let rate = (seen.len() - 1) as f64 / span.as_secs_f64();
+    println!(
+        "pacing: {n} calls queued at CPS {cps}: achieved {rate:.2}/s ({:+.2} %), lost {}, duplicated {}",
+        (rate / f64::from(cps) - 1.0) * 100.0,
+        n - numbers.len(),
+        seen.len() - numbers.len()
+    );
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+async fn memory(n: usize) {
+    let store = MemoryStore::new(n as u64 * 2, Duration::from_secs(3600));
+    let template = Call::new(
+        PhoneNumber::from_e164("+919876543210").unwrap(),
+        "+15005550006".into(),
+        "Hello, this is callbot with a message for you. Goodbye.".into(),
+        "alice".into(),
+        "en-US".into(),
+        Origin::new(Platform::Telegram, "123456789"),
+        Utc::now(),
+    );
+    let before = rss_bytes();
+    for i in 0..n {
+        let mut call = template
+            .clone()
+            .with_id(callbot::core::call::CallId::generate());
+        call.sid = Some(CallSid(format!("CA{i:032x}")));
+        call.apply(
+            &StatusUpdate {
+                status: Some(callbot::core::call::CallStatus::Completed),
+                duration_secs: Some(42),
+                ..StatusUpdate::default()
+            },
+            Utc::now(),
+        );
+        store.insert(call).await.unwrap();
+    }
+    let after = rss_bytes();
+    println!(
+        "memory: {n} calls in the memory store: RSS +{:.1} MiB, {:.0} bytes per call",
+        (after - before) as f64 / 1048576.0,
+        (after - before) as f64 / n as f64
+    );
+}
