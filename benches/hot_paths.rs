@@ -35,13 +35,57 @@ fn parsing(c: &mut Criterion) {
         })
     });
     g.finish();
-    // What bounds it: libphonenumber's parse + validate + format, per number.
-    c.bench_function("phonenumber parse+validate+format", |b| {
+    // A number seen before (the same people call the same numbers; chats redeliver).
+    c.bench_function("phone number, seen before (cached)", |b| {
         b.iter(|| PhoneNumber::parse(black_box("+91 98765 43210"), region))
     });
+    // What bounds a new number: libphonenumber's parse + validate + format.
+    let mut n = 0u32;
+    c.bench_function("phone number, new each time (libphonenumber)", |b| {
+        b.iter(|| {
+            n = (n + 1) % 10_000_000;
+            let written = format!("+91 98{n:08}");
+            PhoneNumber::parse(black_box(&written), region)
+        })
+    });
+    let mut n = 0u32;
+    g_cold(c, region, &mut n);
     c.bench_function("grammar only (not a call)", |b| {
         b.iter(|| command::parse(black_box("good morning team, standup in 5"), region))
     });
+}
+
+/// The six messages again, each call request with a number never seen before.
+fn g_cold(c: &mut Criterion, region: Region, n: &mut u32) {
+    let mut g = c.benchmark_group("parse");
+    g.throughput(Throughput::Elements(MESSAGES.len() as u64));
+    for m in [
+        "Call to +91 98 01234567",
+        "call +91 97 09999999",
+        "dial 096 00000001",
+        "call +91 (99) 76543210",
+    ] {
+        assert!(matches!(command::parse(m, region), Ok(Some(_))), "{m}");
+    }
+    g.bench_function("six typical messages, new numbers", |b| {
+        b.iter(|| {
+            *n = (*n + 1) % 10_000_000;
+            let fresh = [
+                format!("Call to +91 98{:08}", *n),
+                format!("please call +91 97{:08} and say Your table is ready", *n),
+                format!("dial 096{:08} say: the car is outside", *n),
+                format!("call +91 (99) {:08} \"the deploy is done\"", *n),
+            ];
+            for m in fresh
+                .iter()
+                .map(String::as_str)
+                .chain(MESSAGES[4..].iter().copied())
+            {
+                let _ = black_box(command::parse(black_box(m), region));
+            }
+        })
+    });
+    g.finish();
 }
 
 fn signature(c: &mut Criterion) {
@@ -92,10 +136,10 @@ fn apply(c: &mut Criterion) {
     let to = PhoneNumber::from_e164("+919876543210").unwrap();
     let call = Call::new(
         to,
-        "+15005550006".into(),
+        "+15005550006",
         "hi".into(),
-        "alice".into(),
-        "en-US".into(),
+        "alice",
+        "en-US",
         Origin::new(Platform::Web, "web"),
         Utc::now(),
     );

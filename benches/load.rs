@@ -243,10 +243,10 @@ async fn memory(n: usize) {
     let store = MemoryStore::new(n as u64 * 2, Duration::from_secs(3600));
     let template = Call::new(
         PhoneNumber::from_e164("+919876543210").unwrap(),
-        "+15005550006".into(),
+        "+15005550006",
         "Hello, this is callbot with a message for you. Goodbye.".into(),
-        "alice".into(),
-        "en-US".into(),
+        "alice",
+        "en-US",
         Origin::new(Platform::Telegram, "123456789"),
         Utc::now(),
     );

@@ -327,7 +327,7 @@ impl CallService {
     ) -> Result<(), StoreError> {
         self.store
             .update(id, &mut |call: &mut Call| {
-                call.origin.status_message = Some(message_id.clone());
+                call.origin.status_message = Some(message_id.as_str().into());
                 Applied::Ignored
             })
             .await?;

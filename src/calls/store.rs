@@ -27,11 +27,11 @@ pub struct ListFilter {
 impl ListFilter {
     pub fn matches(&self, call: &Call) -> bool {
         self.platform.is_none_or(|p| call.origin.platform == p)
-            && self.chat.as_ref().is_none_or(|c| &call.origin.chat == c)
+            && self.chat.as_ref().is_none_or(|c| call.origin.chat == c)
             && self
                 .requester
                 .as_ref()
-                .is_none_or(|r| &call.origin.requester == r)
+                .is_none_or(|r| call.origin.requester == r)
     }
 }
 

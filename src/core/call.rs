@@ -8,6 +8,7 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use super::phone::PhoneNumber;
@@ -16,13 +17,18 @@ use super::phone::PhoneNumber;
 /// TwiML URL Twilio fetches) and URL-safe.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct CallId(String);
+pub struct CallId(CompactString);
 
 impl CallId {
     pub fn generate() -> Self {
         use base64::Engine as _;
         let bytes: [u8; 16] = rand::random();
-        Self(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+        // 22 characters: stored inline, no allocation per call.
+        let mut buf = [0u8; 22];
+        let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode_slice(bytes, &mut buf)
+            .expect("16 bytes encode to 22");
+        Self(CompactString::from_utf8(&buf[..n]).expect("base64 is ASCII"))
     }
 
     /// Accepts what `generate` produces (and any short URL-safe token, for tests and ids
@@ -32,7 +38,7 @@ impl CallId {
             && s.len() <= 64
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        ok.then(|| Self(s.to_owned()))
+        ok.then(|| Self(s.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -154,35 +160,35 @@ pub struct Origin {
     pub platform: Platform,
     /// Slack team (workspace) id.
     #[serde(default)]
-    pub team: Option<String>,
+    pub team: Option<CompactString>,
     /// Telegram chat id, Slack channel id; empty for web and cli.
     #[serde(default)]
-    pub chat: String,
+    pub chat: CompactString,
     /// Telegram forum topic (message_thread_id), Slack thread_ts.
     #[serde(default)]
-    pub thread: Option<String>,
+    pub thread: Option<CompactString>,
     /// The message that asked for the call (replies point at it).
     #[serde(default)]
-    pub message: Option<String>,
+    pub message: Option<CompactString>,
     /// The platform's id of the person who asked.
-    pub requester: String,
+    pub requester: CompactString,
     /// A name to show ("@alice"), if the platform gave one.
     #[serde(default)]
-    pub requester_name: Option<String>,
+    pub requester_name: Option<CompactString>,
     /// The message callbot posted and edits as the call progresses (set by the adapter).
     #[serde(default)]
-    pub status_message: Option<String>,
+    pub status_message: Option<CompactString>,
     /// Platform-specific reply handle (Slack's response_url).
     #[serde(default)]
     pub reply_url: Option<String>,
 }
 
 impl Origin {
-    pub fn new(platform: Platform, requester: impl Into<String>) -> Self {
+    pub fn new(platform: Platform, requester: impl Into<CompactString>) -> Self {
         Self {
             platform,
             team: None,
-            chat: String::new(),
+            chat: CompactString::default(),
             thread: None,
             message: None,
             requester: requester.into(),
@@ -230,10 +236,12 @@ pub enum Applied {
 pub struct Call {
     pub id: CallId,
     pub to: PhoneNumber,
-    pub from: String,
+    /// Short ids and config values are `CompactString`s: inline up to 24 bytes, so a tracked
+    /// call costs few allocations (BENCHMARKS.md, memory).
+    pub from: CompactString,
     pub message: String,
-    pub voice: String,
-    pub language: String,
+    pub voice: CompactString,
+    pub language: CompactString,
     pub status: CallStatus,
     /// When each status was reached, in order.
     pub history: Vec<(CallStatus, DateTime<Utc>)>,
@@ -253,22 +261,27 @@ pub struct Call {
 impl Call {
     pub fn new(
         to: PhoneNumber,
-        from: String,
+        from: impl Into<CompactString>,
         message: String,
-        voice: String,
-        language: String,
+        voice: impl Into<CompactString>,
+        language: impl Into<CompactString>,
         origin: Origin,
         now: DateTime<Utc>,
     ) -> Self {
         Self {
             id: CallId::generate(),
             to,
-            from,
+            from: from.into(),
             message,
-            voice,
-            language,
+            voice: voice.into(),
+            language: language.into(),
             status: CallStatus::Queued,
-            history: vec![(CallStatus::Queued, now)],
+            history: {
+                // queued, initiated, ringing, in-progress and a final status: one allocation.
+                let mut h = Vec::with_capacity(5);
+                h.push((CallStatus::Queued, now));
+                h
+            },
             created_at: now,
             duration_secs: None,
             sid: None,
@@ -337,6 +350,8 @@ impl Call {
             self.error.clone_from(&update.error);
         }
         if status.is_terminal() {
+            // A finished call is kept for the log; give back the spare capacity.
+            self.history.shrink_to_fit();
             Applied::Final
         } else {
             Applied::Progress
@@ -375,10 +390,10 @@ mod tests {
     fn call() -> Call {
         Call::new(
             PhoneNumber::from_e164("+919876543210").unwrap(),
-            "+15005550006".into(),
+            "+15005550006",
             "hi".into(),
-            "alice".into(),
-            "en-US".into(),
+            "alice",
+            "en-US",
             Origin::new(Platform::Web, "web"),
             Utc::now(),
         )

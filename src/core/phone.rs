@@ -3,13 +3,15 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::LazyLock;
 
+use compact_str::CompactString;
 use phonenumber::{Mode, country};
 use serde::{Deserialize, Serialize};
 
 /// A region (ISO 3166-1 alpha-2, as libphonenumber knows it) used for numbers written
 /// without a leading `+`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Region(country::Id);
 
 impl Region {
@@ -39,10 +41,20 @@ impl fmt::Display for Region {
     }
 }
 
+/// Region, written with an international prefix, compact form (`+` and digits).
+type ParseKey = (Region, bool, String);
+
+/// Outcomes of [`PhoneNumber::parse`] by (region, international, digits). libphonenumber
+/// costs ~10 µs per number, over half of it in `regex_cache` hashing each metadata pattern's
+/// source text under a mutex on every match (see BENCHMARKS.md); people call the same numbers
+/// again and chat platforms redeliver messages, so a bounded cache turns repeats into a lookup.
+static PARSED: LazyLock<moka::sync::Cache<ParseKey, Result<PhoneNumber, String>>> =
+    LazyLock::new(|| moka::sync::Cache::new(10_000));
+
 /// A valid phone number in E.164 form ("+919876543210").
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct PhoneNumber(String);
+pub struct PhoneNumber(CompactString);
 
 /// Why a text is not a usable phone number; the Display text is shown to users.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,10 +76,6 @@ impl PhoneNumber {
         }
         let international =
             written.trim_start_matches(['(', ' ']).starts_with('+') || written.starts_with("00");
-        let invalid = |country: String| PhoneError::Invalid {
-            written: written.to_owned(),
-            country,
-        };
         // Separators carry no meaning; libphonenumber's parser is stricter about them than
         // people are ("+91987-65-43-2-10"), so it gets the digits and the leading + only.
         let compact: String = if written.trim_start_matches(['(', ' ']).starts_with('+') {
@@ -77,27 +85,48 @@ impl PhoneNumber {
         } else {
             written.chars().filter(char::is_ascii_digit).collect()
         };
-        let parsed = phonenumber::parse(Some(region.id()), &compact);
-        let number = match parsed {
+        let key = (region, international, compact);
+        let outcome = match PARSED.get(&key) {
+            Some(outcome) => outcome,
+            None => {
+                let outcome = Self::parse_uncached(&key.2, region, international, written);
+                PARSED.insert(key, outcome.clone());
+                outcome
+            }
+        };
+        outcome.map_err(|country| PhoneError::Invalid {
+            written: written.to_owned(),
+            country,
+        })
+    }
+
+    /// libphonenumber's parse, validate and format; `Err(country)` names the country the
+    /// number is invalid for.
+    fn parse_uncached(
+        compact: &str,
+        region: Region,
+        international: bool,
+        written: &str,
+    ) -> Result<Self, String> {
+        let number = match phonenumber::parse(Some(region.id()), compact) {
             Ok(number) => number,
             Err(_) => {
-                return Err(invalid(if international {
+                return Err(if international {
                     country_of_code(written).unwrap_or_else(|| "any country".to_owned())
                 } else {
                     region.name()
-                }));
+                });
             }
         };
         if number.extension().is_some() || !number.is_valid() {
-            let country = match number.country().id() {
+            return Err(match number.country().id() {
                 Some(id) => country_name(id.as_ref()),
                 None if international => country_of_code(written)
                     .unwrap_or_else(|| format!("country code +{}", number.code().value())),
                 None => region.name(),
-            };
-            return Err(invalid(country));
+            });
         }
-        Ok(Self(number.format().mode(Mode::E164).to_string()))
+        Ok(Self(number.format().mode(Mode::E164).to_string().into()))
     }
 
     /// Accepts only an already-normalized E.164 string (used for config and storage).
@@ -124,7 +153,7 @@ impl PhoneNumber {
     pub fn display(&self) -> String {
         self.parsed()
             .map(|n| n.format().mode(Mode::International).to_string())
-            .unwrap_or_else(|| self.0.clone())
+            .unwrap_or_else(|| self.0.to_string())
     }
 
     /// The region the number belongs to ("IN"), if libphonenumber can tell.
@@ -155,7 +184,7 @@ impl TryFrom<String> for PhoneNumber {
 
 impl From<PhoneNumber> for String {
     fn from(value: PhoneNumber) -> Self {
-        value.0
+        value.0.into_string()
     }
 }
 

@@ -246,16 +246,16 @@ impl Policy {
                 // The console is guarded by its token (required off loopback); the CLI is the operator.
                 Platform::Web | Platform::Cli => true,
                 Platform::Telegram => {
-                    self.telegram_users.contains(&origin.requester)
-                        || self.telegram_chats.contains(&origin.chat)
+                    self.telegram_users.contains(origin.requester.as_str())
+                        || self.telegram_chats.contains(origin.chat.as_str())
                 }
                 Platform::Slack => {
-                    self.slack_users.contains(&origin.requester)
-                        || self.slack_channels.contains(&origin.chat)
+                    self.slack_users.contains(origin.requester.as_str())
+                        || self.slack_channels.contains(origin.chat.as_str())
                         || origin
                             .team
                             .as_ref()
-                            .is_some_and(|t| self.slack_teams.contains(t))
+                            .is_some_and(|t| self.slack_teams.contains(t.as_str()))
                 }
             };
         if allowed {
@@ -263,7 +263,7 @@ impl Policy {
         } else {
             Err(Refusal::NotAllowed {
                 platform: origin.platform,
-                id: origin.requester.clone(),
+                id: origin.requester.to_string(),
             })
         }
     }
@@ -500,14 +500,14 @@ mod tests {
 
     fn telegram(user: &str, chat: &str) -> Origin {
         let mut o = Origin::new(Platform::Telegram, user);
-        o.chat = chat.to_owned();
+        o.chat = chat.into();
         o
     }
 
     fn slack(user: &str, channel: &str, team: &str) -> Origin {
         let mut o = Origin::new(Platform::Slack, user);
-        o.chat = channel.to_owned();
-        o.team = Some(team.to_owned());
+        o.chat = channel.into();
+        o.team = Some(team.into());
         o
     }
 

@@ -99,10 +99,10 @@ mod tests {
     fn call_with(status: CallStatus, update: impl FnOnce(&mut StatusUpdate)) -> Call {
         let mut c = Call::new(
             PhoneNumber::from_e164("+919876543210").unwrap(),
-            "+15005550006".into(),
+            "+15005550006",
             "hi".into(),
-            "alice".into(),
-            "en-US".into(),
+            "alice",
+            "en-US",
             Origin::new(Platform::Web, "web"),
             Utc::now(),
         );

@@ -99,7 +99,7 @@ impl Telephony for Simulator {
             id: call.id.clone(),
             sid: sid.clone(),
             to: call.to.e164().to_owned(),
-            from: call.from.clone(),
+            from: call.from.to_string(),
             outcome: Outcome::for_number(call.to.e164()),
         };
         tokio::spawn(async move {

@@ -795,6 +795,19 @@ async fn rate_limits_and_server_errors_are_retried_and_a_failed_post_never_loses
     assert_eq!(ended.origin.requester, BOB);
     assert!(ended.origin.status_message.is_none());
     assert!(ended.status.is_terminal());
+
+    let metrics = reqwest::get(format!("{}/metrics", chat.app.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"callbot_chat_posts_total{platform="slack",result="ok"}"#,
+        r#"callbot_chat_posts_total{platform="slack",result="error"}"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
 }
 
 #[tokio::test]

@@ -148,6 +148,15 @@ async fn private_chat_call_reports_progress_edits_and_one_final_reply_with_durat
         Some(status_id.as_str())
     );
     assert!(tg.polls() >= 1);
+
+    let metrics = reqwest::get(format!("{}/metrics", env.app.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let posted = r#"callbot_chat_posts_total{platform="telegram",result="ok"}"#;
+    assert!(metrics.contains(posted), "{posted} in {metrics}");
 }
 
 #[tokio::test]
@@ -347,7 +356,7 @@ async fn confirmation_places_the_call_only_when_the_requester_presses_call_once(
     assert_eq!(call.message, "Your table is ready");
     assert_eq!(
         call.origin.status_message,
-        Some(question["message_id"].to_string())
+        Some(question["message_id"].to_string().into())
     );
 }
 

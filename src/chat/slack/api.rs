@@ -200,6 +200,16 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<T, Try>>,
 {
+    let result = retrying_unmetered(what, attempt).await;
+    crate::telemetry::chat_post("slack", result.is_ok());
+    result
+}
+
+async fn retrying_unmetered<T, F, Fut>(what: &str, attempt: F) -> Result<T, ApiError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, Try>>,
+{
     let mut backoff = BACKOFF_BASE;
     for n in 1..=MAX_TRIES {
         match attempt().await {

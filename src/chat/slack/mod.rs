@@ -158,11 +158,11 @@ struct Who {
 impl Who {
     fn origin(&self) -> Origin {
         let mut o = Origin::new(Platform::Slack, self.user.clone());
-        o.team = Some(self.team.clone());
-        o.chat = self.channel.clone();
-        o.thread = self.thread.clone();
-        o.message = self.message.clone();
-        o.requester_name = self.name.as_ref().map(|n| format!("@{n}"));
+        o.team = Some(self.team.as_str().into());
+        o.chat = self.channel.as_str().into();
+        o.thread = self.thread.as_deref().map(Into::into);
+        o.message = self.message.as_deref().map(Into::into);
+        o.requester_name = self.name.as_ref().map(|n| format!("@{n}").into());
         o.reply_url = self.reply_url.clone();
         o
     }
@@ -742,8 +742,8 @@ async fn follow_call(slack: Arc<Slack>, mut events: mpsc::UnboundedReceiver<Call
                 shown = Some(match &call.origin.status_message {
                     // Posted earlier (another instance, or before a lag).
                     Some(ts) => Shown::Message {
-                        channel: call.origin.chat.clone(),
-                        ts: ts.clone(),
+                        channel: call.origin.chat.to_string(),
+                        ts: ts.to_string(),
                         text: String::new(),
                     },
                     None => slack.post_status(call).await,
@@ -786,7 +786,7 @@ impl Slack {
                     warn!(call_id = %call.id, error = %e, "could not store the status message ts");
                 }
                 Shown::Message {
-                    channel: o.chat.clone(),
+                    channel: o.chat.to_string(),
                     ts,
                     text,
                 }

@@ -134,10 +134,10 @@ mod tests {
     fn call(status: CallStatus) -> Call {
         let mut c = Call::new(
             PhoneNumber::from_e164("+919876543210").unwrap(),
-            "+15005550006".into(),
+            "+15005550006",
             "deploy <done> & dusted".into(),
-            "alice".into(),
-            "en-US".into(),
+            "alice",
+            "en-US",
             Origin::new(Platform::Slack, "U1"),
             Utc::now(),
         )

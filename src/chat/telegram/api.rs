@@ -29,6 +29,15 @@ pub(super) async fn send<R>(request: &R, method: &'static str) -> Result<Output<
 where
     R: Request<Err = RequestError>,
 {
+    let result = send_unmetered(request, method).await;
+    crate::telemetry::chat_post("telegram", result.is_ok());
+    result
+}
+
+async fn send_unmetered<R>(request: &R, method: &'static str) -> Result<Output<R>, RequestError>
+where
+    R: Request<Err = RequestError>,
+{
     let mut attempt = 0;
     loop {
         attempt += 1;

@@ -1,5 +1,6 @@
 //! Incoming messages and button presses: one plain `match` per command.
 
+use compact_str::{CompactString, ToCompactString};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -59,7 +60,8 @@ impl Target {
     /// Where replies about a call go, from its stored Origin.
     pub(super) fn of_origin(origin: &Origin) -> Option<Self> {
         let chat = ChatId(origin.chat.parse().ok()?);
-        let id = |s: &Option<String>| s.as_deref().and_then(|s| s.parse().ok()).map(MessageId);
+        let id =
+            |s: &Option<CompactString>| s.as_deref().and_then(|s| s.parse().ok()).map(MessageId);
         Some(Self {
             chat,
             thread: id(&origin.thread).map(ThreadId),
@@ -190,10 +192,10 @@ impl Telegram {
             )),
             Command::Call { to, message } => {
                 let mut origin = Origin::new(Platform::Telegram, from.id.0.to_string());
-                origin.chat.clone_from(&chat);
-                origin.thread = topic(msg).map(|t| t.0.0.to_string());
-                origin.message = Some(msg.id.0.to_string());
-                origin.requester_name = Some(name(from));
+                origin.chat = chat.as_str().into();
+                origin.thread = topic(msg).map(|t| t.0.0.to_compact_string());
+                origin.message = Some(msg.id.0.to_compact_string());
+                origin.requester_name = Some(name(from).into());
                 let request = CallRequest {
                     to,
                     message,
@@ -332,7 +334,7 @@ impl Telegram {
         let asked = sent.date.min(Utc::now());
         let expires = asked + chrono::Duration::from_std(CONFIRM_TTL).unwrap_or_default();
         let mut request = request;
-        request.origin.status_message = Some(sent.id.0.to_string());
+        request.origin.status_message = Some(sent.id.0.to_compact_string());
         let mut pending = self.pending.lock();
         let forget = Utc::now() - chrono::Duration::from_std(PENDING_KEEP).unwrap_or_default();
         pending.retain(|_, p| p.expires > forget);

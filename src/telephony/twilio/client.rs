@@ -84,7 +84,7 @@ impl TwilioClient {
     pub fn create_form(&self, call: &Call) -> Vec<(&'static str, String)> {
         let mut form = vec![
             ("To", call.to.e164().to_owned()),
-            ("From", call.from.clone()),
+            ("From", call.from.to_string()),
             ("Url", twiml_url(&self.public_url, &call.id)),
             ("Method", "POST".to_owned()),
             (
