@@ -240,7 +240,7 @@ fn rss_bytes() -> u64 {
 }
 
 async fn memory(n: usize) {
-    let store = MemoryStore::new(n as u64 * 2, Duration::from_secs(3600));
+    let store = MemoryStore::new(n as u64, Duration::from_secs(3600));
     let template = Call::new(
         PhoneNumber::from_e164("+919876543210").unwrap(),
         "+15005550006",
@@ -255,7 +255,7 @@ async fn memory(n: usize) {
         let mut call = template
             .clone()
             .with_id(callbot::core::call::CallId::generate());
-        call.sid = Some(CallSid(format!("CA{i:032x}")));
+        call.sid = Some(CallSid::new(&format!("CA{i:032x}")));
         call.apply(
             &StatusUpdate {
                 status: Some(callbot::core::call::CallStatus::Completed),

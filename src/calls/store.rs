@@ -84,6 +84,7 @@ pub type Mutation<'a> = &'a mut (dyn FnMut(&mut Call) -> Applied + Send);
 pub trait CallStore: Send + Sync + 'static {
     async fn insert(&self, call: Call) -> Result<(), StoreError>;
     async fn get(&self, id: &CallId) -> Result<Option<Call>, StoreError>;
+    /// The call with this provider sid, while it is live (ended calls leave the index).
     async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<CallId>, StoreError>;
     /// Applies `change` atomically. `None` when the call is unknown; otherwise the call after
     /// the change and what the change did (nothing is written when it did nothing).
@@ -98,6 +99,10 @@ pub trait CallStore: Send + Sync + 'static {
 }
 
 /// Calls in this process: a moka cache bounded by count, forgotten after `ttl` idle.
+///
+/// The sid index holds live calls only: callbacks find their call by the id in our callback
+/// URL, and the index is the fallback for the few without it. A call leaves the index when
+/// it ends, which halves the per-call cost of history (BENCHMARKS.md, memory).
 pub struct MemoryStore {
     calls: Cache<CallId, Arc<Mutex<Call>>>,
     by_sid: Cache<CallSid, CallId>,
@@ -125,7 +130,7 @@ impl MemoryStore {
 #[async_trait]
 impl CallStore for MemoryStore {
     async fn insert(&self, call: Call) -> Result<(), StoreError> {
-        if let Some(sid) = &call.sid {
+        if let Some(sid) = call.sid.as_ref().filter(|_| !call.status.is_terminal()) {
             self.by_sid.insert(sid.clone(), call.id.clone());
         }
         self.calls
@@ -156,7 +161,11 @@ impl CallStore for MemoryStore {
             let new_sid = if had_sid { None } else { call.sid.clone() };
             (call.clone(), applied, new_sid)
         };
-        if let Some(sid) = new_sid {
+        if call.status.is_terminal() {
+            if let Some(sid) = &call.sid {
+                self.by_sid.invalidate(sid);
+            }
+        } else if let Some(sid) = new_sid {
             self.by_sid.insert(sid, id.clone());
         }
         Ok(Some((call, applied)))

@@ -52,14 +52,70 @@ impl fmt::Display for CallId {
     }
 }
 
-/// The provider's id for a call (Twilio: "CA" + 32 hex digits).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct CallSid(pub String);
+/// The provider's id for a call (Twilio: two letters and 32 lowercase hex digits).
+///
+/// Twilio's form is packed into 18 bytes inline, so the sid of a tracked call costs no
+/// allocation (BENCHMARKS.md, memory); any other text is kept as it came. The packing is
+/// canonical (only exact lowercase hex is packed), so equality and hashing stay textual.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub struct CallSid(SidRepr);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum SidRepr {
+    Packed { prefix: [u8; 2], digits: [u8; 16] },
+    Text(Box<str>),
+}
+
+impl CallSid {
+    pub fn new(s: &str) -> Self {
+        let b = s.as_bytes();
+        let lower_hex = |c: &u8| matches!(c, b'0'..=b'9' | b'a'..=b'f');
+        if b.len() == 34
+            && b[..2].iter().all(u8::is_ascii_uppercase)
+            && b[2..].iter().all(lower_hex)
+        {
+            let mut digits = [0u8; 16];
+            for (i, pair) in b[2..].chunks_exact(2).enumerate() {
+                let nibble = |c: u8| if c <= b'9' { c - b'0' } else { c - b'a' + 10 };
+                digits[i] = nibble(pair[0]) << 4 | nibble(pair[1]);
+            }
+            return Self(SidRepr::Packed {
+                prefix: [b[0], b[1]],
+                digits,
+            });
+        }
+        Self(SidRepr::Text(s.into()))
+    }
+}
+
+impl From<String> for CallSid {
+    fn from(s: String) -> Self {
+        Self::new(&s)
+    }
+}
+
+impl From<CallSid> for String {
+    fn from(sid: CallSid) -> Self {
+        sid.to_string()
+    }
+}
 
 impl fmt::Display for CallSid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match &self.0 {
+            SidRepr::Packed { prefix, digits } => {
+                write!(f, "{}{}", prefix[0] as char, prefix[1] as char)?;
+                digits.iter().try_for_each(|d| write!(f, "{d:02x}"))
+            }
+            SidRepr::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+impl fmt::Debug for CallSid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CallSid({self})")
     }
 }
 
@@ -248,7 +304,8 @@ pub struct Call {
     pub created_at: DateTime<Utc>,
     pub duration_secs: Option<u32>,
     pub sid: Option<CallSid>,
-    pub error: Option<CallError>,
+    /// Boxed: most calls never fail, and the box keeps `Call` small (BENCHMARKS.md, memory).
+    pub error: Option<Box<CallError>>,
     pub answered_by: Option<String>,
     pub sip_response_code: Option<u16>,
     pub origin: Origin,
@@ -347,7 +404,7 @@ impl Call {
             self.sip_response_code = update.sip_response_code;
         }
         if update.error.is_some() {
-            self.error.clone_from(&update.error);
+            self.error = update.error.clone().map(Box::new);
         }
         if status.is_terminal() {
             // A finished call is kept for the log; give back the spare capacity.
@@ -386,6 +443,28 @@ impl Call {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn sids_round_trip_packed_or_not() {
+        for text in [
+            "CA0123456789abcdef0123456789abcdef",
+            "CA0123456789ABCDEF0123456789abcdef",
+            "ca0123456789abcdef0123456789abcdef",
+            "CA0123",
+            "",
+            "CAé123456789abcdef0123456789abcde",
+        ] {
+            let sid = CallSid::new(text);
+            assert_eq!(sid.to_string(), text);
+            let json = serde_json::to_string(&sid).unwrap();
+            assert_eq!(serde_json::from_str::<CallSid>(&json).unwrap(), sid);
+        }
+        let packed = CallSid::new("CA0123456789abcdef0123456789abcdef");
+        assert!(matches!(packed.0, SidRepr::Packed { .. }));
+        assert_eq!(packed, CallSid::from(packed.to_string()));
+        assert_ne!(packed, CallSid::new("CA0123456789ABCDEF0123456789abcdef"));
+        assert_eq!(std::mem::size_of::<CallSid>(), 24);
+    }
 
     fn call() -> Call {
         Call::new(

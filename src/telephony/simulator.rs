@@ -45,7 +45,7 @@ struct Inner {
     speed: f64,
     chaos: bool,
     /// Calls still running: their hang-up switch and last reported status.
-    live: Mutex<HashMap<String, (CancellationToken, CallStatus)>>,
+    live: Mutex<HashMap<CallSid, (CancellationToken, CallStatus)>>,
 }
 
 /// What the simulated callee does, from the number's last digit.
@@ -88,12 +88,12 @@ impl Simulator {
 #[async_trait]
 impl Telephony for Simulator {
     async fn place(&self, call: &Call) -> Result<Placed, TelephonyError> {
-        let sid = CallSid(format!("CA{:032x}", rand::random::<u128>()));
+        let sid = CallSid::new(&format!("CA{:032x}", rand::random::<u128>()));
         let hangup = CancellationToken::new();
         self.inner
             .live
             .lock()
-            .insert(sid.0.clone(), (hangup.clone(), CallStatus::Queued));
+            .insert(sid.clone(), (hangup.clone(), CallStatus::Queued));
         let inner = self.inner.clone();
         let script = Script {
             id: call.id.clone(),
@@ -104,7 +104,7 @@ impl Telephony for Simulator {
         };
         tokio::spawn(async move {
             script.run(&inner, hangup).await;
-            inner.live.lock().remove(&script.sid.0);
+            inner.live.lock().remove(&script.sid);
         });
         Ok(Placed {
             sid,
@@ -113,7 +113,7 @@ impl Telephony for Simulator {
     }
 
     async fn hangup(&self, sid: &CallSid, _how: Hangup) -> Result<(), TelephonyError> {
-        match self.inner.live.lock().get(&sid.0) {
+        match self.inner.live.lock().get(sid) {
             Some((token, _)) => {
                 token.cancel();
                 Ok(())
@@ -123,7 +123,7 @@ impl Telephony for Simulator {
     }
 
     async fn fetch(&self, sid: &CallSid) -> Result<StatusUpdate, TelephonyError> {
-        match self.inner.live.lock().get(&sid.0) {
+        match self.inner.live.lock().get(sid) {
             Some((_, status)) => Ok(StatusUpdate {
                 status: Some(*status),
                 sid: Some(sid.clone()),
@@ -186,7 +186,7 @@ impl Script {
     ) {
         let form = self.callback_form(status, progress.sequence, extra);
         progress.sequence += 1;
-        if let Some(entry) = inner.live.lock().get_mut(&self.sid.0) {
+        if let Some(entry) = inner.live.lock().get_mut(&self.sid) {
             entry.1 = status;
         }
         if inner.chaos {
@@ -279,7 +279,7 @@ impl Script {
         let mut form: Vec<(String, String)> = [
             ("AccountSid", SIMULATOR_ACCOUNT.to_owned()),
             ("ApiVersion", "2010-04-01".to_owned()),
-            ("CallSid", self.sid.0.clone()),
+            ("CallSid", self.sid.to_string()),
             ("CallStatus", status.as_str().to_owned()),
             ("CallbackSource", "call-progress-events".to_owned()),
             ("Direction", "outbound-api".to_owned()),

@@ -107,7 +107,7 @@ async fn reaper_closes_a_call_that_never_got_callbacks_with_twilios_answer() {
     let call = app.wait_final(&id).await;
     assert_eq!(call.status, CallStatus::Completed);
     assert_eq!(call.duration_secs, Some(17));
-    assert_eq!(twilio.fetches(), [call.sid.unwrap().0]);
+    assert_eq!(twilio.fetches(), [call.sid.unwrap().to_string()]);
     let final_event = loop {
         let ev = events.recv().await.unwrap();
         if ev.kind == EventKind::Final {

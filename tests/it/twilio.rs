@@ -62,7 +62,7 @@ async fn web_request_places_a_twilio_call_with_every_field_and_follows_shuffled_
     assert_eq!(call.status, CallStatus::Completed);
     assert_eq!(call.duration_secs, Some(42));
     assert_eq!(
-        call.sid.as_ref().map(|s| s.0.as_str()),
+        call.sid.as_ref().map(|s| s.to_string()).as_deref(),
         create.sid.as_deref()
     );
 
@@ -367,7 +367,7 @@ async fn callback_that_overtakes_a_slow_create_response_is_not_lost() {
     let call = app.call(&id).await;
     assert_eq!(call.status, CallStatus::Initiated);
     assert_eq!(
-        call.sid.as_ref().map(|s| s.0.as_str()),
+        call.sid.as_ref().map(|s| s.to_string()).as_deref(),
         create.sid.as_deref()
     );
     // The create answer arrives later and changes nothing but the attempt count.

@@ -215,7 +215,7 @@ impl Telephony for TwilioClient {
             .post("create", self.calls_url(), &self.create_form(call))
             .await?;
         Ok(Placed {
-            sid: CallSid(resource.sid),
+            sid: CallSid::from(resource.sid),
             status: CallStatus::parse(&resource.status).unwrap_or(CallStatus::Queued),
         })
     }
@@ -240,7 +240,7 @@ impl Telephony for TwilioClient {
             .await?;
         Ok(StatusUpdate {
             status: CallStatus::parse(&resource.status),
-            sid: Some(CallSid(resource.sid)),
+            sid: Some(CallSid::from(resource.sid)),
             duration_secs: resource.duration.and_then(|d| d.parse().ok()),
             ..StatusUpdate::default()
         })

@@ -142,7 +142,7 @@ pub fn parse_status(req: &TwilioRequest) -> StatusUpdate {
     });
     StatusUpdate {
         status: req.param("CallStatus").and_then(CallStatus::parse),
-        sid: req.param("CallSid").map(|s| CallSid(s.to_owned())),
+        sid: req.param("CallSid").map(CallSid::new),
         duration_secs: num("CallDuration").and_then(|d| u32::try_from(d).ok()),
         sequence: num("SequenceNumber"),
         timestamp: req
