@@ -52,6 +52,7 @@ impl App {
         // before any client is built, or rustls cannot choose. A second call is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
         crate::telemetry::metrics();
+        crate::core::phone::PhoneNumber::warm_up(settings.region());
         let listener = TcpListener::bind(settings.server.bind)
             .await
             .with_context(|| format!("could not listen on {}", settings.server.bind))?;

@@ -48,9 +48,18 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     let period = Duration::from_secs_f64(1.0 / f64::from(cfg.cps.max(1)));
+    // A burst of one makes every timer overshoot (tokio sleeps in whole milliseconds, late)
+    // push the schedule back: at 100 CPS that lost 2 % of the rate. A burst of two lets a late
+    // dial catch up with the schedule instead, at the price of two dials back to back after an
+    // idle spell. Below 10 CPS the overshoot is negligible and the strict limit stays.
+    let burst = if cfg.cps >= 10 {
+        NonZeroU32::new(2).expect("non-zero")
+    } else {
+        NonZeroU32::MIN
+    };
     let quota = Quota::with_period(period)
         .expect("period is positive")
-        .allow_burst(NonZeroU32::MIN);
+        .allow_burst(burst);
     let ctx = Arc::new(Ctx {
         service,
         telephony,

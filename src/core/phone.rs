@@ -149,6 +149,20 @@ impl PhoneNumber {
         phonenumber::parse(None, &self.0).ok()
     }
 
+    /// Parses and classifies an example number of `region` once, so libphonenumber's
+    /// metadata is loaded and that region's patterns are compiled at start, not while the
+    /// first person waits (it took ~10 ms of the first slash-command acks; BENCHMARKS.md).
+    pub fn warm_up(region: Region) {
+        let id = region.id();
+        let metadata = phonenumber::metadata::DATABASE.by_id(id.as_ref());
+        let example = metadata
+            .and_then(|m| m.descriptors().mobile().or(m.descriptors().fixed_line()))
+            .and_then(|d| d.example());
+        if let Some(Ok(number)) = example.map(|e| Self::parse(e, region)) {
+            let _ = (number.display(), number.region(), number.number_type());
+        }
+    }
+
     /// Human form, international: "+91 98765 43210".
     pub fn display(&self) -> String {
         self.parsed()

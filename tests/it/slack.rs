@@ -901,7 +901,7 @@ async fn slack_command_ack_time_over_200_commands_while_twilio_takes_two_seconds
     ));
     let chat = Chat::start(twilio_settings(&twilio), FakeSlack::start().await).await;
     let chat = &chat;
-    let mut acks: Vec<Duration> = futures::stream::iter(0..200)
+    let mut acks: Vec<(Duration, usize)> = futures::stream::iter(0..200)
         .map(|i| async move {
             let user = format!("U{i:04}");
             let (status, ack, took) = chat
@@ -915,12 +915,14 @@ async fn slack_command_ack_time_over_200_commands_while_twilio_takes_two_seconds
                     .starts_with("Placing the call"),
                 "{ack}"
             );
-            took
+            (took, i)
         })
         .buffer_unordered(8)
         .collect()
         .await;
     acks.sort();
+    eprintln!("slowest (ack, command #): {:?}", &acks[acks.len() - 10..]);
+    let acks: Vec<Duration> = acks.into_iter().map(|(took, _)| took).collect();
     let pct = |p: f64| acks[((acks.len() as f64 * p).ceil() as usize).saturating_sub(1)];
     println!(
         "slash-command ack over {} commands (8 in flight, Twilio create 2 s): p50 {:?}, p99 {:?}, max {:?}",
