@@ -306,9 +306,11 @@ async fn hundred_concurrent_prompts_make_hundred_calls_within_the_cps_limit() {
             "26 creates within {span:?}"
         );
     }
+    // A burst of two at the start, then 98 intervals: 3.92 s when sent, less arrival jitter
+    // (the first create also opens the connection).
     let total = at[99] - at[0];
     assert!(
-        total >= Duration::from_millis(3900),
+        total >= Duration::from_millis(3700),
         "100 calls at 25/s took {total:?}"
     );
 }
