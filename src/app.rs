@@ -43,6 +43,49 @@ fn interpreter(settings: &Settings) -> Interpreter {
     interpreter
 }
 
+/// How long a request body may take to arrive and how large it may be.
+#[derive(Clone, Copy)]
+struct BodyRules {
+    deadline: Duration,
+    limit: usize,
+}
+
+/// Reads every request body up front: complete within the deadline (408 otherwise, and the
+/// connection is closed) and no larger than the limit (413). tower-http's body timeout only
+/// limits the gap between chunks, so a body dripping one byte at a time would hold a
+/// connection and a task forever; no maintained middleware puts a deadline on the whole
+/// body, hence this one. Bodies here are small webhook payloads, so buffering costs nothing.
+async fn whole_body(
+    axum::extract::State(rules): axum::extract::State<BodyRules>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse as _;
+    use http_body_util::BodyExt as _;
+    let (parts, body) = req.into_parts();
+    let limited = http_body_util::Limited::new(body, rules.limit);
+    match tokio::time::timeout(rules.deadline, limited.collect()).await {
+        Ok(Ok(collected)) => {
+            let body = axum::body::Body::from(collected.to_bytes());
+            next.run(axum::extract::Request::from_parts(parts, body))
+                .await
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body larger than {} bytes", rules.limit),
+        )
+            .into_response(),
+        Ok(Err(_)) => (StatusCode::BAD_REQUEST, "unreadable request body").into_response(),
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            [(header::CONNECTION, "close")],
+            "request body too slow",
+        )
+            .into_response(),
+    }
+}
+
 impl App {
     /// Binds the listener (port 0 picks a free one) and builds everything; nothing is
     /// served until [`App::run`].
@@ -183,6 +226,13 @@ impl App {
         }
         let router = router
             .layer(DefaultBodyLimit::max(settings.server.webhook_body_limit))
+            .layer(axum::middleware::from_fn_with_state(
+                BodyRules {
+                    deadline: Duration::from_millis(settings.server.body_timeout_ms),
+                    limit: settings.server.webhook_body_limit,
+                },
+                whole_body,
+            ))
             .layer(TraceLayer::new_for_http());
 
         Ok(Self {

@@ -201,6 +201,8 @@ pub struct ServerSettings {
     pub shutdown_grace_secs: u64,
     /// Largest request body accepted on webhook routes, bytes.
     pub webhook_body_limit: usize,
+    /// Milliseconds a client gets to send a request body; slower bodies get 408.
+    pub body_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -135,7 +135,22 @@ struct PromptBody {
     command: String,
 }
 
-async fn prompt(State(state): State<Arc<WebState>>, body: Bytes) -> Response {
+async fn prompt(
+    State(state): State<Arc<WebState>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Send Content-Type: application/json.",
+        );
+    }
     let Ok(body) = serde_json::from_slice::<PromptBody>(&body) else {
         return error(
             StatusCode::BAD_REQUEST,
