@@ -67,3 +67,57 @@ fn call_command_prints_progress_and_exits_by_outcome() {
     assert_eq!(busy.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&busy.stdout).contains("was busy"));
 }
+
+/// SIGTERM while a call is live: the server stops and the process exits 0 within the grace
+/// period.
+#[test]
+fn sigterm_stops_the_server_within_the_grace_period() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let mut child = callbot()
+        .env("CALLBOT_BIND", "127.0.0.1:0")
+        .env("CALLBOT_SERVER__SHUTDOWN_GRACE_SECS", "2")
+        .env("CALLBOT_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("callbot logs its address").unwrap();
+        if line.contains("callbot listening") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            break v["addr"].as_str().unwrap().to_owned();
+        }
+    };
+    // A call on the simulator, still ringing when the signal comes.
+    let status = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        reqwest::Client::new()
+            .post(format!("http://{addr}/ai_prompt"))
+            .json(&serde_json::json!({"command": "call +91 98765 43219"}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status.as_u16(), 202);
+    let sent = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    let took = sent.elapsed();
+    assert!(status.success(), "{status:?}\n{}", rest.join("\n"));
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("callbot stopped")),
+        "{}",
+        rest.join("\n")
+    );
+}

@@ -10,6 +10,7 @@ mod hostile;
 mod llm;
 mod measure;
 mod policy;
+mod shutdown;
 mod simulator;
 #[cfg(feature = "slack")]
 mod slack;

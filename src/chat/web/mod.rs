@@ -135,13 +135,9 @@ struct PromptBody {
     command: String,
 }
 
-async fn prompt(
-    State(state): State<Arc<WebState>>,
-    headers: axum::http::HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn prompt(State(state): State<Arc<WebState>>, headers: HeaderMap, body: Bytes) -> Response {
     let json = headers
-        .get(axum::http::header::CONTENT_TYPE)
+        .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
@@ -302,5 +298,8 @@ async fn events(
             Err(BroadcastStreamRecvError::Lagged(_)) => Event::default().event("resync").data("{}"),
         })
     });
+    // Ends with the server: an open live log would otherwise hold graceful shutdown forever
+    // (the page reconnects by itself once callbot is back).
+    let stream = stream.take_until(state.ctx.shutdown.clone().cancelled_owned());
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
