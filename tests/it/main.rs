@@ -4,6 +4,8 @@ mod support;
 
 mod browser;
 mod cli;
+#[cfg(all(feature = "telegram", feature = "slack"))]
+mod fuzz_replay;
 #[cfg(all(feature = "telegram", feature = "slack", feature = "llm"))]
 mod hostile;
 #[cfg(feature = "llm")]

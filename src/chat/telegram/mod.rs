@@ -206,6 +206,41 @@ async fn webhook(State(hook): State<Arc<Webhook>>, headers: HeaderMap, body: Byt
     StatusCode::OK
 }
 
+/// Fuzzing entry (fuzz/, tests/it/fuzz_replay.rs): a webhook body through teloxide's update
+/// parsing and our "is this addressed to the bot" rules; panics only on a bug.
+#[doc(hidden)]
+pub fn fuzz_update(data: &[u8]) {
+    if let Ok(update) = serde_json::from_slice::<Update>(data) {
+        let _ = update.id.as_offset();
+        if let teloxide::types::UpdateKind::Message(msg) = &update.kind {
+            if let Some(t) = msg.text() {
+                for place in [
+                    text::Where::Private,
+                    text::Where::Group {
+                        reply_to_bot: false,
+                    },
+                ] {
+                    if let Some(heard) = text::addressed(place, t, "callbot_bot") {
+                        assert!(heard.len() <= t.len());
+                    }
+                }
+            }
+        }
+    }
+    // The text rules alone, on any text.
+    let t = String::from_utf8_lossy(data);
+    let group = text::addressed(
+        text::Where::Group {
+            reply_to_bot: false,
+        },
+        &t,
+        "callbot_bot",
+    );
+    if let Some(heard) = group {
+        assert!(heard.len() <= t.trim().len());
+    }
+}
+
 /// The long-polling loop: runs until shutdown.
 async fn poll(tg: Arc<Telegram>) {
     let mut offset: i32 = 0;
