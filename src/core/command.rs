@@ -299,18 +299,20 @@ fn parse_call(rest: &str, region: Region) -> Result<Command, ParseError> {
 fn split_message(rest: &str) -> (&str, Option<String>) {
     // ASCII lowercasing keeps byte offsets, so positions found in `padded` map onto `rest`.
     let padded = format!(" {}", rest.to_ascii_lowercase());
+    // Found in `padded`: the marker spans `at..at + len` there, which is one byte left of
+    // the same span in `rest` (the marker's leading space may be the padding itself).
     let marker = MESSAGE_MARKERS
         .iter()
-        .filter_map(|m| padded.find(m).map(|at| (at.saturating_sub(1), m.len())))
+        .filter_map(|m| padded.find(m).map(|at| (at, m.len())))
         .min_by_key(|&(at, len)| (at, usize::MAX - len));
     let quote = rest.find(['"', '“', '«']);
     match (marker, quote) {
-        (Some((at, _)), Some(open)) if open < at => split_quoted(rest, open),
+        (Some((at, _)), Some(open)) if open < at.saturating_sub(1) => split_quoted(rest, open),
         (None, Some(open)) => split_quoted(rest, open),
         (Some((at, len)), _) => {
-            // `padded` has one extra leading byte.
-            let msg_start = (at + len).min(rest.len());
-            (&rest[..at], clean_message(&rest[msg_start..]))
+            let number_end = at.saturating_sub(1);
+            let msg_start = (at + len - 1).min(rest.len());
+            (&rest[..number_end], clean_message(&rest[msg_start..]))
         }
         (None, None) => (rest, None),
     }
@@ -641,6 +643,14 @@ mod tests {
         fn formatting_variants_parse_to_one_e164(number in variants(), verb in prop_oneof![Just("call"), Just("Dial"), Just("/call"), Just("please ring")]) {
             let text = format!("{verb} {number} and say hi");
             prop_assert_eq!(parse(&text, india()), Ok(Some(call("+919876543210", Some("hi")))));
+        }
+
+        #[test]
+        fn a_marker_first_then_any_text_does_not_panic(text in "\\PC{0,20}") {
+            // Found by cargo fuzz: a marker at the very start of the rest, followed by a
+            // multi-byte character, sliced one byte into that character.
+            let _ = parse(&format!("call  and tell {text}"), india());
+            let _ = parse(&format!("call and say {text}"), india());
         }
 
         #[test]

@@ -108,7 +108,11 @@ impl PhoneNumber {
         international: bool,
         written: &str,
     ) -> Result<Self, String> {
-        let number = match phonenumber::parse(Some(region.id()), compact) {
+        // A number written with + is parsed without a default region: with one, the crate
+        // applies that region's national prefix after the country code ("+98 179674" with
+        // region US lost its 1 and turned invalid; found by cargo fuzz).
+        let default = (!compact.starts_with('+')).then(|| region.id());
+        let number = match phonenumber::parse(default, compact) {
             Ok(number) => number,
             Err(_) => {
                 return Err(if international {
@@ -299,6 +303,17 @@ mod tests {
                 "+919876543210",
                 "{written}"
             );
+        }
+    }
+
+    #[test]
+    fn international_numbers_do_not_depend_on_the_default_region() {
+        // Found by cargo fuzz: with region US the crate stripped the 1 after +98.
+        for region in ["US", "IN", "GB", "IR"] {
+            let region = Region::parse(region).unwrap();
+            let n = PhoneNumber::parse("+98 179674", region).unwrap();
+            assert_eq!(n.e164(), "+98179674");
+            assert_eq!(PhoneNumber::from_e164(n.e164()).unwrap(), n);
         }
     }
 
