@@ -51,7 +51,7 @@ pub fn spawn(
     // A burst of one makes every timer overshoot (tokio sleeps in whole milliseconds, late)
     // push the schedule back: at 100 CPS that lost 2 % of the rate. A burst of two lets a late
     // dial catch up with the schedule instead, at the price of two dials back to back after an
-    // idle spell. Below 10 CPS the overshoot is negligible and the strict limit stays.
+    // idle spell (not at start: see below). Below 10 CPS the overshoot is negligible and the strict limit stays.
     let burst = if cfg.cps >= 10 {
         NonZeroU32::new(2).expect("non-zero")
     } else {
@@ -60,10 +60,13 @@ pub fn spawn(
     let quota = Quota::with_period(period)
         .expect("period is positive")
         .allow_burst(burst);
+    let limiter = RateLimiter::direct(quota);
+    // Start with the spare cell taken, so a queue that starts full is not dialed two at once.
+    let _ = limiter.check();
     let ctx = Arc::new(Ctx {
         service,
         telephony,
-        limiter: RateLimiter::direct(quota),
+        limiter,
         cfg,
     });
     tokio::spawn(run(ctx, queue, shutdown))
