@@ -61,8 +61,11 @@ pub fn spawn(
         .expect("period is positive")
         .allow_burst(burst);
     let limiter = RateLimiter::direct(quota);
-    // Start with the spare cell taken, so a queue that starts full is not dialed two at once.
-    let _ = limiter.check();
+    if burst.get() > 1 {
+        // Start with the spare cell taken, so a queue that starts full is not dialed two at
+        // once; the first call still goes at once.
+        let _ = limiter.check();
+    }
     let ctx = Arc::new(Ctx {
         service,
         telephony,

@@ -24,55 +24,55 @@ const TG_SECRET: &str = "tg-webhook-Secret_0123";
 const WEB_TOKEN: &str = "web-token-0123456789";
 const OPENAI_KEY: &str = "sk-hostile-test-key-0123";
 
-struct Env {
-    app: TestApp,
+/// The four providers' fakes.
+struct Fakes {
     twilio: FakeTwilio,
+    tg: FakeTelegram,
     slack: FakeSlack,
-    _tg: FakeTelegram,
-    _openai: FakeOpenAi,
+    openai: FakeOpenAi,
 }
 
-/// Every adapter on: Twilio, Telegram in webhook mode, Slack, the LLM, a web token.
-async fn settings_all(
-    twilio: &FakeTwilio,
-    tg: &FakeTelegram,
-    slack: &FakeSlack,
-    openai: &FakeOpenAi,
-) -> Settings {
-    let mut s = twilio_settings(twilio);
-    s.server.web_token = Some(WEB_TOKEN.to_owned().into());
-    s.telegram.bot_token = Some(TOKEN.to_owned().into());
-    s.telegram.api_url = tg.base.clone();
-    s.telegram.mode = TelegramMode::Webhook;
-    s.telegram.webhook_secret = Some(TG_SECRET.to_owned().into());
-    s.slack.bot_token = Some(BOT_TOKEN.to_owned().into());
-    s.slack.signing_secret = Some(SIGNING_SECRET.to_owned().into());
-    s.slack.api_url = slack.api_url.clone();
-    s.llm.base_url = Some(openai.base.clone());
-    s.llm.api_key = Some(OPENAI_KEY.to_owned().into());
-    s.llm.timeout_secs = 2;
-    s.access.slack_teams = vec!["T0TEAM".into()];
-    s.access.telegram_users = vec!["111".into()];
-    s
+impl Fakes {
+    async fn start() -> Self {
+        Self {
+            twilio: FakeTwilio::start().await,
+            tg: FakeTelegram::start().await,
+            slack: FakeSlack::start().await,
+            openai: FakeOpenAi::start().await,
+        }
+    }
+
+    /// Every adapter on: Twilio, Telegram in webhook mode, Slack, the LLM, a web token.
+    fn settings(&self) -> Settings {
+        let mut s = twilio_settings(&self.twilio);
+        s.server.web_token = Some(WEB_TOKEN.to_owned().into());
+        s.telegram.bot_token = Some(TOKEN.to_owned().into());
+        s.telegram.api_url = self.tg.base.clone();
+        s.telegram.mode = TelegramMode::Webhook;
+        s.telegram.webhook_secret = Some(TG_SECRET.to_owned().into());
+        s.slack.bot_token = Some(BOT_TOKEN.to_owned().into());
+        s.slack.signing_secret = Some(SIGNING_SECRET.to_owned().into());
+        s.slack.api_url = self.slack.api_url.clone();
+        s.llm.base_url = Some(self.openai.base.clone());
+        s.llm.api_key = Some(OPENAI_KEY.to_owned().into());
+        s.llm.timeout_secs = 2;
+        s.access.slack_teams = vec!["T0TEAM".into()];
+        s.access.telegram_users = vec!["111".into()];
+        s
+    }
+}
+
+struct Env {
+    app: TestApp,
+    fakes: Fakes,
 }
 
 async fn spawn(configure: impl FnOnce(&mut Settings)) -> Env {
-    let (twilio, tg, slack, openai) = (
-        FakeTwilio::start().await,
-        FakeTelegram::start().await,
-        FakeSlack::start().await,
-        FakeOpenAi::start().await,
-    );
-    let mut s = settings_all(&twilio, &tg, &slack, &openai).await;
+    let fakes = Fakes::start().await;
+    let mut s = fakes.settings();
     configure(&mut s);
     let app = TestApp::spawn(s).await;
-    Env {
-        app,
-        twilio,
-        slack,
-        _tg: tg,
-        _openai: openai,
-    }
+    Env { app, fakes }
 }
 
 impl Env {
@@ -147,7 +147,7 @@ async fn oversized_bodies_get_413_on_every_post_route() {
         assert!(!text.contains("panicked"), "{path}: {text}");
     }
     env.healthy().await;
-    assert!(env.twilio.creates().is_empty());
+    assert!(env.fakes.twilio.creates().is_empty());
 }
 
 #[tokio::test]
@@ -205,8 +205,8 @@ async fn wrong_content_types_are_refused_and_change_nothing() {
         );
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(env.twilio.creates().is_empty());
-    assert!(env.slack.records().is_empty());
+    assert!(env.fakes.twilio.creates().is_empty());
+    assert!(env.fakes.slack.records().is_empty());
     env.healthy().await;
 }
 
@@ -393,7 +393,7 @@ async fn junk_on_every_route_gets_4xx_never_5xx() {
     env.healthy().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        env.twilio.creates().is_empty(),
+        env.fakes.twilio.creates().is_empty(),
         "seed {seed}: junk placed a call"
     );
 }
@@ -442,13 +442,8 @@ async fn secrets_never_appear_in_logs_or_answers() {
 
     // Telegram unreachable at start: the error says so without the token in the Bot API URL.
     {
-        let (twilio, tg, slack, openai) = (
-            FakeTwilio::start().await,
-            FakeTelegram::start().await,
-            FakeSlack::start().await,
-            FakeOpenAi::start().await,
-        );
-        let mut s = settings_all(&twilio, &tg, &slack, &openai).await;
+        let fakes = Fakes::start().await;
+        let mut s = fakes.settings();
         s.telegram.api_url = "http://127.0.0.1:9".into();
         let err = callbot::App::build(s)
             .await
@@ -462,7 +457,7 @@ async fn secrets_never_appear_in_logs_or_answers() {
     })
     .await;
     // Twilio refuses the first create (401), fails the next with 500, then accepts.
-    env.twilio.plan([
+    env.fakes.twilio.plan([
         Plan::Error {
             status: 401,
             code: 20003,
@@ -476,7 +471,7 @@ async fn secrets_never_appear_in_logs_or_answers() {
             retry_after: None,
         },
     ]);
-    env.slack.fail(
+    env.fakes.slack.fail(
         "chat.postMessage",
         [Failure::ServerError, Failure::Error("invalid_auth")],
     );
