@@ -160,14 +160,25 @@ async fn console_places_a_call_shows_errors_and_cancels_in_a_real_browser() {
         .await
         .unwrap();
     assert_eq!(still, json!(true), "the page never reloaded");
-    let stats = client
-        .find(Locator::Id("stats"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The stats strip follows the log (refreshed just after each event): it counts the
+    // canceled call and nothing live before the screenshot is taken.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let stats = loop {
+        let stats = client
+            .find(Locator::Id("stats"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if stats.contains("canceled") && stats.contains("0\nLive now") {
+            break stats;
+        }
+        assert!(std::time::Instant::now() < deadline, "stats never caught up: {stats}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(stats.contains("Calls today"), "{stats}");
+    assert!(stats.contains("50%\nAnswered"), "{stats}");
 
     let png = client.screenshot().await.unwrap();
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png");
