@@ -174,7 +174,10 @@ async fn console_places_a_call_shows_errors_and_cancels_in_a_real_browser() {
         if stats.contains("canceled") && stats.contains("0\nLive now") {
             break stats;
         }
-        assert!(std::time::Instant::now() < deadline, "stats never caught up: {stats}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stats never caught up: {stats}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(stats.contains("Calls today"), "{stats}");
