@@ -1002,3 +1002,59 @@ async fn socket_mode_serves_slash_commands_and_events_without_a_public_url() {
             .any(|c| c.origin.requester == BOB && c.origin.chat == "D0DM")
     );
 }
+
+/// Every destination and limit refusal of the access policy, as the person reads it in the
+/// slash command's answer; nothing is dialed or posted in the channel.
+#[tokio::test]
+async fn policy_refusals_are_explained_and_nothing_is_dialed_or_posted() {
+    let twilio = FakeTwilio::start().await;
+    let slack = FakeSlack::start().await;
+    let mut s = with_slack(twilio_settings(&twilio), &slack);
+    s.access.deny_numbers = vec!["+919876543219".into()];
+    s.limits.per_destination_hour = 1;
+    let chat = Chat::start_with(s, slack).await;
+    let long = format!("+91 98765 43210 and say {}", "x".repeat(501));
+    for (text, reason) in [
+        (
+            "+49 30 901820",
+            "+49 30 901820 is in Germany; calls are allowed only to India.",
+        ),
+        (
+            "+91 98765 43219",
+            "Calling +91 98765 43219 is not allowed here.",
+        ),
+        (
+            long.as_str(),
+            "Your message has 501 characters; the limit is 500. Please shorten it.",
+        ),
+        ("+91 12345", "+91 12345 is not a valid number for India."),
+    ] {
+        let (status, ack, _) = chat.command(ALICE, text, "r").await;
+        assert_eq!(status, 200);
+        assert_eq!(ack["text"], reason, "{text}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(twilio.creates().is_empty(), "nothing reached Twilio");
+    assert!(chat.slack.records().is_empty(), "nothing posted");
+
+    // The per-destination limit: the second call to the same number is refused.
+    let (_, first, _) = chat.command(ALICE, "+91 98765 43210", "r").await;
+    assert!(
+        first["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Placing the call"),
+        "{first}"
+    );
+    twilio.wait_creates(1).await;
+    let (_, second, _) = chat.command(BOB, "+91 98765 43210", "r").await;
+    assert!(
+        second["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("+91 98765 43210 has already been called 1 times in the last hour."),
+        "{second}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(twilio.creates().len(), 1);
+}

@@ -561,3 +561,74 @@ async fn user_not_in_the_allow_list_is_refused_and_no_call_is_placed() {
             .is_empty()
     );
 }
+
+/// Every refusal reason of the access policy, as the person reads it in the chat; nothing
+/// reaches Twilio.
+#[tokio::test]
+async fn policy_refusals_are_explained_in_the_chat_and_nothing_is_dialed() {
+    let env = spawn(|s| {
+        s.access.deny_numbers = vec!["+919876543219".into()];
+        s.limits.per_user_hour = 1;
+        s.limits.per_destination_hour = 10;
+    })
+    .await;
+    let tg = &env.tg;
+    let cases = [
+        (
+            "call +49 30 901820".to_owned(),
+            "+49 30 901820 is in Germany; calls are allowed only to India.",
+        ),
+        (
+            "call +91 98765 43219".to_owned(),
+            "Calling +91 98765 43219 is not allowed here.",
+        ),
+        (
+            format!("call +91 98765 43210 and say {}", "x".repeat(501)),
+            "Your message has 501 characters; the limit is 500. Please shorten it.",
+        ),
+        (
+            "call +91 12345".to_owned(),
+            "+91 12345 is not a valid number for India.",
+        ),
+    ];
+    for (text, reason) in &cases {
+        tg.push(tg.text(Chat::Private, ALICE, text));
+        tg.wait_message(reason).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(env.twilio.creates().is_empty(), "nothing reached Twilio");
+
+    // The hourly limit: the first call goes, the second is refused with when to retry.
+    tg.push(tg.text(Chat::Private, ALICE, "call +91 98765 43210"));
+    env.twilio.wait_creates(1).await;
+    tg.push(tg.text(Chat::Private, ALICE, "call +91 98765 43211"));
+    let refusal = tg.wait_message("calls in the last hour, the limit").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(env.twilio.creates().len(), 1, "{refusal}");
+}
+
+/// A call that never gets a final callback is closed by the reaper with Twilio's answer, and
+/// its chat gets the outcome.
+#[tokio::test]
+async fn the_reaper_posts_the_outcome_of_a_call_twilio_never_reported() {
+    let env = spawn(|s| {
+        s.calls.time_limit_secs = 1;
+        s.calls.reap_margin_secs = 0;
+        s.calls.reap_interval_ms = 100;
+    })
+    .await;
+    env.twilio.set_fetch("completed", Some("17"));
+    let tg = &env.tg;
+    tg.push(tg.text(Chat::Private, ALICE, "call +91 98765 43210"));
+    tg.wait_message("📞 Calling").await;
+    tg.wait_message("✅ Call to +91 98765 43210 completed, 0:17.")
+        .await;
+    let transcript = tg.transcript_from(0);
+    assert!(
+        transcript.iter().any(|l| l
+            == "sendMessage ↩ \"call +91 98765 43210\": ✅ Call to +91 98765 43210 completed, 0:17."),
+        "the outcome is a reply in the thread:\n{}",
+        transcript.join("\n")
+    );
+    assert_eq!(env.twilio.fetches().len(), 1);
+}
