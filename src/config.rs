@@ -82,6 +82,9 @@ pub struct TelegramSettings {
     /// secret_token Telegram sends on every webhook (TELEGRAM_WEBHOOK_SECRET).
     #[serde(default)]
     pub webhook_secret: Option<SecretString>,
+    /// Time limit for one Bot API request, milliseconds; a long poll waits at most this
+    /// minus 5 s (up to 10 s) for updates.
+    pub request_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -98,6 +101,8 @@ pub struct SlackSettings {
     pub app_token: Option<SecretString>,
     /// Web API base URL, no trailing slash (SLACK_API_URL).
     pub api_url: String,
+    /// Time limit for one Web API request or response_url post, milliseconds.
+    pub request_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

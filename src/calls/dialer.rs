@@ -8,6 +8,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng as _;
 use tokio::sync::{Semaphore, mpsc};
@@ -21,6 +22,11 @@ use crate::core::call::{CallId, CallStatus};
 
 /// Longest wait a 429's Retry-After may impose on one call.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// How long a call whose create was accepted but whose answer was lost waits for its first
+/// status callback (which carries our call id and so gives the call its sid) before it is
+/// closed as failed. Twilio sends `initiated` within a second or two of the create.
+const UNCONFIRMED_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct DialerConfig {
@@ -37,6 +43,7 @@ struct Ctx {
     telephony: Arc<dyn Telephony>,
     limiter: DefaultDirectRateLimiter,
     cfg: DialerConfig,
+    shutdown: CancellationToken,
 }
 
 /// Starts the dialer; it runs until `shutdown` is cancelled and the queue is settled.
@@ -71,6 +78,7 @@ pub fn spawn(
         telephony,
         limiter,
         cfg,
+        shutdown: shutdown.clone(),
     });
     tokio::spawn(run(ctx, queue, shutdown))
 }
@@ -142,24 +150,35 @@ async fn dial(ctx: &Ctx, id: &CallId) {
         }
     };
     let mut tries = 0;
+    // Set once a create may have reached the provider without our hearing back.
+    let mut unanswered_since: Option<DateTime<Utc>> = None;
     loop {
         tries += 1;
         metrics::counter!("callbot_dial_attempts_total").increment(1);
         if tries > 1 {
             metrics::counter!("callbot_dial_retries_total").increment(1);
         }
-        let result = ctx.telephony.place(&call).await;
+        let started = Utc::now();
+        let result = match unanswered_since {
+            // Ask before creating again: the earlier create may have placed the call.
+            Some(since) => match placed_after_all(ctx, &call, since).await {
+                Ok(Some(placed)) => {
+                    info!(sid = %placed.sid, tries, "an unanswered create had placed the call; not placing it again");
+                    Ok(placed)
+                }
+                Ok(None) => ctx.telephony.place(&call).await,
+                Err(e) => Err(e),
+            },
+            None => ctx.telephony.place(&call).await,
+        };
+        if let Err(TelephonyError::Timeout(_) | TelephonyError::Network(_)) = &result {
+            // Twilio's clock names the second it took the request; allow for skew.
+            unanswered_since.get_or_insert(started - chrono::Duration::seconds(2));
+        }
         match result {
             Ok(placed) => {
                 info!(sid = %placed.sid, tries, "call created");
-                match ctx.service.placed(id, &placed, tries).await {
-                    // Canceled while the create request was in flight: hang it up now.
-                    Ok(Some(c)) if c.status == CallStatus::Canceled && c.sid.is_none() => {
-                        let _ = ctx.service.hangup(&placed.sid, CallStatus::Queued).await;
-                    }
-                    Ok(_) => {}
-                    Err(e) => warn!(error = %e, "could not record the placed call"),
-                }
+                record_placed(ctx, id, &placed, tries).await;
                 return;
             }
             Err(err) if err.is_retryable() && tries < ctx.cfg.max_tries => {
@@ -168,16 +187,60 @@ async fn dial(ctx: &Ctx, id: &CallId) {
                     .map(|d| d.min(MAX_RETRY_AFTER))
                     .unwrap_or_else(|| backoff(&ctx.cfg, tries));
                 warn!(error = %err, tries, ?delay, "create call failed; retrying");
-                tokio::time::sleep(delay).await;
+                let stopping = tokio::select! {
+                    () = ctx.shutdown.cancelled() => true,
+                    () = async {
+                        tokio::time::sleep(delay).await;
+                        ctx.limiter.until_ready().await;
+                    } => false,
+                };
+                // Checked last thing before the next try: a callback may have come meanwhile.
                 if !still_unplaced(ctx, id, &err).await {
                     return;
                 }
-                ctx.limiter.until_ready().await;
+                if stopping {
+                    // Between tries when the service stops: told, not left queued.
+                    fail_unplaced(ctx, id).await;
+                    return;
+                }
+            }
+            Err(TelephonyError::Unconfirmed(why)) => {
+                warn!(%why, tries, "call created but Twilio's answer was lost; waiting for its first callback");
+                let why = "Twilio accepted the call but its answer was lost".to_owned();
+                tokio::spawn(await_first_callback(
+                    ctx.service.clone(),
+                    id.clone(),
+                    tries,
+                    why,
+                ));
+                return;
             }
             Err(err) => {
                 let mut reason = err.to_call_error();
                 if err.is_retryable() {
                     reason.message = format!("{} (gave up after {tries} tries)", reason.message);
+                }
+                if let Some(since) = unanswered_since {
+                    // One last look: a create that went unanswered may have placed it.
+                    match placed_after_all(ctx, &call, since).await {
+                        Ok(Some(placed)) => {
+                            info!(sid = %placed.sid, tries, "an unanswered create had placed the call");
+                            record_placed(ctx, id, &placed, tries).await;
+                            return;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            warn!(error = %e, "cannot tell whether the call was placed; waiting for a callback");
+                            let service = ctx.service.clone();
+                            tokio::spawn(await_first_callback(
+                                service,
+                                id.clone(),
+                                tries,
+                                reason.message,
+                            ));
+                            return;
+                        }
+                    }
                 }
                 warn!(error = %err, tries, "call not placed");
                 if let Err(e) = ctx
@@ -190,6 +253,67 @@ async fn dial(ctx: &Ctx, id: &CallId) {
                 return;
             }
         }
+    }
+}
+
+/// Records the provider's sid on the call; a call canceled while its create was in flight
+/// is hung up at once.
+async fn record_placed(ctx: &Ctx, id: &CallId, placed: &super::Placed, tries: u32) {
+    match ctx.service.placed(id, placed, tries).await {
+        Ok(Some(c)) if c.status == CallStatus::Canceled && c.sid.is_none() => {
+            let _ = ctx.service.hangup(&placed.sid, CallStatus::Queued).await;
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "could not record the placed call"),
+    }
+}
+
+/// The call a create that went unanswered placed, if it did: the newest call to the same
+/// number from the same caller id since then whose sid is none of our other calls' (it may
+/// be this call's own, when its first callback came while we asked).
+async fn placed_after_all(
+    ctx: &Ctx,
+    call: &crate::core::call::Call,
+    since: DateTime<Utc>,
+) -> Result<Option<super::Placed>, TelephonyError> {
+    let store_error = |e: super::store::StoreError| TelephonyError::Network(format!("store: {e}"));
+    for placed in ctx.telephony.recent_calls(call, since).await? {
+        match ctx.service.call_with_sid(&placed.sid).await {
+            Ok(None) => return Ok(Some(placed)),
+            Ok(Some(owner)) if owner == call.id => return Ok(Some(placed)),
+            Ok(Some(_)) => {}
+            Err(e) => return Err(store_error(e)),
+        }
+    }
+    // Adopted by a callback whose call had already ended (ended calls leave the sid index).
+    match ctx.service.get(&call.id).await {
+        Ok(Some(c)) if c.status == CallStatus::Queued && c.sid.is_none() => Ok(None),
+        Ok(Some(c)) => Ok(c.sid.map(|sid| super::Placed {
+            sid,
+            status: c.status,
+        })),
+        Ok(None) => Ok(None),
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+/// A call Twilio accepted without our learning its sid: its first status callback names our
+/// call id and gives it the sid. If none comes, the call is closed with the reason.
+async fn await_first_callback(service: Arc<CallService>, id: CallId, tries: u32, why: String) {
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < UNCONFIRMED_WAIT {
+        match service.get(&id).await {
+            Ok(Some(call)) if call.status == CallStatus::Queued && call.sid.is_none() => {}
+            _ => return,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reason = format!(
+        "{why}; no status followed within {} s",
+        UNCONFIRMED_WAIT.as_secs()
+    );
+    if let Err(e) = service.fail(&id, None, reason, tries).await {
+        warn!(call_id = %id, error = %e, "could not record the unconfirmed call");
     }
 }
 

@@ -54,6 +54,10 @@ pub enum TelephonyError {
     Network(String),
     #[error("unexpected answer from the telephony provider: {0}")]
     Protocol(String),
+    /// The provider accepted the request (2xx) but its answer was cut off or unreadable:
+    /// the call exists, only its sid is unknown. Never retried: that would place it twice.
+    #[error("the telephony provider accepted the request but its answer was unreadable: {0}")]
+    Unconfirmed(String),
 }
 
 impl TelephonyError {
@@ -62,7 +66,7 @@ impl TelephonyError {
         match self {
             Self::Api { http_status, .. } => *http_status == 429 || *http_status >= 500,
             Self::Timeout(_) | Self::Network(_) => true,
-            Self::Protocol(_) => false,
+            Self::Protocol(_) | Self::Unconfirmed(_) => false,
         }
     }
 
@@ -97,6 +101,16 @@ pub trait Telephony: Send + Sync + 'static {
     async fn hangup(&self, sid: &CallSid, how: Hangup) -> Result<(), TelephonyError>;
     /// The provider's current view of a call (status, duration), for the stale-call reaper.
     async fn fetch(&self, sid: &CallSid) -> Result<StatusUpdate, TelephonyError>;
+    /// Calls from `call.from` to `call.to` the provider created at or after `since`, newest
+    /// first: after a create whose answer never came (timeout, dropped connection), the one
+    /// it may have placed. Providers that cannot lose an answer have none.
+    async fn recent_calls(
+        &self,
+        _call: &Call,
+        _since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<Placed>, TelephonyError> {
+        Ok(Vec::new())
+    }
     /// True when no real calls are placed.
     fn is_simulated(&self) -> bool;
 }

@@ -278,6 +278,11 @@ impl CallService {
         )
     }
 
+    /// The live call of ours with this provider sid.
+    pub async fn call_with_sid(&self, sid: &CallSid) -> Result<Option<CallId>, StoreError> {
+        self.store.find_by_sid(sid).await
+    }
+
     /// The provider accepted the call. Returns the call; `None` if it is unknown.
     pub async fn placed(
         &self,

@@ -4,6 +4,7 @@ mod support;
 
 mod browser;
 mod cli;
+mod faulted;
 #[cfg(all(feature = "telegram", feature = "slack"))]
 mod fuzz_replay;
 #[cfg(all(feature = "telegram", feature = "slack", feature = "llm"))]
@@ -16,6 +17,8 @@ mod shutdown;
 mod simulator;
 #[cfg(feature = "slack")]
 mod slack;
+#[cfg(feature = "telegram")]
+mod soak;
 #[cfg(feature = "telegram")]
 mod telegram;
 mod twilio;

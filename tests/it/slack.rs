@@ -14,14 +14,14 @@ use crate::support::fake_slack::{
 use crate::support::fake_twilio::Plan;
 use crate::support::{FakeTwilio, TestApp, settings, twilio_settings};
 
-const TEAM: &str = "T0TEAM";
-const CHANNEL: &str = "C0CHAN";
-const ALICE: &str = "U0ALICE";
+pub(crate) const TEAM: &str = "T0TEAM";
+pub(crate) const CHANNEL: &str = "C0CHAN";
+pub(crate) const ALICE: &str = "U0ALICE";
 const BOB: &str = "U0BOB";
 const BOT_USER: &str = "U0BOT";
 
 /// Slack settings pointed at `fake`; the team is allowed to place calls.
-fn with_slack(mut s: Settings, fake: &FakeSlack) -> Settings {
+pub(crate) fn with_slack(mut s: Settings, fake: &FakeSlack) -> Settings {
     s.slack.bot_token = Some(BOT_TOKEN.to_owned().into());
     s.slack.signing_secret = Some(SIGNING_SECRET.to_owned().into());
     s.slack.api_url = format!("{}/", fake.api_url); // a trailing slash is tolerated
@@ -157,14 +157,14 @@ impl Chat {
     }
 }
 
-const FORM: &str = "application/x-www-form-urlencoded";
+pub(crate) const FORM: &str = "application/x-www-form-urlencoded";
 const JSON: &str = "application/json";
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-fn command_body(user: &str, text: &str, response_url: &str) -> String {
+pub(crate) fn command_body(user: &str, text: &str, response_url: &str) -> String {
     serde_urlencoded::to_string([
         ("token", "legacy-verification-token"),
         ("team_id", TEAM),

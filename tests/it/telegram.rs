@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::support::fake_telegram::{BOT_USERNAME, Chat, FakeTelegram, TOKEN, TgUser};
 use crate::support::{FakeTwilio, TestApp, twilio_settings};
 
-const ALICE: TgUser = TgUser {
+pub(crate) const ALICE: TgUser = TgUser {
     id: 111,
     first_name: "Alice",
     username: "alice",
@@ -24,7 +24,7 @@ const BOB: TgUser = TgUser {
     username: "bob",
 };
 const GROUP: i64 = -100_123;
-const SECRET: &str = "s3cret-Token_for-tests";
+pub(crate) const SECRET: &str = "s3cret-Token_for-tests";
 
 struct Env {
     app: TestApp,
@@ -400,7 +400,7 @@ async fn expired_or_declined_confirmation_places_no_call() {
     );
 }
 
-fn webhook(s: &mut Settings) {
+pub(crate) fn webhook(s: &mut Settings) {
     s.telegram.mode = TelegramMode::Webhook;
     s.telegram.webhook_secret = Some(SECRET.to_owned().into());
 }

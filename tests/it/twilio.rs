@@ -8,6 +8,7 @@ use callbot::calls::EventKind;
 use callbot::core::call::CallStatus;
 
 use crate::support::fake_twilio::Plan;
+use crate::support::faults::Fault;
 use crate::support::{ACCOUNT_SID, AUTH_TOKEN, FROM, FakeTwilio, TestApp, twilio_settings};
 
 #[tokio::test]
@@ -246,6 +247,56 @@ async fn timeouts_are_retried_then_fail_with_a_clear_reason() {
         "the telephony provider did not answer within 150ms (gave up after 3 tries)"
     );
     assert_eq!(twilio.creates().len(), 3);
+}
+
+#[tokio::test]
+async fn a_create_that_placed_the_call_but_timed_out_is_not_placed_again() {
+    // Twilio creates the call, then answers after the client gave up; no callback comes
+    // before the retry. The retry asks Twilio's call list first and adopts the call.
+    let twilio = FakeTwilio::start().await;
+    twilio.plan([Plan::Delayed(Duration::from_secs(2))]);
+    let mut settings = twilio_settings(&twilio);
+    settings.twilio.request_timeout_ms = 150;
+    let app = TestApp::spawn(settings).await;
+    let id = app.place("call +91 9876543210").await;
+    let call = app
+        .wait_for(&id, Duration::from_secs(10), |c| c.sid.is_some())
+        .await;
+    let creates = twilio.creates();
+    assert_eq!(creates.len(), 1, "one call at Twilio: {creates:#?}");
+    assert_eq!(call.sid.as_ref().map(ToString::to_string), creates[0].sid);
+    let lists = twilio.lists();
+    assert_eq!(lists.len(), 1, "{lists:?}");
+    assert!(lists[0].contains(&("To".into(), "+919876543210".into())));
+    assert!(lists[0].contains(&("From".into(), FROM.into())));
+    // It goes on like any call.
+    twilio.complete_shuffled(&creates[0], 7).await;
+    let call = app.wait_final(&id).await;
+    assert_eq!(call.status, CallStatus::Completed);
+    assert_eq!(call.attempts, 2);
+}
+
+#[tokio::test]
+async fn a_create_whose_answer_was_garbled_waits_for_its_first_callback() {
+    // A 201 whose body is unreadable: the call exists, so it is never created again; its
+    // first callback (which names our call id) gives it its sid.
+    let twilio = FakeTwilio::start().await;
+    let app = TestApp::spawn(twilio_settings(&twilio)).await;
+    twilio.faults().script([Fault::Malformed]);
+    let id = app.place("call +91 9876543210").await;
+    let creates = twilio.wait_creates(1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let call = app.call(&id).await;
+    assert_eq!(
+        call.status,
+        CallStatus::Queued,
+        "waiting, not failed: {call:#?}"
+    );
+    assert_eq!(twilio.creates().len(), 1);
+    twilio.complete_shuffled(&creates[0], 5).await;
+    let call = app.wait_final(&id).await;
+    assert_eq!(call.status, CallStatus::Completed);
+    assert_eq!(call.sid.map(|s| s.to_string()), creates[0].sid);
 }
 
 #[tokio::test]

@@ -16,6 +16,9 @@ use tracing::{debug, warn};
 
 /// Attempts per API call (the first included).
 pub const MAX_TRIES: u32 = 5;
+/// Attempts for a message that must arrive (a call's outcome): with the back-off capped at
+/// [`BACKOFF_MAX`], about a minute and a half of trying.
+pub const MUST_ARRIVE_TRIES: u32 = 20;
 /// First back-off after a network error or 5xx; doubles each time.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(200);
 /// Longest back-off between tries.
@@ -24,8 +27,6 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
 /// `Retry-After` assumed when a 429 carries none.
 pub const RETRY_AFTER_DEFAULT: Duration = Duration::from_secs(1);
-/// Time limit for one HTTP request.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub type Connector = SlackClientHyperConnector<HttpsConnector<HttpConnector>>;
 pub type Client = SlackClient<Connector>;
@@ -73,17 +74,22 @@ pub struct Api {
     client: Arc<Client>,
     token: SlackApiToken,
     http: reqwest::Client,
+    /// Time limit for one HTTP request.
+    timeout: Duration,
 }
 
 impl Api {
-    pub fn new(client: Arc<Client>, bot_token: &SecretString) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()?;
+    pub fn new(
+        client: Arc<Client>,
+        bot_token: &SecretString,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder().timeout(timeout).build()?;
         Ok(Self {
             client,
             token: SlackApiToken::new(bot_token.expose_secret().to_owned().into()),
             http,
+            timeout,
         })
     }
 
@@ -95,33 +101,47 @@ impl Api {
         text: &str,
         blocks: Option<Vec<SlackBlock>>,
     ) -> Result<String, ApiError> {
+        self.post_message_tries(channel, thread_ts, text, blocks, MAX_TRIES)
+            .await
+    }
+
+    /// chat.postMessage with this many attempts.
+    pub async fn post_message_tries(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        text: &str,
+        blocks: Option<Vec<SlackBlock>>,
+        tries: u32,
+    ) -> Result<String, ApiError> {
         let mut content = SlackMessageContent::new().with_text(text.to_owned());
         content.blocks = blocks;
         let mut req = SlackApiChatPostMessageRequest::new(channel.into(), content);
         req.thread_ts = thread_ts.map(|t| t.to_owned().into());
-        let res = retrying("chat.postMessage", || async {
+        let res = retrying("chat.postMessage", tries, || async {
             let session = self.client.open_session(&self.token);
-            classify_slack(timed(session.chat_post_message(&req)).await)
+            classify_slack(timed(self.timeout, session.chat_post_message(&req)).await)
         })
         .await?;
         Ok(res.ts.0)
     }
 
-    /// chat.update of a message we posted.
+    /// chat.update of a message we posted, with this many attempts.
     pub async fn update(
         &self,
         channel: &str,
         ts: &str,
         text: &str,
         blocks: Vec<SlackBlock>,
+        tries: u32,
     ) -> Result<(), ApiError> {
         let content = SlackMessageContent::new()
             .with_text(text.to_owned())
             .with_blocks(blocks);
         let req = SlackApiChatUpdateRequest::new(channel.into(), content, ts.to_owned().into());
-        retrying("chat.update", || async {
+        retrying("chat.update", tries, || async {
             let session = self.client.open_session(&self.token);
-            classify_slack(timed(session.chat_update(&req)).await)
+            classify_slack(timed(self.timeout, session.chat_update(&req)).await)
         })
         .await?;
         Ok(())
@@ -129,7 +149,17 @@ impl Api {
 
     /// Posts a message (JSON) to an interaction's or command's `response_url`.
     pub async fn respond(&self, url: &str, body: &serde_json::Value) -> Result<(), ApiError> {
-        retrying("response_url", || async {
+        self.respond_tries(url, body, MAX_TRIES).await
+    }
+
+    /// A `response_url` post with this many attempts.
+    pub async fn respond_tries(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+        tries: u32,
+    ) -> Result<(), ApiError> {
+        retrying("response_url", tries, || async {
             let res = match self.http.post(url).json(body).send().await {
                 Ok(res) => res,
                 Err(e) => return Err(Try::Again(None, e.to_string())),
@@ -162,9 +192,10 @@ impl Api {
 }
 
 async fn timed<T>(
+    timeout: Duration,
     f: impl Future<Output = Result<T, SlackClientError>>,
 ) -> Result<T, Option<SlackClientError>> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
+    match tokio::time::timeout(timeout, f).await {
         Ok(r) => r.map_err(Some),
         Err(_) => Err(None),
     }
@@ -185,8 +216,12 @@ fn classify_slack<T>(result: Result<T, Option<SlackClientError>>) -> Result<T, T
         Err(Some(SlackClientError::HttpError(e))) if e.status_code.is_server_error() => {
             Err(Try::Again(None, e.to_string()))
         }
+        // A garbled answer (a proxy cutting the body short) is retried like a dropped
+        // connection: for chat messages we prefer a rare duplicate to a lost outcome (calls
+        // are the other way round: see `TelephonyError::Unconfirmed`).
         Err(Some(
             e @ (SlackClientError::HttpProtocolError(_)
+            | SlackClientError::ProtocolError(_)
             | SlackClientError::SystemError(_)
             | SlackClientError::EndOfStream(_)),
         )) => Err(Try::Again(None, e.to_string())),
@@ -194,29 +229,29 @@ fn classify_slack<T>(result: Result<T, Option<SlackClientError>>) -> Result<T, T
     }
 }
 
-/// Runs `attempt` until it succeeds, fails for good, or [`MAX_TRIES`] are used.
-async fn retrying<T, F, Fut>(what: &str, attempt: F) -> Result<T, ApiError>
+/// Runs `attempt` until it succeeds, fails for good, or `tries` are used.
+async fn retrying<T, F, Fut>(what: &str, tries: u32, attempt: F) -> Result<T, ApiError>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<T, Try>>,
 {
-    let result = retrying_unmetered(what, attempt).await;
+    let result = retrying_unmetered(what, tries, attempt).await;
     crate::telemetry::chat_post("slack", result.is_ok());
     result
 }
 
-async fn retrying_unmetered<T, F, Fut>(what: &str, attempt: F) -> Result<T, ApiError>
+async fn retrying_unmetered<T, F, Fut>(what: &str, tries: u32, attempt: F) -> Result<T, ApiError>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<T, Try>>,
 {
     let mut backoff = BACKOFF_BASE;
-    for n in 1..=MAX_TRIES {
+    for n in 1..=tries {
         match attempt().await {
             Ok(v) => return Ok(v),
             Err(Try::Fatal(e)) => return Err(e),
             Err(Try::Again(after, reason)) => {
-                if n == MAX_TRIES {
+                if n == tries {
                     warn!(method = what, tries = n, %reason, "Slack call failed; giving up");
                     return Err(ApiError::Failed(format!("{what}: {reason}")));
                 }
@@ -238,5 +273,5 @@ where
             }
         }
     }
-    unreachable!("the loop returns on its last try")
+    Err(ApiError::Failed(format!("{what}: no tries")))
 }

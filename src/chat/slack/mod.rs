@@ -86,7 +86,11 @@ pub async fn start(settings: &SlackSettings, ctx: AdapterContext) -> anyhow::Res
     }
     let client = Arc::new(api::client(&settings.api_url));
     let slack = Arc::new(Slack {
-        api: Api::new(client.clone(), bot_token)?,
+        api: Api::new(
+            client.clone(),
+            bot_token,
+            Duration::from_millis(settings.request_timeout_ms),
+        )?,
         verifier: settings.signing_secret.as_ref().map(Verifier::new),
         seen_events: moka::sync::Cache::builder()
             .max_capacity(EVENT_DEDUPE_CAPACITY)
@@ -835,19 +839,25 @@ impl Slack {
         }
     }
 
-    /// Edits the status message when its text changed.
+    /// Edits the status message when its text changed. The last edit (the one that takes
+    /// the Cancel button away) must arrive, so it is tried as long as the outcome is.
     async fn update_status(&self, shown: &mut Shown, call: &Call) {
         let new = texts::status_text(call);
         let blocks = texts::status_blocks(call);
+        let tries = if call.status.is_terminal() {
+            api::MUST_ARRIVE_TRIES
+        } else {
+            api::MAX_TRIES
+        };
         let result = match shown {
             Shown::Message { channel, ts, text } if *text != new => {
-                let r = self.api.update(channel, ts, &new, blocks).await;
+                let r = self.api.update(channel, ts, &new, blocks, tries).await;
                 *text = new;
                 r
             }
             Shown::ResponseUrl { url, text } if *text != new => {
                 let body = json!({ "replace_original": true, "text": new, "blocks": blocks });
-                let r = self.api.respond(url, &body).await;
+                let r = self.api.respond_tries(url, &body, tries).await;
                 *text = new;
                 r
             }
@@ -862,28 +872,29 @@ impl Slack {
     async fn post_outcome(&self, shown: &Shown, call: &Call) {
         let o = &call.origin;
         let text = texts::outcome_text(call);
+        const MUST: u32 = api::MUST_ARRIVE_TRIES;
         let result: Result<(), ApiError> = match shown {
             Shown::Message { channel, ts, .. } => {
                 let thread = o.thread.as_deref().unwrap_or(ts);
                 self.api
-                    .post_message(channel, Some(thread), &text, None)
+                    .post_message_tries(channel, Some(thread), &text, None, MUST)
                     .await
                     .map(drop)
             }
             Shown::ResponseUrl { url, .. } => {
                 let body = json!({ "response_type": "in_channel", "replace_original": false, "text": text });
-                self.api.respond(url, &body).await
+                self.api.respond_tries(url, &body, MUST).await
             }
             Shown::Nowhere => {
                 match self
                     .api
-                    .post_message(&o.chat, o.thread.as_deref(), &text, None)
+                    .post_message_tries(&o.chat, o.thread.as_deref(), &text, None, MUST)
                     .await
                 {
                     Err(e) if e.is_unreachable_channel() && o.reply_url.is_some() => {
                         let body = json!({ "response_type": "in_channel", "text": text });
                         self.api
-                            .respond(o.reply_url.as_deref().unwrap_or_default(), &body)
+                            .respond_tries(o.reply_url.as_deref().unwrap_or_default(), &body, MUST)
                             .await
                     }
                     r => r.map(drop),

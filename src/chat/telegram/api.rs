@@ -1,5 +1,6 @@
-//! Sending Bot API requests: 429 `retry_after` is honoured, network errors are retried with
-//! exponential backoff, and every retry is logged.
+//! Sending Bot API requests: 429 `retry_after` is honoured; network errors, timeouts,
+//! server errors and garbled answers are retried with exponential backoff; every retry is
+//! logged.
 
 use std::time::Duration;
 
@@ -8,7 +9,11 @@ use teloxide::requests::{Output, Request};
 use tracing::warn;
 
 /// Attempts per request (the first one included).
-const MAX_ATTEMPTS: u32 = 6;
+pub(super) const MAX_ATTEMPTS: u32 = 6;
+
+/// Attempts for a message that must arrive (a call's outcome): with the backoff capped at
+/// [`BACKOFF_MAX`] this keeps trying for about two minutes.
+pub(super) const MUST_ARRIVE_ATTEMPTS: u32 = 16;
 
 /// The longest `retry_after` we wait for one request; longer ones give up.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -29,12 +34,49 @@ pub(super) async fn send<R>(request: &R, method: &'static str) -> Result<Output<
 where
     R: Request<Err = RequestError>,
 {
-    let result = send_unmetered(request, method).await;
+    send_tries(request, method, MAX_ATTEMPTS).await
+}
+
+/// [`send`] with this many attempts.
+pub(super) async fn send_tries<R>(
+    request: &R,
+    method: &'static str,
+    max_attempts: u32,
+) -> Result<Output<R>, RequestError>
+where
+    R: Request<Err = RequestError>,
+{
+    let result = send_unmetered(request, method, max_attempts).await;
     crate::telemetry::chat_post("telegram", result.is_ok());
     result
 }
 
-async fn send_unmetered<R>(request: &R, method: &'static str) -> Result<Output<R>, RequestError>
+/// A server-side failure worth another try. teloxide keeps only the description of an
+/// error answer, not its HTTP status, so a JSON 5xx is told by Telegram's wording; a 5xx
+/// from the proxy in front of the Bot API is an HTML page, which arrives as `InvalidJson`.
+fn is_transient(err: &RequestError) -> bool {
+    match err {
+        RequestError::Network(_) | RequestError::Io(_) | RequestError::InvalidJson { .. } => true,
+        RequestError::Api(teloxide::ApiError::Unknown(description)) => {
+            let d = description.to_ascii_lowercase();
+            [
+                "internal server error",
+                "bad gateway",
+                "service unavailable",
+                "gateway timeout",
+            ]
+            .iter()
+            .any(|s| d.contains(s))
+        }
+        _ => false,
+    }
+}
+
+async fn send_unmetered<R>(
+    request: &R,
+    method: &'static str,
+    max_attempts: u32,
+) -> Result<Output<R>, RequestError>
 where
     R: Request<Err = RequestError>,
 {
@@ -47,10 +89,10 @@ where
         };
         let wait = match &err {
             RequestError::RetryAfter(secs) if secs.duration() <= MAX_RETRY_AFTER => secs.duration(),
-            RequestError::Network(_) | RequestError::Io(_) => backoff(attempt),
+            e if is_transient(e) => backoff(attempt),
             _ => return Err(err),
         };
-        if attempt >= MAX_ATTEMPTS {
+        if attempt >= max_attempts {
             warn!(method, attempt, error = %err, "telegram request failed; giving up");
             return Err(err);
         }

@@ -98,6 +98,23 @@ impl Telegram {
         text: impl Into<String>,
         keyboard: Option<InlineKeyboardMarkup>,
     ) -> Option<Message> {
+        self.reply_tries(to, text, keyboard, api::MAX_ATTEMPTS)
+            .await
+    }
+
+    /// A reply that must arrive (a call's outcome): retried for minutes, not seconds.
+    pub(super) async fn reply_must_arrive(&self, to: Target, text: impl Into<String>) {
+        self.reply_tries(to, text, None, api::MUST_ARRIVE_ATTEMPTS)
+            .await;
+    }
+
+    async fn reply_tries(
+        &self,
+        to: Target,
+        text: impl Into<String>,
+        keyboard: Option<InlineKeyboardMarkup>,
+        attempts: u32,
+    ) -> Option<Message> {
         let mut req = self.bot.send_message(to.chat, text);
         if let Some(thread) = to.thread {
             req = req.message_thread_id(thread);
@@ -108,7 +125,7 @@ impl Telegram {
         if let Some(keyboard) = keyboard {
             req = req.reply_markup(keyboard);
         }
-        match api::send(&req, "sendMessage").await {
+        match api::send_tries(&req, "sendMessage", attempts).await {
             Ok(msg) => Some(msg),
             Err(e) => {
                 error!(chat = to.chat.0, error = %e, "could not send a telegram message");
@@ -125,11 +142,24 @@ impl Telegram {
         text: impl Into<String>,
         keyboard: Option<InlineKeyboardMarkup>,
     ) {
+        self.edit_tries(chat, id, text, keyboard, api::MAX_ATTEMPTS)
+            .await;
+    }
+
+    /// [`Self::edit`] with this many attempts.
+    pub(super) async fn edit_tries(
+        &self,
+        chat: ChatId,
+        id: MessageId,
+        text: impl Into<String>,
+        keyboard: Option<InlineKeyboardMarkup>,
+        attempts: u32,
+    ) {
         let mut req = self.bot.edit_message_text(chat, id, text);
         if let Some(keyboard) = keyboard {
             req = req.reply_markup(keyboard);
         }
-        match api::send(&req, "editMessageText").await {
+        match api::send_tries(&req, "editMessageText", attempts).await {
             Ok(_) | Err(teloxide::RequestError::Api(teloxide::ApiError::MessageNotModified)) => {}
             Err(e) => {
                 warn!(chat = chat.0, message = id.0, error = %e, "could not edit a telegram message")

@@ -45,8 +45,17 @@ use crate::config::{TelegramMode, TelegramSettings};
 /// The commands registered with setMyCommands at start (also the BotFather list).
 const COMMANDS_JSON: &str = include_str!("../../../bots/telegram/commands.json");
 
-/// Seconds one `getUpdates` long poll waits for updates (below teloxide's 17 s client timeout).
+/// Most seconds one `getUpdates` long poll waits for updates.
 const POLL_TIMEOUT_SECS: u32 = 10;
+
+/// How long a long poll may wait with this client timeout: 5 s below it, at most
+/// [`POLL_TIMEOUT_SECS`] (0: short polling).
+fn poll_wait_secs(request_timeout: Duration) -> u32 {
+    let secs = request_timeout.as_secs().saturating_sub(5);
+    u32::try_from(secs)
+        .unwrap_or(u32::MAX)
+        .min(POLL_TIMEOUT_SECS)
+}
 
 /// Update ids remembered for deduplication (webhook redelivery, a restarted poll).
 const SEEN_CAPACITY: usize = 4096;
@@ -123,7 +132,12 @@ pub async fn start(settings: &TelegramSettings, ctx: AdapterContext) -> anyhow::
                 )?,
         ),
     };
-    let bot = Bot::new(token.expose_secret()).set_api_url(api_url);
+    let timeout = Duration::from_millis(settings.request_timeout_ms);
+    let client = teloxide::net::default_reqwest_settings()
+        .timeout(timeout)
+        .build()
+        .context("could not build the Telegram HTTP client")?;
+    let bot = Bot::with_client(token.expose_secret(), client).set_api_url(api_url);
     let me = api::send(&bot.get_me(), "getMe")
         .await
         .context("could not reach the Telegram Bot API (getMe); check TELEGRAM_BOT_TOKEN and TELEGRAM_API_URL")?;
@@ -153,7 +167,7 @@ pub async fn start(settings: &TelegramSettings, ctx: AdapterContext) -> anyhow::
             api::send(&tg.bot.delete_webhook(), "deleteWebhook")
                 .await
                 .context("could not clear the Telegram webhook (deleteWebhook)")?;
-            tokio::spawn(poll(tg));
+            tokio::spawn(poll(tg, poll_wait_secs(timeout)));
             Ok(Router::new())
         }
         Some(secret) => {
@@ -242,7 +256,7 @@ pub fn fuzz_update(data: &[u8]) {
 }
 
 /// The long-polling loop: runs until shutdown.
-async fn poll(tg: Arc<Telegram>) {
+async fn poll(tg: Arc<Telegram>, wait_secs: u32) {
     let mut offset: i32 = 0;
     let mut failures: u32 = 0;
     loop {
@@ -250,7 +264,7 @@ async fn poll(tg: Arc<Telegram>) {
             .bot
             .get_updates()
             .offset(offset)
-            .timeout(POLL_TIMEOUT_SECS)
+            .timeout(wait_secs)
             .allowed_updates(ALLOWED_UPDATES);
         let result = tokio::select! {
             () = tg.ctx.shutdown.cancelled() => break,

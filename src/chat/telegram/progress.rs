@@ -12,8 +12,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::Telegram;
 use super::handler::{Target, cancel_keyboard};
+use super::{Telegram, api};
 use crate::calls::{CallEvent, EventKind};
 use crate::core::call::{Call, CallId, Platform};
 use crate::core::replies;
@@ -109,14 +109,21 @@ impl Telegram {
             // Ended before anything was shown: the outcome below says it all.
             None => {}
             Some(id) if view.shown.as_deref() != Some(line.as_str()) => {
-                self.edit(target.chat, id, line.clone(), keyboard).await;
+                // The last edit takes the Cancel button away: it must arrive.
+                let attempts = if live {
+                    api::MAX_ATTEMPTS
+                } else {
+                    api::MUST_ARRIVE_ATTEMPTS
+                };
+                self.edit_tries(target.chat, id, line.clone(), keyboard, attempts)
+                    .await;
                 view.shown = Some(line);
             }
             Some(_) => {}
         }
         if !live {
             info!(call_id = %call.id, status = %call.status, "telegram outcome posted");
-            self.reply(target, replies::outcome(call), None).await;
+            self.reply_must_arrive(target, replies::outcome(call)).await;
         }
     }
 }

@@ -4,9 +4,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use crate::calls::{Hangup, Placed, Telephony, TelephonyError};
 use crate::core::call::{Call, CallSid, CallStatus, StatusUpdate};
@@ -45,6 +47,25 @@ struct CallResource {
     /// Seconds, as a string; empty for busy, failed, unanswered or ongoing calls.
     #[serde(default)]
     duration: Option<String>,
+}
+
+/// A page of Twilio's call list (`GET …/Calls.json`), newest first.
+#[derive(Debug, Deserialize)]
+struct CallPage {
+    calls: Vec<ListedCall>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ListedCall {
+    sid: String,
+    status: String,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    from: Option<String>,
+    /// RFC 2822, e.g. "Tue, 01 Dec 2026 08:30:00 +0000".
+    #[serde(default)]
+    date_created: Option<String>,
 }
 
 /// Twilio's error body: `{"code": 21211, "message": "…", "more_info": "…", "status": 400}`.
@@ -119,11 +140,11 @@ impl TwilioClient {
         self.send(op, self.http.post(url).form(form)).await
     }
 
-    async fn send(
+    async fn send<T: DeserializeOwned>(
         &self,
         op: &'static str,
         request: reqwest::RequestBuilder,
-    ) -> Result<CallResource, TelephonyError> {
+    ) -> Result<T, TelephonyError> {
         let started = std::time::Instant::now();
         let result = self.send_timed(request).await;
         metrics::histogram!("callbot_telephony_request_seconds", "op" => op)
@@ -131,10 +152,10 @@ impl TwilioClient {
         result
     }
 
-    async fn send_timed(
+    async fn send_timed<T: DeserializeOwned>(
         &self,
         request: reqwest::RequestBuilder,
-    ) -> Result<CallResource, TelephonyError> {
+    ) -> Result<T, TelephonyError> {
         let response = request
             .basic_auth(&self.account_sid, Some(self.auth_token.expose_secret()))
             .timeout(self.timeout)
@@ -148,13 +169,17 @@ impl TwilioClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(&e))?;
+        let body = response.bytes().await.map_err(|e| {
+            if status.is_success() {
+                // Twilio acted (for a create: the call exists); only the answer was lost.
+                TelephonyError::Unconfirmed(format!("answer cut off: {e}"))
+            } else {
+                self.transport_error(&e)
+            }
+        })?;
         if status.is_success() {
             return serde_json::from_slice(&body)
-                .map_err(|e| TelephonyError::Protocol(format!("call resource: {e}")));
+                .map_err(|e| TelephonyError::Unconfirmed(format!("answer unreadable: {e}")));
         }
         let parsed: Option<ErrorBody> = serde_json::from_slice(&body).ok();
         Err(TelephonyError::Api {
@@ -235,7 +260,7 @@ impl Telephony for TwilioClient {
     }
 
     async fn fetch(&self, sid: &CallSid) -> Result<StatusUpdate, TelephonyError> {
-        let resource = self
+        let resource: CallResource = self
             .send("fetch", self.http.get(self.call_url(sid)))
             .await?;
         Ok(StatusUpdate {
@@ -244,6 +269,39 @@ impl Telephony for TwilioClient {
             duration_secs: resource.duration.and_then(|d| d.parse().ok()),
             ..StatusUpdate::default()
         })
+    }
+
+    async fn recent_calls(
+        &self,
+        call: &Call,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Placed>, TelephonyError> {
+        let to = call.to.e164().to_owned();
+        let from = call.from.to_string();
+        let query = [
+            ("To", to.as_str()),
+            ("From", from.as_str()),
+            ("PageSize", "20"),
+        ];
+        let page: CallPage = self
+            .send("list", self.http.get(self.calls_url()).query(&query))
+            .await?;
+        Ok(page
+            .calls
+            .into_iter()
+            .filter(|c| c.to.as_deref().is_none_or(|t| t == to))
+            .filter(|c| c.from.as_deref().is_none_or(|f| f == from))
+            .filter(|c| {
+                c.date_created
+                    .as_deref()
+                    .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
+                    .is_some_and(|d| d.to_utc() >= since)
+            })
+            .map(|c| Placed {
+                sid: CallSid::from(c.sid),
+                status: CallStatus::parse(&c.status).unwrap_or(CallStatus::Queued),
+            })
+            .collect())
     }
 
     fn is_simulated(&self) -> bool {

@@ -25,10 +25,16 @@ pub enum Answer {
     Slow(Duration),
 }
 
+/// The fake model's reading of a user's text.
+type Understand = fn(&str) -> Value;
+
 #[derive(Default)]
 struct Inner {
     requests: Mutex<Vec<Value>>,
     answers: Mutex<VecDeque<Answer>>,
+    /// Once the scripted answers are used up: the model's JSON for the user's text.
+    understand: Mutex<Option<Understand>>,
+    faults: super::faults::Faults,
 }
 
 #[derive(Clone)]
@@ -53,6 +59,16 @@ impl FakeOpenAi {
     /// Scripts the next answers (then: intent "none").
     pub fn answer(&self, answers: impl IntoIterator<Item = Answer>) {
         self.inner.answers.lock().extend(answers);
+    }
+
+    /// Answers every request without a scripted answer with `f(user text)`.
+    pub fn understand(&self, f: fn(&str) -> Value) {
+        *self.inner.understand.lock() = Some(f);
+    }
+
+    /// The fault mode of chat completions.
+    pub fn faults(&self) -> &super::faults::Faults {
+        &self.inner.faults
     }
 
     pub fn requests(&self) -> Vec<Value> {
@@ -81,9 +97,18 @@ async fn completions(
     State(inner): State<Arc<Inner>>,
     axum::Json(body): axum::Json<Value>,
 ) -> Response {
+    if let Some(res) = inner.faults.maybe(super::faults::Style::OpenAi).await {
+        return res;
+    }
+    let user_text = body["messages"][1]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     inner.requests.lock().push(body);
     let answer = inner.answers.lock().pop_front();
+    let understand = *inner.understand.lock();
     match answer {
+        None if understand.is_some() => completion(&understand.unwrap()(&user_text).to_string()),
         None => completion(r#"{"intent":"none","number":null,"message":null,"language":null}"#),
         Some(Answer::Json(v)) => completion(&v.to_string()),
         Some(Answer::Raw(s)) => completion(s),

@@ -117,6 +117,7 @@ struct Inner {
     next_ts: Mutex<u64>,
     /// What apps.connections.open answers (Socket Mode), once started.
     ws_url: Mutex<Option<String>>,
+    faults: super::faults::Faults,
 }
 
 #[derive(Clone)]
@@ -142,6 +143,11 @@ impl FakeSlack {
             base,
             inner,
         }
+    }
+
+    /// The fault mode of chat.postMessage, chat.update and response_url posts.
+    pub fn faults(&self) -> &super::faults::Faults {
+        &self.inner.faults
     }
 
     /// A response_url that posts back here, recorded under `id`.
@@ -299,6 +305,9 @@ async fn api(
         inner.records.lock().push(rec);
         return axum::Json(json!({ "ok": false, "error": "not_authed" })).into_response();
     }
+    if let Some(res) = inner.faults.maybe(super::faults::Style::Slack).await {
+        return res;
+    }
     if let Some(f) = take_failure(&inner, &method) {
         rec.ok = false;
         inner.records.lock().push(rec);
@@ -352,6 +361,13 @@ async fn response_url(
         ts: None,
         ok: true,
     };
+    if let Some(res) = inner
+        .faults
+        .maybe_transport(super::faults::Style::Slack)
+        .await
+    {
+        return res;
+    }
     if let Some(f) = take_failure(&inner, "response_url") {
         rec.ok = false;
         inner.records.lock().push(rec);

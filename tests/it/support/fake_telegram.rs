@@ -66,6 +66,7 @@ struct Inner {
     /// Seconds added to the date of messages the bot sends.
     date_offset: Mutex<i64>,
     polls: Mutex<usize>,
+    faults: super::faults::Faults,
 }
 
 #[derive(Clone)]
@@ -115,6 +116,11 @@ impl FakeTelegram {
     /// Messages the bot sends from now on are dated this many seconds from now.
     pub fn date_offset(&self, secs: i64) {
         *self.inner.date_offset.lock() = secs;
+    }
+
+    /// The fault mode of every Bot API method but getUpdates.
+    pub fn faults(&self) -> &super::faults::Faults {
+        &self.inner.faults
     }
 
     /// getUpdates requests served so far.
@@ -431,6 +437,9 @@ async fn handle(
     };
     if *method == "getUpdates" {
         return get_updates(&inner, &body).await;
+    }
+    if let Some(res) = inner.faults.maybe(super::faults::Style::Telegram).await {
+        return res;
     }
     let throttled = inner
         .throttle

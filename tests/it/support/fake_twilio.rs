@@ -17,6 +17,7 @@ use rand::seq::SliceRandom as _;
 use serde_json::json;
 
 use super::AUTH_TOKEN;
+use super::faults::{Fault, Style};
 
 /// How the fake answers the next create-call request.
 #[derive(Debug, Clone)]
@@ -37,6 +38,8 @@ pub enum Plan {
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub at: Instant,
+    /// Wall-clock time of the request (Twilio's `date_created` for a created call).
+    pub date: chrono::DateTime<chrono::Utc>,
     pub path: String,
     pub authorization: Option<String>,
     pub form: Vec<(String, String)>,
@@ -69,6 +72,9 @@ struct Inner {
     /// What `GET …/Calls/{sid}.json` answers (status, duration); unset: 404.
     fetch: Mutex<Option<(String, Option<String>)>>,
     fetches: Mutex<Vec<String>>,
+    /// Query strings of call-list requests.
+    lists: Mutex<Vec<Vec<(String, String)>>>,
+    faults: super::faults::Faults,
 }
 
 #[derive(Clone)]
@@ -82,7 +88,10 @@ impl FakeTwilio {
     pub async fn start() -> Self {
         let inner = Arc::new(Inner::default());
         let app = Router::new()
-            .route("/2010-04-01/Accounts/{account}/Calls.json", post(create))
+            .route(
+                "/2010-04-01/Accounts/{account}/Calls.json",
+                post(create).get(list),
+            )
             .route(
                 "/2010-04-01/Accounts/{account}/Calls/{sid}",
                 post(update).get(fetch),
@@ -106,6 +115,16 @@ impl FakeTwilio {
     /// Answers `GET …/Calls/{sid}.json` with this status and duration from now on.
     pub fn set_fetch(&self, status: &str, duration: Option<&str>) {
         *self.inner.fetch.lock() = Some((status.to_owned(), duration.map(str::to_owned)));
+    }
+
+    /// The fault mode of every REST request.
+    pub fn faults(&self) -> &super::faults::Faults {
+        &self.inner.faults
+    }
+
+    /// Call-list requests (`GET …/Calls.json`), their query parameters.
+    pub fn lists(&self) -> Vec<Vec<(String, String)>> {
+        self.inner.lists.lock().clone()
     }
 
     /// Sids fetched with `GET …/Calls/{sid}.json`.
@@ -222,6 +241,7 @@ impl FakeTwilio {
 fn record(headers: &HeaderMap, path: String, body: &str) -> Recorded {
     Recorded {
         at: Instant::now(),
+        date: chrono::Utc::now(),
         path,
         authorization: headers
             .get("authorization")
@@ -232,12 +252,55 @@ fn record(headers: &HeaderMap, path: String, body: &str) -> Recorded {
     }
 }
 
+/// `GET …/Calls.json?To=&From=`: the calls created, newest first, as Twilio lists them.
+async fn list(
+    State(inner): State<Arc<Inner>>,
+    Path(account): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<Vec<(String, String)>>,
+) -> Response {
+    if let Some(res) = inner.faults.maybe(Style::Twilio).await {
+        return res;
+    }
+    inner.lists.lock().push(query.clone());
+    let param = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let (to, from) = (param("To"), param("From"));
+    let calls: Vec<_> = inner
+        .creates
+        .lock()
+        .iter()
+        .rev()
+        .filter(|c| c.sid.is_some())
+        .filter(|c| to.as_deref().is_none_or(|t| c.get("To") == Some(t)))
+        .filter(|c| from.as_deref().is_none_or(|f| c.get("From") == Some(f)))
+        .take(20)
+        .map(|c| {
+            json!({
+                "sid": c.sid, "status": "queued", "to": c.get("To"), "from": c.get("From"),
+                "account_sid": account, "direction": "outbound-api",
+                "date_created": c.date.to_rfc2822(),
+            })
+        })
+        .collect();
+    axum::Json(json!({ "calls": calls, "page": 0, "page_size": 20, "start": 0 })).into_response()
+}
+
 async fn create(
     State(inner): State<Arc<Inner>>,
     Path(account): Path<String>,
     headers: HeaderMap,
     body: String,
 ) -> Response {
+    // A faulted create usually never reaches Twilio. But an answer whose head said 201 and
+    // whose body was then cut off or garbled came from a call that exists, and a slow answer
+    // is one from a Twilio that placed the call and answered too late.
+    let fault = inner.faults.draw();
+    let after_effect = match fault {
+        Some((Fault::Reset | Fault::Malformed | Fault::Slow, ..)) => fault,
+        Some((fault, slow, retry_after)) => {
+            return super::faults::answer(fault, Style::Twilio, slow, retry_after).await;
+        }
+        None => None,
+    };
     let mut rec = record(
         &headers,
         format!("/2010-04-01/Accounts/{account}/Calls.json"),
@@ -282,6 +345,9 @@ async fn create(
     let from = rec.get("From").unwrap_or_default().to_owned();
     inner.creates.lock().push(rec);
     tokio::time::sleep(delay).await;
+    if let Some((fault, slow, retry_after)) = after_effect {
+        return super::faults::answer(fault, Style::Twilio, slow, retry_after).await;
+    }
     (
         StatusCode::CREATED,
         axum::Json(json!({
@@ -299,6 +365,9 @@ async fn update(
     headers: HeaderMap,
     body: String,
 ) -> Response {
+    if let Some(res) = inner.faults.maybe(Style::Twilio).await {
+        return res;
+    }
     let rec = record(
         &headers,
         format!("/2010-04-01/Accounts/{account}/Calls/{sid}"),
@@ -318,6 +387,9 @@ async fn fetch(
     State(inner): State<Arc<Inner>>,
     Path((_account, sid)): Path<(String, String)>,
 ) -> Response {
+    if let Some(res) = inner.faults.maybe(Style::Twilio).await {
+        return res;
+    }
     let sid = sid.trim_end_matches(".json").to_owned();
     inner.fetches.lock().push(sid.clone());
     match inner.fetch.lock().clone() {
@@ -331,5 +403,65 @@ async fn fetch(
             axum::Json(json!({ "code": 20404, "message": "The requested resource was not found", "status": 404 })),
         )
             .into_response(),
+    }
+}
+
+impl FakeTwilio {
+    /// Plays Twilio's side of every call created from now on, in the background: its
+    /// callbacks sent twice each in shuffled order. The outcome follows the number's last
+    /// digit, as the simulator's does: 0 busy, 1 no answer, otherwise completed after that
+    /// many seconds. Ends when the returned handle is dropped (aborted).
+    pub fn autoplay(&self) -> AbortOnDrop {
+        let me = self.clone();
+        let task = tokio::spawn(async move {
+            let mut played = 0;
+            loop {
+                let creates = me.creates();
+                for call in creates.into_iter().skip(played) {
+                    played += 1;
+                    let me = me.clone();
+                    tokio::spawn(async move { me.play(&call).await });
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        AbortOnDrop(task)
+    }
+
+    /// One call's callbacks, duplicated and shuffled; the outcome by its last digit.
+    async fn play(&self, call: &Recorded) {
+        let digit = call
+            .get("To")
+            .and_then(|to| to.chars().last())
+            .and_then(|c| c.to_digit(10))
+            .unwrap_or(9);
+        let duration = digit.to_string();
+        let last = match digit {
+            0 => self.callback(call, "busy", 2, &[]),
+            1 => self.callback(call, "no-answer", 2, &[]),
+            _ => self.callback(call, "completed", 3, &[("CallDuration", &duration)]),
+        };
+        let mut forms = vec![
+            self.callback(call, "initiated", 0, &[]),
+            self.callback(call, "ringing", 1, &[]),
+        ];
+        if digit > 1 {
+            forms.push(self.callback(call, "in-progress", 2, &[]));
+        }
+        forms.push(last);
+        forms.extend(forms.clone());
+        forms.shuffle(&mut rand::rng());
+        for form in forms {
+            assert_eq!(self.send_callback(call, &form).await, 200);
+        }
+    }
+}
+
+/// A background task that ends when this is dropped.
+pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -5,6 +5,7 @@ pub mod fake_openai;
 pub mod fake_slack;
 pub mod fake_telegram;
 pub mod fake_twilio;
+pub mod faults;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
