@@ -43,9 +43,9 @@ fn main() {
         .unwrap();
     if run("callbacks") {
         rt.block_on(if smoke {
-            callbacks(Duration::from_millis(300), 1)
+            callbacks(Duration::from_millis(300), 1, 2_000)
         } else {
-            callbacks(Duration::from_secs(3), 5)
+            callbacks(Duration::from_secs(3), 5, 60_000)
         });
     }
     if run("pacing") {
@@ -86,7 +86,7 @@ async fn hammer(
     count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn callbacks(duration: Duration, rounds: usize) {
+async fn callbacks(duration: Duration, rounds: usize, calls: usize) {
     // A bare axum endpoint for comparison.
     let bare = Router::new().route(
         "/webhooks/status",
@@ -96,6 +96,26 @@ async fn callbacks(duration: Duration, rounds: usize) {
     let bare_url = format!("http://{}/webhooks/status", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, bare).await.unwrap() });
 
+    // A fake Twilio that accepts every create, so the calls are live when callbacks come.
+    let sids = Arc::new(AtomicU64::new(0));
+    let fake = Router::new().route(
+        "/2010-04-01/Accounts/{account}/Calls.json",
+        post(move || {
+            let n = sids.fetch_add(1, Ordering::Relaxed);
+            async move {
+                let body = format!(r#"{{"sid":"CA{n:032x}","status":"queued"}}"#);
+                (
+                    StatusCode::CREATED,
+                    [("content-type", "application/json")],
+                    body,
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fake_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, fake).await.unwrap() });
+
     // callbot, with Twilio credentials so its verifier uses a known token.
     let token = "load-test-token";
     let mut s = Settings::defaults();
@@ -103,47 +123,65 @@ async fn callbacks(duration: Duration, rounds: usize) {
     s.twilio.account_sid = Some(format!("AC{}", "0".repeat(32)));
     s.twilio.auth_token = Some(token.to_owned().into());
     s.twilio.from_number = Some("+15005550006".into());
-    s.twilio.api_base = "http://127.0.0.1:9".into();
+    s.twilio.api_base = fake_url;
+    s.calls.cps = 1_000_000;
+    s.calls.queue_capacity = calls + 16;
     s.limits.max_concurrent = 1_000_000;
+    s.limits.per_user_hour = u32::MAX;
+    s.limits.per_user_day = u32::MAX;
+    s.limits.per_destination_hour = u32::MAX;
     let app = App::build(s).await.unwrap();
     let service = app.service();
     let base = app.public_url().to_owned();
     tokio::spawn(app.run());
-    // One call to receive the callbacks (never dialed: its create fails in the background).
-    let call = service
-        .request(callbot::calls::service::CallRequest {
-            to: PhoneNumber::from_e164("+919876543210").unwrap(),
-            message: None,
-            origin: Origin::new(Platform::Web, "load"),
-        })
-        .await
-        .unwrap();
-    let url = format!("{base}/webhooks/status?call_id={}", call.id);
-    let statuses = ["initiated", "ringing", "in-progress"];
-    let forms: Vec<(Vec<(String, String)>, String)> = (0..300u64)
-        .map(|i| {
-            let form: Vec<(String, String)> = vec![
-                (
-                    "CallSid".into(),
-                    "CA0123456789abcdef0123456789abcdef".into(),
-                ),
-                ("CallStatus".into(), statuses[(i % 3) as usize].into()),
-                ("SequenceNumber".into(), i.to_string()),
-                ("To".into(), "+919876543210".into()),
-                ("From".into(), "+15005550006".into()),
-            ];
-            let sig = sign(token, &url, &form);
-            (form, sig)
-        })
-        .collect();
-    // Bodies are encoded once, and both endpoints get the same signed requests, so the client's
-    // share of the two cores is the same on both sides and the ratio compares the servers.
-    let bodies: Arc<Vec<(axum::body::Bytes, String)>> = Arc::new(
-        forms
-            .iter()
-            .map(|(form, sig)| {
-                let body = serde_urlencoded::to_string(form).unwrap();
-                (axum::body::Bytes::from(body), sig.clone())
+    // Live calls to receive the callbacks: each gets initiated, ringing, in-progress and
+    // completed once, in order, as from Twilio, so every callback changes a call.
+    let mut ids = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let call = service
+            .request(callbot::calls::service::CallRequest {
+                to: PhoneNumber::from_e164("+919876543210").unwrap(),
+                message: None,
+                origin: Origin::new(Platform::Web, "load"),
+            })
+            .await
+            .unwrap();
+        ids.push(call.id);
+    }
+    let mut live = Vec::with_capacity(calls);
+    for id in &ids {
+        loop {
+            let call = service.get(id).await.unwrap().unwrap();
+            if let Some(sid) = call.sid {
+                live.push((id.clone(), sid));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let statuses = ["initiated", "ringing", "in-progress", "completed"];
+    // Bodies are encoded and signed once, and both endpoints get the same signed requests,
+    // so the client's share of the two cores is the same on both sides and the ratio compares
+    // the servers.
+    let requests: Arc<Vec<(String, axum::body::Bytes, String)>> = Arc::new(
+        live.iter()
+            .flat_map(|(id, sid)| {
+                let url = format!("{base}/webhooks/status?call_id={id}");
+                statuses.iter().enumerate().map(move |(seq, status)| {
+                    let mut form: Vec<(String, String)> = vec![
+                        ("CallSid".into(), sid.to_string()),
+                        ("CallStatus".into(), (*status).into()),
+                        ("SequenceNumber".into(), seq.to_string()),
+                        ("To".into(), "+919876543210".into()),
+                        ("From".into(), "+15005550006".into()),
+                    ];
+                    if *status == "completed" {
+                        form.push(("CallDuration".into(), "42".into()));
+                    }
+                    let sig = sign(token, &url, &form);
+                    let body = serde_urlencoded::to_string(&form).unwrap();
+                    (url.clone(), axum::body::Bytes::from(body), sig)
+                })
             })
             .collect(),
     );
@@ -151,12 +189,21 @@ async fn callbacks(duration: Duration, rounds: usize) {
         .pool_max_idle_per_host(CONNECTIONS)
         .build()
         .unwrap();
-    let send = |url: String| {
-        let (client, bodies) = (client.clone(), bodies.clone());
+    // callbot's requests are taken in order, each once (while they last); the bare endpoint
+    // gets the same bodies.
+    let cursor = Arc::new(AtomicU64::new(0));
+    let send = |to_bare: bool| {
+        let (client, requests, cursor) = (client.clone(), requests.clone(), cursor.clone());
+        let bare_url = bare_url.clone();
         move |i: u64| {
-            let (body, sig) = &bodies[(i % 300) as usize];
+            let i = if to_bare {
+                i
+            } else {
+                cursor.fetch_add(1, Ordering::Relaxed)
+            };
+            let (url, body, sig) = &requests[(i % requests.len() as u64) as usize];
             client
-                .post(&url)
+                .post(if to_bare { &bare_url } else { url })
                 .header("X-Twilio-Signature", sig)
                 .header("Content-Type", "application/x-www-form-urlencoded")
                 .body(body.clone())
@@ -165,8 +212,8 @@ async fn callbacks(duration: Duration, rounds: usize) {
     // Rounds alternate between the two servers so drift on a shared machine hits both.
     let (mut bare, mut ours, mut ratios) = (vec![], vec![], vec![]);
     for _ in 0..rounds {
-        let b = hammer(duration, send(bare_url.clone())).await;
-        let c = hammer(duration, send(url.clone())).await;
+        let b = hammer(duration, send(true)).await;
+        let c = hammer(duration, send(false)).await;
         bare.push(b);
         ours.push(c);
         ratios.push(c / b);
@@ -175,8 +222,10 @@ async fn callbacks(duration: Duration, rounds: usize) {
             c / b
         );
     }
+    let sent = cursor.load(Ordering::Relaxed);
+    let fresh = sent.min(requests.len() as u64);
     println!(
-        "callbacks: callbot {:.0} signed callbacks/s, bare axum {:.0} req/s, ratio {:.2} (medians of {rounds} alternating rounds of {duration:?}, {CONNECTIONS} connections)",
+        "callbacks: callbot {:.0} signed callbacks/s, bare axum {:.0} req/s, ratio {:.2} (medians of {rounds} alternating rounds of {duration:?}, {CONNECTIONS} connections; {fresh} of {sent} callbacks were each a live call's next status)",
         median(&mut ours),
         median(&mut bare),
         median(&mut ratios)

@@ -144,10 +144,10 @@ pub struct AccessSettings {
     #[serde(deserialize_with = "list")]
     pub countries: Vec<String>,
     /// Numbers (E.164) always allowed, whatever their country.
-    #[serde(deserialize_with = "list")]
+    #[serde(deserialize_with = "number_list")]
     pub allow_numbers: Vec<String>,
     /// Numbers (E.164) never called.
-    #[serde(deserialize_with = "list")]
+    #[serde(deserialize_with = "number_list")]
     pub deny_numbers: Vec<String>,
 }
 
@@ -185,6 +185,36 @@ fn list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
     Ok(items
         .into_iter()
         .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect())
+}
+
+/// A list of E.164 numbers. The environment provider reads a lone `+14155550100` as the
+/// integer 14155550100, sign and all gone: an integer here is a number that had its `+`.
+fn number_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Item {
+        Number(u64),
+        Text(String),
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<Item>),
+        One(Item),
+    }
+    let items = match OneOrMany::deserialize(d)? {
+        OneOrMany::Many(v) => v,
+        OneOrMany::One(Item::Text(s)) => s.split(',').map(|s| Item::Text(s.to_owned())).collect(),
+        OneOrMany::One(n) => vec![n],
+    };
+    Ok(items
+        .into_iter()
+        .map(|i| match i {
+            Item::Number(n) => format!("+{n}"),
+            Item::Text(s) => s.trim().to_owned(),
+        })
         .filter(|s| !s.is_empty())
         .collect())
 }
@@ -679,7 +709,27 @@ mod tests {
             jail.set_env("CALLBOT_BIND", "127.0.0.1:9999");
             jail.set_env("TWILIO_AUTH_TOKEN", "tok");
             jail.set_env("CALLBOT_CALLS__CPS", "7");
+            // The access names the Security section documents.
+            jail.set_env("CALLBOT_ACCESS__TELEGRAM_CHATS", "-100123");
+            jail.set_env("CALLBOT_ACCESS__SLACK_TEAMS", "T0123ABCD");
+            jail.set_env("CALLBOT_ACCESS__SLACK_USERS", "U01,U02");
+            jail.set_env("CALLBOT_ACCESS__OPEN", "true");
+            jail.set_env("CALLBOT_LIMITS__PER_USER_HOUR", "4");
+            jail.set_env("CALLBOT_LIMITS__PER_USER_DAY", "9");
+            // A lone number keeps its +; a list of them too.
+            jail.set_env("CALLBOT_ACCESS__ALLOW_NUMBERS", "+14155550100");
+            jail.set_env(
+                "CALLBOT_ACCESS__DENY_NUMBERS",
+                "+14155550101, +919876543210",
+            );
             let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.access.telegram_chats, ["-100123"]);
+            assert_eq!(s.access.slack_teams, ["T0123ABCD"]);
+            assert_eq!(s.access.slack_users, ["U01", "U02"]);
+            assert!(s.access.open);
+            assert_eq!((s.limits.per_user_hour, s.limits.per_user_day), (4, 9));
+            assert_eq!(s.access.allow_numbers, ["+14155550100"]);
+            assert_eq!(s.access.deny_numbers, ["+14155550101", "+919876543210"]);
             assert_eq!(s.server.bind.port(), 9999);
             assert_eq!(s.calls.cps, 7);
             assert_eq!(s.access.telegram_users, ["123", "456"]);

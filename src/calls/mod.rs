@@ -50,8 +50,12 @@ pub enum TelephonyError {
     },
     #[error("the telephony provider did not answer within {0:?}")]
     Timeout(Duration),
+    /// The connection broke after the request may have been sent: it may have taken effect.
     #[error("could not reach the telephony provider: {0}")]
     Network(String),
+    /// No connection could be made: the request was never sent.
+    #[error("could not reach the telephony provider: {0}")]
+    Unreachable(String),
     #[error("unexpected answer from the telephony provider: {0}")]
     Protocol(String),
     /// The provider accepted the request (2xx) but its answer was cut off or unreadable:
@@ -65,7 +69,7 @@ impl TelephonyError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Api { http_status, .. } => *http_status == 429 || *http_status >= 500,
-            Self::Timeout(_) | Self::Network(_) => true,
+            Self::Timeout(_) | Self::Network(_) | Self::Unreachable(_) => true,
             Self::Protocol(_) | Self::Unconfirmed(_) => false,
         }
     }

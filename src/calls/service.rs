@@ -299,6 +299,7 @@ impl CallService {
         let result = self
             .change(id, |call| {
                 call.attempts = attempts;
+                call.placed_at.get_or_insert(now);
                 call.apply(&update, now)
             })
             .await?;
@@ -387,7 +388,7 @@ impl CallService {
             .list(usize::MAX, &ListFilter::default())
             .await?
             .into_iter()
-            .filter(|c| !c.status.is_terminal() && c.sid.is_some() && c.created_at < cutoff)
+            .filter(|c| !c.status.is_terminal() && c.sid.is_some() && c.dialed_at() < cutoff)
             .collect();
         let mut closed = 0;
         for call in stale {

@@ -50,10 +50,18 @@ impl Interpreter {
     }
 
     /// `Ok(None)`: not for us. `Err`: a call request we cannot accept (show the reason).
-    pub async fn interpret(&self, text: &str) -> Result<Option<Command>, ParseError> {
+    /// The model is asked only for someone who may place calls (`allowed`): a stranger's
+    /// messages must not spend the operator's tokens.
+    pub async fn interpret(
+        &self,
+        text: &str,
+        allowed: bool,
+    ) -> Result<Option<Command>, ParseError> {
         let grammar = command::parse(text, self.region);
+        #[cfg(not(feature = "llm"))]
+        let _ = allowed;
         #[cfg(feature = "llm")]
-        if let Some(llm) = &self.llm {
+        if let Some(llm) = self.llm.as_ref().filter(|_| allowed) {
             let ask_model = match &grammar {
                 Ok(None) => true,
                 Err(

@@ -313,9 +313,26 @@ pub struct Call {
     pub attempts: u32,
     /// Highest Twilio SequenceNumber applied.
     pub last_sequence: Option<u64>,
+    /// When the provider accepted the call (its time limit runs from here, not from when it
+    /// was queued here).
+    #[serde(default)]
+    pub placed_at: Option<DateTime<Utc>>,
 }
 
 impl Call {
+    /// Where the call's time limit starts: when the provider accepted it, or when the
+    /// provider first reported on it, or (never dialed) when it was queued.
+    pub fn dialed_at(&self) -> DateTime<Utc> {
+        self.placed_at
+            .or_else(|| {
+                self.history
+                    .iter()
+                    .find(|(s, _)| *s != CallStatus::Queued)
+                    .map(|(_, at)| *at)
+            })
+            .unwrap_or(self.created_at)
+    }
+
     pub fn new(
         to: PhoneNumber,
         from: impl Into<CompactString>,
@@ -348,6 +365,7 @@ impl Call {
             origin,
             attempts: 0,
             last_sequence: None,
+            placed_at: None,
         }
     }
 

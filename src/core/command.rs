@@ -131,11 +131,13 @@ const MESSAGE_MARKERS: &[&str] = &[
 /// Parses one chat message. See the module docs for the grammar.
 pub fn parse(text: &str, region: Region) -> Result<Option<Command>, ParseError> {
     let text = normalize_spaces(text);
-    let core = strip_polite(&text);
+    let core = strip_polite(&text, true);
     if core.is_empty() {
         return Ok(None);
     }
-    if let Some(rest) = strip_call_verb(&core) {
+    // Polite words at the end may belong to the message ("… and say thank you"): a call is
+    // found after the leading ones only, and parse_call strips trailing ones off the number.
+    if let Some(rest) = strip_call_verb(&strip_polite(&text, false)) {
         return parse_call(rest, region).map(Some);
     }
     Ok(parse_other(&core))
@@ -186,17 +188,22 @@ fn normalize_spaces(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn strip_polite(text: &str) -> String {
+/// Strips polite words (and punctuation) from the start, and with `suffixes` from the end.
+fn strip_polite(text: &str, suffixes: bool) -> String {
+    let punct = |c: char| matches!(c, '!' | '?' | '.' | ',' | ' ' | ';');
     let mut s = text.trim();
     loop {
         let before = s.len();
-        s = s.trim_matches(|c: char| matches!(c, '!' | '?' | '.' | ',' | ' ' | ';'));
+        s = s.trim_start_matches(punct);
+        if suffixes {
+            s = s.trim_end_matches(punct);
+        }
         for p in POLITE_PREFIXES {
             if let Some(rest) = strip_word_prefix(s, p) {
                 s = rest;
             }
         }
-        for p in POLITE_SUFFIXES {
+        for p in POLITE_SUFFIXES.iter().filter(|_| suffixes) {
             if let Some(rest) = strip_word_suffix(s, p) {
                 s = rest;
             }
@@ -269,10 +276,17 @@ fn strip_number_lead(s: &str) -> &str {
 
 fn parse_call(rest: &str, region: Region) -> Result<Command, ParseError> {
     let (number_part, message) = split_message(rest);
-    let number_text = number_part.trim().trim_end_matches(['.', ',', '!', ';']);
-    let number_text = POLITE_SUFFIXES
-        .iter()
-        .fold(number_text, |s, p| strip_word_suffix(s, p).unwrap_or(s));
+    let mut number_text = number_part.trim();
+    loop {
+        let before = number_text.len();
+        number_text = number_text.trim_end_matches(['.', ',', '!', ';', '?', ' ']);
+        for p in POLITE_SUFFIXES {
+            number_text = strip_word_suffix(number_text, p).unwrap_or(number_text);
+        }
+        if number_text.len() == before {
+            break;
+        }
+    }
 
     let (number_span, trailing) = take_number(number_text);
     if number_span.chars().filter(char::is_ascii_digit).count() < 3 {
@@ -452,6 +466,19 @@ mod tests {
             (
                 "Call to +91 9876543210 and say Your table is ready",
                 Call("+919876543210", Some("Your table is ready")),
+            ),
+            // Polite words at the end of a message are the message's.
+            (
+                "call +91 9876543210 and say thank you",
+                Call("+919876543210", Some("thank you")),
+            ),
+            (
+                "please call +91 9876543210 and say come home please",
+                Call("+919876543210", Some("come home please")),
+            ),
+            (
+                "call +91 9876543210 please now!",
+                Call("+919876543210", None),
             ),
             (
                 "call +91 9876543210 say: hello there",

@@ -144,3 +144,31 @@ async fn servers_without_json_schema_get_plain_json_mode() {
         Some("+919876543210")
     );
 }
+
+#[cfg(feature = "telegram")]
+#[tokio::test]
+async fn only_people_who_may_call_reach_the_model() {
+    use crate::support::fake_telegram::{Chat, FakeTelegram, TOKEN};
+    use crate::telegram::{ALICE, BOB};
+    let (openai, twilio) = (FakeOpenAi::start().await, FakeTwilio::start().await);
+    let tg = FakeTelegram::start().await;
+    let mut s = twilio_settings(&twilio);
+    s.llm.base_url = Some(openai.base.clone());
+    s.llm.api_key = Some("sk-test-key-never-logged".to_owned().into());
+    s.llm.model = "test-model".into();
+    s.telegram.bot_token = Some(TOKEN.to_owned().into());
+    s.telegram.api_url = tg.base.clone();
+    s.access.telegram_users = vec![ALICE.id.to_string()];
+    let _app = TestApp::spawn(s).await;
+
+    // Bob is not on the allow-list: his words never cost a model request.
+    tg.push(tg.text(Chat::Private, BOB, NATURAL));
+    tg.wait_message("I couldn't find a phone number").await;
+    assert!(openai.requests().is_empty(), "{:?}", openai.requests());
+
+    openai.answer([call_answer("9876543210", "The meeting moved to 5pm")]);
+    tg.push(tg.text(Chat::Private, ALICE, NATURAL));
+    let create = twilio.wait_creates(1).await.remove(0);
+    assert_eq!(create.get("To"), Some("+919876543210"));
+    assert_eq!(openai.requests().len(), 1);
+}

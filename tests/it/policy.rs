@@ -118,6 +118,38 @@ async fn reaper_closes_a_call_that_never_got_callbacks_with_twilios_answer() {
 }
 
 #[tokio::test]
+async fn reaper_counts_the_time_limit_from_dialing_not_from_queueing() {
+    // At 1 call a second the third call waits two seconds in our queue: the time limit
+    // (2 s) must start when Twilio took it, or it would be hung up the moment it is dialed.
+    let twilio = FakeTwilio::start().await;
+    let mut s = twilio_settings(&twilio);
+    s.calls.cps = 1;
+    s.calls.time_limit_secs = 2;
+    s.calls.reap_margin_secs = 0;
+    s.calls.reap_interval_ms = 100;
+    let app = TestApp::spawn(s).await;
+    let mut ids = vec![];
+    for n in 0..3 {
+        ids.push(app.place(&format!("call +91 98765 4321{n}")).await);
+    }
+    for id in &ids {
+        let call = app
+            .wait_for(id, Duration::from_secs(15), |c| c.status.is_terminal())
+            .await;
+        let placed = call.placed_at.expect("placed");
+        let ended = call.history.last().unwrap().1;
+        assert!(
+            ended - placed >= chrono::Duration::seconds(2),
+            "reaped {} after dialing: {call:#?}",
+            ended - placed
+        );
+    }
+    // The third call really waited in the queue.
+    let third = app.call(&ids[2]).await;
+    assert!(third.placed_at.unwrap() - third.created_at >= chrono::Duration::milliseconds(1500));
+}
+
+#[tokio::test]
 async fn reaper_fails_a_call_twilio_does_not_know() {
     let twilio = FakeTwilio::start().await;
     let mut s = twilio_settings(&twilio);
@@ -151,5 +183,50 @@ async fn check_config_shows_the_effective_policy() {
     assert!(
         text.contains("limits:          10/hour and 50/day per requester, 3/hour per number"),
         "{text}"
+    );
+}
+
+/// Runs on one thread so that every task the app spawns logs through this test's subscriber.
+#[cfg(all(feature = "telegram", feature = "slack", feature = "llm"))]
+#[tokio::test(flavor = "current_thread")]
+async fn every_request_writes_one_audit_event_without_the_message_text() {
+    let logs = crate::hostile::Captured::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("callbot::audit=info"))
+        .with_writer(move || sink.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let twilio = FakeTwilio::start().await;
+    let app = TestApp::spawn(twilio_settings(&twilio)).await;
+    app.place("call +91 98765 43210 and say the secret plan")
+        .await;
+    let (status, _) = app.prompt("call +49 30 901820").await;
+    assert_eq!(status, 422);
+
+    let events: Vec<serde_json::Value> = logs
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{events:#?}");
+    let fields = |e: &serde_json::Value| {
+        let f = &e["fields"];
+        ["platform", "requester", "destination", "decision", "reason"]
+            .map(|k| f[k].as_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(
+        fields(&events[0]),
+        ["web", "web", "+919876543210", "allow", ""].map(String::from)
+    );
+    assert_eq!(
+        fields(&events[1]),
+        ["web", "web", "+4930901820", "refuse", "country"].map(String::from)
+    );
+    assert_eq!(events[0]["fields"]["message_chars"], 15);
+    assert!(
+        !logs.text().contains("secret plan"),
+        "no message text at info"
     );
 }

@@ -18,7 +18,7 @@ pub(crate) const ALICE: TgUser = TgUser {
     username: "alice",
 };
 /// Not on the allow-list.
-const BOB: TgUser = TgUser {
+pub(crate) const BOB: TgUser = TgUser {
     id: 222,
     first_name: "Bob",
     username: "bob",
@@ -427,6 +427,15 @@ async fn webhook_mode_sets_the_webhook_and_rejects_a_wrong_secret() {
     assert_eq!(
         env.post_webhook(&update, Some(&format!("{SECRET}x"))).await,
         401
+    );
+    // Nothing happened: no call, no message.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(env.twilio.creates().is_empty());
+    assert_eq!(
+        tg.transcript_from(0).len(),
+        3,
+        "{:#?}",
+        tg.transcript_from(0)
     );
     // Rejected updates were not taken: the same update with the right secret is new.
     assert_eq!(env.post_webhook(&update, Some(SECRET)).await, 200);

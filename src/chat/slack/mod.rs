@@ -236,7 +236,7 @@ impl Slack {
     ) -> Result<&'a str, (StatusCode, &'static str)> {
         let reject = |reason: &dyn std::fmt::Display| {
             warn!(route, %reason, "rejected a request not signed by Slack");
-            webhook_metric(route, "unauthorized");
+            webhook_metric(route, "bad_signature");
             (StatusCode::UNAUTHORIZED, "invalid Slack signature")
         };
         let Some(verifier) = &self.verifier else {
@@ -253,7 +253,7 @@ impl Slack {
                 text,
             )
             .map_err(|e| reject(&e))?;
-        webhook_metric(route, "ok");
+        webhook_metric(route, "accepted");
         Ok(text)
     }
 }
@@ -440,7 +440,13 @@ impl Slack {
 
     /// Interprets a text and does what it asks.
     async fn act(&self, who: &Who, text: &str) -> Answer {
-        match self.ctx.interpreter.interpret(text).await {
+        let allowed = self
+            .ctx
+            .service
+            .policy()
+            .check_identity(&who.origin())
+            .is_ok();
+        match self.ctx.interpreter.interpret(text, allowed).await {
             Ok(Some(cmd)) => self.run(who, cmd).await,
             Ok(None) => Answer::Say(Reply::text(format!(
                 "I didn't understand that.\n{}",

@@ -191,7 +191,10 @@ impl Telegram {
         let span = info_span!("telegram_message", chat = msg.chat.id.0, user = from.id.0);
         async {
             let target = Target::of(msg);
-            let command = match self.ctx.interpreter.interpret(&body).await {
+            let mut requester = Origin::new(Platform::Telegram, from.id.0.to_string());
+            requester.chat = msg.chat.id.0.to_compact_string();
+            let allowed = self.ctx.service.policy().check_identity(&requester).is_ok();
+            let command = match self.ctx.interpreter.interpret(&body, allowed).await {
                 Ok(Some(command)) => command,
                 Ok(None) => {
                     self.reply(target, ParseError::NotUnderstood.to_string(), None)

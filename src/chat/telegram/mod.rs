@@ -196,6 +196,11 @@ struct Webhook {
     secret: SecretString,
 }
 
+fn webhook_metric(result: &'static str) {
+    metrics::counter!("callbot_webhook_requests_total", "route" => "telegram", "result" => result)
+        .increment(1);
+}
+
 /// `POST /telegram/webhook`: checks the secret, records the update, answers at once.
 async fn webhook(State(hook): State<Arc<Webhook>>, headers: HeaderMap, body: Bytes) -> StatusCode {
     let given = headers
@@ -204,13 +209,18 @@ async fn webhook(State(hook): State<Arc<Webhook>>, headers: HeaderMap, body: Byt
         .unwrap_or_default();
     if !bool::from(given.ct_eq(hook.secret.expose_secret().as_bytes())) {
         warn!("telegram webhook with a missing or wrong secret token");
+        webhook_metric("bad_signature");
         return StatusCode::UNAUTHORIZED;
     }
     match serde_json::from_slice::<Update>(&body) {
-        Ok(update) => hook.tg.accept(update),
+        Ok(update) => {
+            webhook_metric("accepted");
+            hook.tg.accept(update);
+        }
         // Telegram only sends JSON: a body that is not JSON at all is refused.
         Err(e) if e.is_syntax() || e.is_eof() => {
             warn!(error = %e, "telegram webhook body is not JSON");
+            webhook_metric("malformed");
             return StatusCode::BAD_REQUEST;
         }
         // JSON we cannot model (a newer update type): answer 200 anyway, or Telegram would

@@ -153,7 +153,7 @@ async fn prompt(State(state): State<Arc<WebState>>, headers: HeaderMap, body: By
             r#"Send JSON like {"command": "Call to +91 9876543210"}."#,
         );
     };
-    let parsed = match state.ctx.interpreter.interpret(&body.command).await {
+    let parsed = match state.ctx.interpreter.interpret(&body.command, true).await {
         Ok(Some(cmd)) => cmd,
         Ok(None) => {
             return error(

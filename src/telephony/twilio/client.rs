@@ -197,6 +197,8 @@ impl TwilioClient {
     fn transport_error(&self, e: &reqwest::Error) -> TelephonyError {
         if e.is_timeout() {
             TelephonyError::Timeout(self.timeout)
+        } else if e.is_connect() {
+            TelephonyError::Unreachable(e.without_url_ref())
         } else {
             // Without the URL: it carries the account sid, and the error goes to users.
             TelephonyError::Network(e.without_url_ref().to_string())
