@@ -624,6 +624,30 @@ mod tests {
     }
 
     #[test]
+    fn every_refused_number_type_is_refused_in_an_allowed_country() {
+        // libphonenumber's own example number of each type (PhoneNumberMetadata.xml).
+        let cases = [
+            ("IN", "+9118603451234", "shared-cost"),
+            ("IN", "+911409305260", "universal access"),
+            ("IN", "+911861123456789", "premium-rate"),
+            ("GB", "+445612345678", "VoIP"),
+            ("GB", "+447640123456", "pager"),
+            ("GB", "+447012345678", "personal-number"),
+            ("AU", "+611300123456", "shared-cost"),
+        ];
+        let me = telegram("111", "5");
+        for (country, number, label) in cases {
+            let p = Policy {
+                countries: [country.to_owned()].into(),
+                ..policy()
+            };
+            let refusal = check(&p, &me, number, &Usage::default(), t0()).unwrap_err();
+            assert_eq!(refusal.code(), "number_type", "{number}: {refusal}");
+            assert!(refusal.to_string().contains(label), "{number}: {refusal}");
+        }
+    }
+
+    #[test]
     fn message_length_is_capped() {
         let p = policy();
         let me = telegram("111", "5");

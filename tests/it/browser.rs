@@ -155,6 +155,14 @@ async fn console_places_a_call_shows_errors_and_cancels_in_a_real_browser() {
     ringing.click().await.unwrap();
     wait_for(&client, "tr[data-status='canceled']").await;
 
+    // A failed and a busy call: the failure shows its reason.
+    submit(&client, "call +91 98765 43212 and say The order is delayed").await;
+    let failed = wait_for(&client, "tr[data-status='failed']").await;
+    let text = failed.text().await.unwrap();
+    assert!(text.contains("SIP 404"), "the reason shows: {text}");
+    submit(&client, "call +91 98765 43210").await;
+    wait_for(&client, "tr[data-status='busy']").await;
+
     let still = client
         .execute("return window.__notReloaded === true;", vec![])
         .await
@@ -171,7 +179,11 @@ async fn console_places_a_call_shows_errors_and_cancels_in_a_real_browser() {
             .text()
             .await
             .unwrap();
-        if stats.contains("canceled") && stats.contains("0\nLive now") {
+        if stats.contains("canceled")
+            && stats.contains("failed")
+            && stats.contains("busy")
+            && stats.contains("0\nLive now")
+        {
             break stats;
         }
         assert!(
@@ -181,7 +193,11 @@ async fn console_places_a_call_shows_errors_and_cancels_in_a_real_browser() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(stats.contains("Calls today"), "{stats}");
-    assert!(stats.contains("50%\nAnswered"), "{stats}");
+    assert!(stats.contains("4\nCalls today"), "{stats}");
+    assert!(stats.contains("25%\nAnswered"), "{stats}");
+    // The last thing typed was a bad number: its reason stays next to the box.
+    submit(&client, "Call to +91 12345").await;
+    wait_for(&client, "#result.error").await;
 
     let png = client.screenshot().await.unwrap();
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png");

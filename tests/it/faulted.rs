@@ -234,8 +234,8 @@ mod telegram {
 #[cfg(feature = "slack")]
 mod slack {
     use super::*;
-    use crate::slack::{ALICE, FORM, command_body, now, with_slack};
-    use crate::support::fake_slack::{FakeSlack, SIGNING_SECRET, signature};
+    use crate::slack::{ALICE, signed_command, with_slack};
+    use crate::support::fake_slack::FakeSlack;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn slack_commands_with_30_percent_of_provider_calls_faulted_each_end_with_one_outcome() {
@@ -255,27 +255,14 @@ mod slack {
             .enable(seed.wrapping_add(2), RATE, Duration::from_millis(1300));
         let _player = twilio.autoplay();
 
-        let url = format!("{}/slack/commands", app.base);
         futures::stream::iter(0..n)
             .for_each_concurrent(32, |i| {
-                let body = command_body(
-                    ALICE,
-                    &format!("{} and say fault run {i}", number(i)),
-                    &slack.response_url(&format!("r{i}")),
-                );
-                let (http, url) = (app.http.clone(), url.clone());
+                let text = format!("{} and say fault run {i}", number(i));
+                let (app, slack) = (&app, &slack);
                 async move {
-                    let ts = now().to_string();
-                    let res = http
-                        .post(&url)
-                        .header("content-type", FORM)
-                        .header("x-slack-request-timestamp", &ts)
-                        .header("x-slack-signature", signature(SIGNING_SECRET, &ts, &body))
-                        .body(body)
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(res.status(), 200, "request {i}");
+                    let (status, ..) =
+                        signed_command(app, slack, ALICE, &text, &format!("r{i}")).await;
+                    assert_eq!(status, 200, "request {i}");
                 }
             })
             .await;

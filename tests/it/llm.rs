@@ -172,3 +172,41 @@ async fn only_people_who_may_call_reach_the_model() {
     assert_eq!(create.get("To"), Some("+919876543210"));
     assert_eq!(openai.requests().len(), 1);
 }
+
+#[cfg(feature = "slack")]
+#[tokio::test]
+async fn a_slow_model_never_delays_the_slack_acknowledgement() {
+    use crate::slack::{ALICE, with_slack};
+    use crate::support::fake_slack::FakeSlack;
+    let (openai, twilio) = (FakeOpenAi::start().await, FakeTwilio::start().await);
+    let slack = FakeSlack::start().await;
+    let mut s = with_slack(twilio_settings(&twilio), &slack);
+    s.llm.base_url = Some(openai.base.clone());
+    s.llm.api_key = Some("sk-test-key-never-logged".to_owned().into());
+    s.llm.model = "test-model".into();
+    let app = TestApp::spawn(s).await;
+    openai.answer([Answer::Late(
+        Duration::from_millis(2500),
+        json!({"intent": "call", "number": "+919876543210", "message": "the deploy is done", "language": "en"}),
+    )]);
+
+    // No call verb: only the model reads it, and it takes 2.5 s.
+    let (status, ack, took) = crate::slack::signed_command(
+        &app,
+        &slack,
+        ALICE,
+        "get +91 98765 43210 on the line and tell them the deploy is done",
+        "late",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(took < Duration::from_secs(2), "acked after {took:?}");
+    assert_eq!(ack["text"], "Working on it…", "{ack}");
+    // The model's answer places the call, and the reply follows through the response_url.
+    let create = twilio.wait_creates(1).await.remove(0);
+    assert_eq!(create.get("To"), Some("+919876543210"));
+    let late = slack
+        .wait_for("the late reply", |r| r.method == "response_url")
+        .await;
+    assert_eq!(late.path, "late");
+}

@@ -74,14 +74,7 @@ impl Chat {
 
     /// `/call {text}` as `user`; returns the HTTP status, the JSON answer and how long it took.
     async fn command(&self, user: &str, text: &str, reply_id: &str) -> (u16, Value, Duration) {
-        let body = command_body(user, text, &self.slack.response_url(reply_id));
-        let start = Instant::now();
-        let res = self
-            .post_signed("/slack/commands", FORM, &body, now(), SIGNING_SECRET, &[])
-            .await;
-        let took = start.elapsed();
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null), took)
+        signed_command(&self.app, &self.slack, user, text, reply_id).await
     }
 
     /// An Events API callback carrying `event`.
@@ -157,14 +150,41 @@ impl Chat {
     }
 }
 
-pub(crate) const FORM: &str = "application/x-www-form-urlencoded";
+/// `/call {text}` as `user`, signed as Slack signs it; the HTTP status, the JSON answer and
+/// how long it took. Its response_url posts back to `slack` as `reply_id`.
+pub(crate) async fn signed_command(
+    app: &TestApp,
+    slack: &FakeSlack,
+    user: &str,
+    text: &str,
+    reply_id: &str,
+) -> (u16, Value, Duration) {
+    let body = command_body(user, text, &slack.response_url(reply_id));
+    let ts = now().to_string();
+    let start = Instant::now();
+    let res = app
+        .http
+        .post(format!("{}/slack/commands", app.base))
+        .header("content-type", FORM)
+        .header("x-slack-request-timestamp", &ts)
+        .header("x-slack-signature", signature(SIGNING_SECRET, &ts, &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let took = start.elapsed();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null), took)
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
 const JSON: &str = "application/json";
 
-pub(crate) fn now() -> i64 {
+fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-pub(crate) fn command_body(user: &str, text: &str, response_url: &str) -> String {
+fn command_body(user: &str, text: &str, response_url: &str) -> String {
     serde_urlencoded::to_string([
         ("token", "legacy-verification-token"),
         ("team_id", TEAM),

@@ -23,6 +23,8 @@ pub enum Answer {
     Status(u16, &'static str),
     /// Answer after this long.
     Slow(Duration),
+    /// This JSON content, after this long.
+    Late(Duration, Value),
 }
 
 /// The fake model's reading of a user's text.
@@ -117,6 +119,10 @@ async fn completions(
             axum::Json(json!({ "error": { "message": message, "type": "invalid_request_error", "param": "response_format", "code": null } })),
         )
             .into_response(),
+        Some(Answer::Late(d, v)) => {
+            tokio::time::sleep(d).await;
+            completion(&v.to_string())
+        }
         Some(Answer::Slow(d)) => {
             tokio::time::sleep(d).await;
             completion(r#"{"intent":"none","number":null,"message":null,"language":null}"#)
