@@ -98,48 +98,71 @@ pub trait CallStore: Send + Sync + 'static {
     async fn stats(&self, now: DateTime<Utc>) -> Result<Stats, StoreError>;
 }
 
-/// Calls in this process: a moka cache bounded by count, forgotten after `ttl` idle.
+/// Calls in this process. Ended calls live in a moka cache bounded by count and forgotten
+/// after `ttl` idle; live calls (queued, ringing, talking) are kept apart and never evicted:
+/// losing one would lose its callbacks, its TwiML and its outcome message. Their number is
+/// bounded by the dialer's queue and `limits.max_concurrent`. A call moves to the bounded
+/// cache when it ends.
 ///
 /// The sid index holds live calls only: callbacks find their call by the id in our callback
 /// URL, and the index is the fallback for the few without it. A call leaves the index when
 /// it ends, which halves the per-call cost of history (BENCHMARKS.md, memory).
 pub struct MemoryStore {
-    calls: Cache<CallId, Arc<Mutex<Call>>>,
+    live: Cache<CallId, Arc<Mutex<Call>>>,
+    ended: Cache<CallId, Arc<Mutex<Call>>>,
     by_sid: Cache<CallSid, CallId>,
 }
 
 impl MemoryStore {
     pub fn new(capacity: u64, ttl: Duration) -> Self {
         Self {
-            calls: Cache::builder()
+            live: Cache::builder().build(),
+            ended: Cache::builder()
                 .max_capacity(capacity)
                 .time_to_idle(ttl)
                 .build(),
-            by_sid: Cache::builder()
-                .max_capacity(capacity)
-                .time_to_idle(ttl)
-                .build(),
+            by_sid: Cache::builder().build(),
         }
     }
 
+    fn cell(&self, id: &CallId) -> Option<Arc<Mutex<Call>>> {
+        self.live.get(id).or_else(|| self.ended.get(id))
+    }
+
+    /// Every call once (one that is moving from live to ended is in both for a moment).
+    fn cells(&self) -> impl Iterator<Item = Arc<Mutex<Call>>> + '_ {
+        let live: std::collections::HashSet<CallId> =
+            self.live.iter().map(|(id, _)| (*id).clone()).collect();
+        self.live.iter().map(|(_, c)| c).chain(
+            self.ended
+                .iter()
+                .filter(move |(id, _)| !live.contains(&**id))
+                .map(|(_, c)| c),
+        )
+    }
+
     fn snapshot(&self) -> Vec<Call> {
-        self.calls.iter().map(|(_, c)| c.lock().clone()).collect()
+        self.cells().map(|c| c.lock().clone()).collect()
     }
 }
 
 #[async_trait]
 impl CallStore for MemoryStore {
     async fn insert(&self, call: Call) -> Result<(), StoreError> {
-        if let Some(sid) = call.sid.as_ref().filter(|_| !call.status.is_terminal()) {
-            self.by_sid.insert(sid.clone(), call.id.clone());
+        let id = call.id.clone();
+        if call.status.is_terminal() {
+            self.ended.insert(id, Arc::new(Mutex::new(call)));
+        } else {
+            if let Some(sid) = &call.sid {
+                self.by_sid.insert(sid.clone(), id.clone());
+            }
+            self.live.insert(id, Arc::new(Mutex::new(call)));
         }
-        self.calls
-            .insert(call.id.clone(), Arc::new(Mutex::new(call)));
         Ok(())
     }
 
     async fn get(&self, id: &CallId) -> Result<Option<Call>, StoreError> {
-        Ok(self.calls.get(id).map(|c| c.lock().clone()))
+        Ok(self.cell(id).map(|c| c.lock().clone()))
     }
 
     async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<CallId>, StoreError> {
@@ -151,7 +174,7 @@ impl CallStore for MemoryStore {
         id: &CallId,
         change: Mutation<'_>,
     ) -> Result<Option<(Call, Applied)>, StoreError> {
-        let Some(cell) = self.calls.get(id) else {
+        let Some(cell) = self.cell(id) else {
             return Ok(None);
         };
         let (call, applied, new_sid) = {
@@ -165,6 +188,11 @@ impl CallStore for MemoryStore {
             if let Some(sid) = &call.sid {
                 self.by_sid.invalidate(sid);
             }
+            if self.live.contains_key(id) {
+                // Into the bounded cache first, so a reader always finds it somewhere.
+                self.ended.insert(id.clone(), cell);
+                self.live.invalidate(id);
+            }
         } else if let Some(sid) = new_sid {
             self.by_sid.insert(sid, id.clone());
         }
@@ -173,9 +201,8 @@ impl CallStore for MemoryStore {
 
     async fn list(&self, limit: usize, filter: &ListFilter) -> Result<Vec<Call>, StoreError> {
         let mut calls: Vec<Call> = self
-            .calls
-            .iter()
-            .filter_map(|(_, c)| {
+            .cells()
+            .filter_map(|c| {
                 let c = c.lock();
                 filter.matches(&c).then(|| c.clone())
             })
@@ -187,5 +214,75 @@ impl CallStore for MemoryStore {
 
     async fn stats(&self, now: DateTime<Utc>) -> Result<Stats, StoreError> {
         Ok(Stats::from_calls(&self.snapshot(), now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::call::{Origin, Platform, StatusUpdate};
+    use crate::core::phone::PhoneNumber;
+
+    fn call(n: u32) -> Call {
+        Call::new(
+            PhoneNumber::from_e164(&format!("+91987650{n:04}")).unwrap(),
+            "+15005550006",
+            "hello".into(),
+            "alice",
+            "en-US",
+            Origin::new(Platform::Web, "web"),
+            Utc::now(),
+        )
+    }
+
+    #[tokio::test]
+    async fn live_calls_are_never_evicted_and_ended_ones_are_bounded() {
+        let store = MemoryStore::new(10, Duration::from_secs(3600));
+        let calls: Vec<Call> = (0..200).map(call).collect();
+        for c in &calls {
+            store.insert(c.clone()).await.unwrap();
+        }
+        store.live.run_pending_tasks();
+        store.ended.run_pending_tasks();
+        for c in &calls {
+            assert!(
+                store.get(&c.id).await.unwrap().is_some(),
+                "a live call is kept"
+            );
+        }
+        assert_eq!(
+            store
+                .list(1000, &ListFilter::default())
+                .await
+                .unwrap()
+                .len(),
+            200
+        );
+        let done = StatusUpdate {
+            status: Some(CallStatus::Completed),
+            duration_secs: Some(3),
+            ..StatusUpdate::default()
+        };
+        for c in &calls {
+            let ended = store
+                .update(&c.id, &mut |call: &mut Call| call.apply(&done, Utc::now()))
+                .await
+                .unwrap()
+                .unwrap()
+                .0;
+            assert!(ended.status.is_terminal());
+        }
+        store.live.run_pending_tasks();
+        store.ended.run_pending_tasks();
+        assert_eq!(store.live.entry_count(), 0);
+        let kept = store
+            .list(1000, &ListFilter::default())
+            .await
+            .unwrap()
+            .len();
+        assert!(
+            kept <= 10,
+            "ended calls are bounded by the capacity: {kept}"
+        );
     }
 }

@@ -223,6 +223,12 @@ impl FakeTelegram {
         self.inner.recorded.lock().clone()
     }
 
+    /// The requests recorded after the first `mark` (for long runs: copies only the new ones).
+    pub fn recorded_since(&self, mark: usize) -> Vec<Recorded> {
+        let recorded = self.inner.recorded.lock();
+        recorded.get(mark..).unwrap_or_default().to_vec()
+    }
+
     /// Requests of one method, in order.
     pub fn requests(&self, method: &str) -> Vec<Recorded> {
         self.recorded()
