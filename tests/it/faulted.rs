@@ -101,6 +101,33 @@ fn check_calls_and_creates(calls: &[Call], twilio: &FakeTwilio, n: usize, seed: 
     );
 }
 
+/// Waits until `outcomes()` counts `n`, lets anything that would come twice come, turns the
+/// faults off and checks the calls against Twilio's creates; returns the calls.
+async fn finish(
+    app: &TestApp,
+    twilio: &FakeTwilio,
+    (chat, chat_faults): (&str, &faults::Faults),
+    outcomes: impl Fn() -> usize,
+    n: usize,
+    seed: u64,
+) -> Vec<Call> {
+    wait_until(
+        "an outcome for every request",
+        async || outcomes() >= n,
+        || format!("{} of {n} outcomes", outcomes()),
+        seed,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    print_faults("twilio", twilio.faults());
+    print_faults(chat, chat_faults);
+    twilio.faults().disable();
+    chat_faults.disable();
+    let calls = all_calls(app).await;
+    check_calls_and_creates(&calls, twilio, n, seed);
+    calls
+}
+
 fn print_faults(name: &str, f: &faults::Faults) {
     let (requests, drawn) = f.stats();
     println!("{name}: {requests} requests while faulting, faults {drawn:?}");
@@ -184,22 +211,15 @@ mod telegram {
             }
             by_request
         };
-        wait_until(
-            "an outcome for every request",
-            async || outcomes().len() >= n,
-            || format!("{} of {n} outcomes", outcomes().len()),
+        let calls = finish(
+            &app,
+            &twilio,
+            ("telegram", tg.faults()),
+            || outcomes().len(),
+            n,
             seed,
         )
         .await;
-        // Whatever would come twice has had time to.
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        print_faults("twilio", twilio.faults());
-        print_faults("telegram", tg.faults());
-        twilio.faults().disable();
-        tg.faults().disable();
-
-        let calls = all_calls(&app).await;
-        check_calls_and_creates(&calls, &twilio, n, seed);
         let by_to: HashMap<&str, &Call> = calls.iter().map(|c| (c.to.e164(), c)).collect();
         let outcomes = outcomes();
         let mut failed = 0;
@@ -276,21 +296,15 @@ mod slack {
                 .map(|r| r.text().to_owned())
                 .collect::<Vec<_>>()
         };
-        wait_until(
-            "an outcome for every command",
-            async || outcomes().len() >= n,
-            || format!("{} of {n} outcomes", outcomes().len()),
+        let calls = finish(
+            &app,
+            &twilio,
+            ("slack", slack.faults()),
+            || outcomes().len(),
+            n,
             seed,
         )
         .await;
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        print_faults("twilio", twilio.faults());
-        print_faults("slack", slack.faults());
-        twilio.faults().disable();
-        slack.faults().disable();
-
-        let calls = all_calls(&app).await;
-        check_calls_and_creates(&calls, &twilio, n, seed);
         let outcomes = outcomes();
         assert_eq!(outcomes.len(), n, "seed {seed}: {outcomes:#?}");
         let mut failed = 0;
