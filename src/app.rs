@@ -191,6 +191,19 @@ impl App {
             shutdown.clone(),
         );
 
+        // Histogram samples wait in the recorder until upkeep folds them into buckets; with
+        // nobody scraping /metrics they would pile up, one per Twilio request.
+        let upkeep = shutdown.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    () = upkeep.cancelled() => return,
+                    _ = every.tick() => crate::telemetry::metrics().run_upkeep(),
+                }
+            }
+        });
+
         let hooks = Arc::new(TwilioHooks {
             service: service.clone(),
             verifier: SignatureVerifier::new(webhook_token, &public_url),
