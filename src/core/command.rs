@@ -15,6 +15,8 @@
 //! `Err(reason)` when it is a call request we cannot accept (the reason is shown to the user),
 //! and numbers are normalized to E.164 with [`PhoneNumber::parse`].
 
+use std::borrow::Cow;
+
 use super::phone::{PhoneError, PhoneNumber, Region};
 
 /// What a message asks callbot to do.
@@ -129,18 +131,25 @@ const MESSAGE_MARKERS: &[&str] = &[
 ];
 
 /// Parses one chat message. See the module docs for the grammar.
+///
+/// Every step borrows from the text; the only allocations are a space-normalized copy when
+/// the text needs one and the parts of the answer (BENCHMARKS.md: parsing).
 pub fn parse(text: &str, region: Region) -> Result<Option<Command>, ParseError> {
     let text = normalize_spaces(text);
-    let core = strip_polite(&text, true);
+    // Polite words at the end may belong to the message ("… and say thank you"): a call is
+    // found after the leading ones only, and parse_call strips trailing ones off the number.
+    let lead = strip_polite(&text, false);
+    if lead.is_empty() {
+        return Ok(None);
+    }
+    if let Some(rest) = strip_call_verb(lead) {
+        return parse_call(rest, region).map(Some);
+    }
+    let core = strip_polite(lead, true);
     if core.is_empty() {
         return Ok(None);
     }
-    // Polite words at the end may belong to the message ("… and say thank you"): a call is
-    // found after the leading ones only, and parse_call strips trailing ones off the number.
-    if let Some(rest) = strip_call_verb(&strip_polite(&text, false)) {
-        return parse_call(rest, region).map(Some);
-    }
-    Ok(parse_other(&core))
+    Ok(parse_other(core))
 }
 
 /// status / list / cancel / help. Ids keep their case (they are case-sensitive tokens).
@@ -184,12 +193,30 @@ fn strip_bot_suffix(word: &str) -> &str {
     word.split_once('@').map_or(word, |(w, _)| w)
 }
 
-fn normalize_spaces(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+/// Collapses runs of whitespace to one space and trims; borrows when there is nothing to do
+/// (the usual chat line).
+fn normalize_spaces(text: &str) -> Cow<'_, str> {
+    let mut previous_space = true;
+    let clean = text.chars().all(|c| {
+        let ok = !c.is_whitespace() || (c == ' ' && !previous_space);
+        previous_space = c.is_whitespace();
+        ok
+    }) && !previous_space;
+    if clean || text.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    for word in text.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    Cow::Owned(out)
 }
 
 /// Strips polite words (and punctuation) from the start, and with `suffixes` from the end.
-fn strip_polite(text: &str, suffixes: bool) -> String {
+fn strip_polite(text: &str, suffixes: bool) -> &str {
     let punct = |c: char| matches!(c, '!' | '?' | '.' | ',' | ' ' | ';');
     let mut s = text.trim();
     loop {
@@ -198,21 +225,27 @@ fn strip_polite(text: &str, suffixes: bool) -> String {
         if suffixes {
             s = s.trim_end_matches(punct);
         }
+        // Only words that start with the text's first letter can match.
+        let first = s.as_bytes().first().map(u8::to_ascii_lowercase);
         for p in POLITE_PREFIXES {
-            if let Some(rest) = strip_word_prefix(s, p) {
+            if p.as_bytes().first() == first.as_ref()
+                && let Some(rest) = strip_word_prefix(s, p)
+            {
                 s = rest;
             }
         }
-        for p in POLITE_SUFFIXES.iter().filter(|_| suffixes) {
-            if let Some(rest) = strip_word_suffix(s, p) {
-                s = rest;
+        if suffixes {
+            for p in POLITE_SUFFIXES {
+                if let Some(rest) = strip_word_suffix(s, p) {
+                    s = rest;
+                }
             }
         }
         if s.len() == before {
             break;
         }
     }
-    s.to_owned()
+    s
 }
 
 /// Strips `word` (case-insensitive) from the start of `s` when followed by a word boundary.
@@ -311,25 +344,56 @@ fn parse_call(rest: &str, region: Region) -> Result<Command, ParseError> {
 /// Splits "NUMBER and say TEXT" / "NUMBER \"TEXT\"" into the number part and the message.
 /// Whichever comes first wins: a marker ("and say") or an opening quote.
 fn split_message(rest: &str) -> (&str, Option<String>) {
-    // ASCII lowercasing keeps byte offsets, so positions found in `padded` map onto `rest`.
-    let padded = format!(" {}", rest.to_ascii_lowercase());
-    // Found in `padded`: the marker spans `at..at + len` there, which is one byte left of
-    // the same span in `rest` (the marker's leading space may be the padding itself).
-    let marker = MESSAGE_MARKERS
-        .iter()
-        .filter_map(|m| padded.find(m).map(|at| (at, m.len())))
-        .min_by_key(|&(at, len)| (at, usize::MAX - len));
+    let marker = find_marker(rest);
     let quote = rest.find(['"', '“', '«']);
     match (marker, quote) {
-        (Some((at, _)), Some(open)) if open < at.saturating_sub(1) => split_quoted(rest, open),
+        (Some((at, _)), Some(open)) if open < at => split_quoted(rest, open),
         (None, Some(open)) => split_quoted(rest, open),
         (Some((at, len)), _) => {
-            let number_end = at.saturating_sub(1);
-            let msg_start = (at + len - 1).min(rest.len());
-            (&rest[..number_end], clean_message(&rest[msg_start..]))
+            let msg_start = (at + len).min(rest.len());
+            (&rest[..at], clean_message(&rest[msg_start..]))
         }
         (None, None) => (rest, None),
     }
+}
+
+/// The earliest message marker in `" " + rest`, case-insensitive, longest at that place:
+/// where it starts in `rest` (its leading space may be the virtual one before the text) and
+/// how many bytes of `rest` it covers. One pass over the text; trying each of the markers
+/// with `str::find` in turn spent most of a parse building substring searchers.
+fn find_marker(rest: &str) -> Option<(usize, usize)> {
+    let bytes = rest.as_bytes();
+    // Position 0 is the virtual space; position p > 0 is byte p - 1 of `rest`.
+    let starts = std::iter::once(0).chain(
+        bytes
+            .iter()
+            .enumerate()
+            .filter(|&(_, &b)| matches!(b, b' ' | b':' | b','))
+            .map(|(i, _)| i + 1),
+    );
+    for p in starts {
+        let (head, text) = if p == 0 {
+            (b' ', bytes)
+        } else {
+            (bytes[p - 1], &bytes[p..])
+        };
+        let longest = MESSAGE_MARKERS
+            .iter()
+            .map(|m| m.as_bytes())
+            .filter(|m| {
+                m[0] == head
+                    && text
+                        .get(..m.len() - 1)
+                        .is_some_and(|t| t.eq_ignore_ascii_case(&m[1..]))
+            })
+            .map(<[u8]>::len)
+            .max();
+        if let Some(len) = longest {
+            let at = p.saturating_sub(1);
+            return Some((at, len - usize::from(p == 0)));
+        }
+    }
+    None
 }
 
 /// The quoted text is the message; what precedes it (minus a marker) is the number.
@@ -665,6 +729,33 @@ mod tests {
         })
     }
 
+    /// The marker search as it was before the one-pass scan: every marker searched for in
+    /// the lowercased text, earliest then longest wins. `find_marker` must agree with it.
+    fn find_marker_by_search(rest: &str) -> Option<(usize, usize)> {
+        let padded = format!(" {}", rest.to_ascii_lowercase());
+        MESSAGE_MARKERS
+            .iter()
+            .filter_map(|m| padded.find(m).map(|at| (at, m.len())))
+            .min_by_key(|&(at, len)| (at, usize::MAX - len))
+            .map(|(at, len)| (at.saturating_sub(1), if at == 0 { len - 1 } else { len }))
+    }
+
+    /// Texts made of markers, digits, words and odd characters, so markers overlap, touch
+    /// and start the text.
+    fn marker_soup() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            prop::sample::select(MESSAGE_MARKERS.to_vec()).prop_map(str::to_owned),
+            prop::sample::select(MESSAGE_MARKERS.to_vec()).prop_map(str::to_uppercase),
+            Just("+91 98765 43210".to_owned()),
+            Just("say".to_owned()),
+            Just("and".to_owned()),
+            Just(" ".to_owned()),
+            Just(":".to_owned()),
+            "\\PC{0,3}",
+        ];
+        prop::collection::vec(piece, 0..8).prop_map(|v| v.concat())
+    }
+
     proptest! {
         #[test]
         fn formatting_variants_parse_to_one_e164(number in variants(), verb in prop_oneof![Just("call"), Just("Dial"), Just("/call"), Just("please ring")]) {
@@ -678,6 +769,18 @@ mod tests {
             // multi-byte character, sliced one byte into that character.
             let _ = parse(&format!("call  and tell {text}"), india());
             let _ = parse(&format!("call and say {text}"), india());
+        }
+
+        #[test]
+        fn the_one_pass_marker_scan_finds_what_searching_each_marker_found(text in marker_soup()) {
+            prop_assert_eq!(find_marker(&text), find_marker_by_search(&text));
+        }
+
+        #[test]
+        fn spaces_are_normalized_as_split_whitespace_does(text in "[ a\t\n\u{a0}\u{2003}é]{0,12}") {
+            let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            let normalized = normalize_spaces(&text);
+            prop_assert_eq!(normalized.as_ref(), joined.as_str());
         }
 
         #[test]
