@@ -45,7 +45,7 @@ fn main() {
         rt.block_on(if smoke {
             callbacks(Duration::from_millis(300), 1, 2_000)
         } else {
-            callbacks(Duration::from_secs(3), 5, 60_000)
+            callbacks(Duration::from_millis(1500), 10, 80_000)
         });
     }
     if run("pacing") {
@@ -57,11 +57,31 @@ fn main() {
     }
 }
 
-/// Sends as many requests as `CONNECTIONS` workers can for `duration`; returns requests/s.
+/// CPU time this process has used (user + system), from /proc/self/stat.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 (1-based), 11 and 12 after the name; 100 Hz.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// One round of [`hammer`]: requests per second, and CPU time (client, server and kernel
+/// together, all in this process) per request.
+struct Round {
+    rate: f64,
+    cpu_per_request: Duration,
+}
+
+/// Sends as many requests as `CONNECTIONS` workers can for `duration`.
 async fn hammer(
     duration: Duration,
     make: impl Fn(u64) -> reqwest::RequestBuilder + Send + Sync + 'static,
-) -> f64 {
+) -> Round {
     let make = Arc::new(make);
     let count = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + duration;
@@ -79,11 +99,15 @@ async fn hammer(
             })
         })
         .collect();
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), process_cpu());
     for w in workers {
         w.await.unwrap();
     }
-    count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    let n = count.load(Ordering::Relaxed).max(1);
+    Round {
+        rate: n as f64 / started.elapsed().as_secs_f64(),
+        cpu_per_request: (process_cpu() - cpu) / u32::try_from(n).unwrap_or(u32::MAX),
+    }
 }
 
 async fn callbacks(duration: Duration, rounds: usize, calls: usize) {
@@ -209,26 +233,43 @@ async fn callbacks(duration: Duration, rounds: usize, calls: usize) {
                 .body(body.clone())
         }
     };
-    // Rounds alternate between the two servers so drift on a shared machine hits both.
-    let (mut bare, mut ours, mut ratios) = (vec![], vec![], vec![]);
+    // Rounds alternate between the two servers so drift on a shared machine hits both. The
+    // rate ratio moves with what else the host runs (this is a VM with neighbours); CPU time
+    // per request, which the same client costs on both sides, moves much less, so both are
+    // reported.
+    let (mut bare, mut ours, mut ratios, mut cpu_ratios) = (vec![], vec![], vec![], vec![]);
+    let (mut bare_cpu, mut ours_cpu) = (vec![], vec![]);
     for _ in 0..rounds {
         let b = hammer(duration, send(true)).await;
         let c = hammer(duration, send(false)).await;
-        bare.push(b);
-        ours.push(c);
-        ratios.push(c / b);
+        let (b_us, c_us) = (
+            b.cpu_per_request.as_secs_f64() * 1e6,
+            c.cpu_per_request.as_secs_f64() * 1e6,
+        );
+        bare.push(b.rate);
+        ours.push(c.rate);
+        ratios.push(c.rate / b.rate);
+        bare_cpu.push(b_us);
+        ours_cpu.push(c_us);
+        cpu_ratios.push(b_us / c_us);
         eprintln!(
-            "  round: callbot {c:.0}/s, bare {b:.0}/s, ratio {:.2}",
-            c / b
+            "  round: callbot {:.0}/s ({c_us:.1} µs CPU each), bare {:.0}/s ({b_us:.1} µs), ratio {:.2}, CPU ratio {:.2}",
+            c.rate,
+            b.rate,
+            c.rate / b.rate,
+            b_us / c_us
         );
     }
     let sent = cursor.load(Ordering::Relaxed);
     let fresh = sent.min(requests.len() as u64);
     println!(
-        "callbacks: callbot {:.0} signed callbacks/s, bare axum {:.0} req/s, ratio {:.2} (medians of {rounds} alternating rounds of {duration:?}, {CONNECTIONS} connections; {fresh} of {sent} callbacks were each a live call's next status)",
+        "callbacks: callbot {:.0} signed callbacks/s, bare axum {:.0} req/s, ratio {:.2}; CPU per request callbot {:.1} µs, bare {:.1} µs, ratio {:.2} (medians of {rounds} alternating rounds of {duration:?}, {CONNECTIONS} connections; {fresh} of {sent} callbacks were each a live call's next status)",
         median(&mut ours),
         median(&mut bare),
-        median(&mut ratios)
+        median(&mut ratios),
+        median(&mut ours_cpu),
+        median(&mut bare_cpu),
+        median(&mut cpu_ratios)
     );
 }
 

@@ -39,7 +39,10 @@ pub fn twilio_form(data: &[u8]) {
         return;
     };
     let req = TwilioRequest {
-        params: params.clone(),
+        params: params
+            .iter()
+            .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+            .collect(),
         query: vec![],
     };
     let _ = parse_status(&req);

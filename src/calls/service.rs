@@ -385,10 +385,16 @@ impl CallService {
         let cutoff = Utc::now() - chrono::Duration::from_std(max_age).unwrap_or_default();
         let stale: Vec<Call> = self
             .store
-            .list(usize::MAX, &ListFilter::default())
+            .list(
+                usize::MAX,
+                &ListFilter {
+                    live_only: true,
+                    ..ListFilter::default()
+                },
+            )
             .await?
             .into_iter()
-            .filter(|c| !c.status.is_terminal() && c.sid.is_some() && c.dialed_at() < cutoff)
+            .filter(|c| c.sid.is_some() && c.dialed_at() < cutoff)
             .collect();
         let mut closed = 0;
         for call in stale {

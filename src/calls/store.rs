@@ -1,11 +1,14 @@
-//! The CallStore port and its in-memory backend (moka, bounded, with a TTL).
+//! The CallStore port and its in-memory backend (live calls in a DashMap; ended ones in moka,
+//! bounded, with a TTL).
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use dashmap::DashMap;
 use moka::sync::Cache;
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -16,17 +19,21 @@ use crate::core::call::{Applied, Call, CallId, CallSid, CallStatus, Platform};
 #[error("call store: {0}")]
 pub struct StoreError(pub String);
 
-/// Narrows `list` to one platform / chat / requester.
+/// Narrows `list` to one platform / chat / requester, or to calls still in progress.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
     pub platform: Option<Platform>,
     pub chat: Option<String>,
     pub requester: Option<String>,
+    /// Only calls without a final status (the reaper's question; a store can answer it
+    /// without reading its history).
+    pub live_only: bool,
 }
 
 impl ListFilter {
     pub fn matches(&self, call: &Call) -> bool {
-        self.platform.is_none_or(|p| call.origin.platform == p)
+        !(self.live_only && call.status.is_terminal())
+            && self.platform.is_none_or(|p| call.origin.platform == p)
             && self.chat.as_ref().is_none_or(|c| call.origin.chat == c)
             && self
                 .requester
@@ -49,30 +56,64 @@ pub struct Stats {
 
 impl Stats {
     pub fn from_calls<'a>(calls: impl IntoIterator<Item = &'a Call>, now: DateTime<Utc>) -> Self {
-        let midnight = now.date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc();
-        let mut stats = Stats::default();
-        let (mut ended, mut completed, mut dur_sum, mut dur_n) = (0u64, 0u64, 0u64, 0u64);
+        let mut tally = Tally::new(now);
         for call in calls {
-            stats.total += 1;
-            if call.created_at >= midnight {
-                stats.today += 1;
-            }
-            *stats.by_status.entry(call.status.as_str()).or_default() += 1;
-            if call.status.is_terminal() {
-                ended += 1;
-            } else {
-                stats.active += 1;
-            }
-            if call.status == CallStatus::Completed {
-                completed += 1;
-                if let Some(d) = call.duration_secs {
-                    dur_sum += u64::from(d);
-                    dur_n += 1;
-                }
+            tally.add(call);
+        }
+        tally.finish()
+    }
+}
+
+/// [`Stats`] counted one call at a time, so a store can count under its own locks without
+/// copying every call.
+pub struct Tally {
+    stats: Stats,
+    midnight: DateTime<Utc>,
+    ended: u64,
+    completed: u64,
+    duration_sum: u64,
+    durations: u64,
+}
+
+impl Tally {
+    pub fn new(now: DateTime<Utc>) -> Self {
+        Self {
+            stats: Stats::default(),
+            midnight: now.date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc(),
+            ended: 0,
+            completed: 0,
+            duration_sum: 0,
+            durations: 0,
+        }
+    }
+
+    pub fn add(&mut self, call: &Call) {
+        let stats = &mut self.stats;
+        stats.total += 1;
+        if call.created_at >= self.midnight {
+            stats.today += 1;
+        }
+        *stats.by_status.entry(call.status.as_str()).or_default() += 1;
+        if call.status.is_terminal() {
+            self.ended += 1;
+        } else {
+            stats.active += 1;
+        }
+        if call.status == CallStatus::Completed {
+            self.completed += 1;
+            if let Some(d) = call.duration_secs {
+                self.duration_sum += u64::from(d);
+                self.durations += 1;
             }
         }
-        stats.answer_rate = (ended > 0).then(|| completed as f64 * 100.0 / ended as f64);
-        stats.average_duration_secs = (dur_n > 0).then(|| dur_sum as f64 / dur_n as f64);
+    }
+
+    pub fn finish(self) -> Stats {
+        let mut stats = self.stats;
+        stats.answer_rate =
+            (self.ended > 0).then(|| self.completed as f64 * 100.0 / self.ended as f64);
+        stats.average_duration_secs =
+            (self.durations > 0).then(|| self.duration_sum as f64 / self.durations as f64);
         stats
     }
 }
@@ -98,51 +139,56 @@ pub trait CallStore: Send + Sync + 'static {
     async fn stats(&self, now: DateTime<Utc>) -> Result<Stats, StoreError>;
 }
 
-/// Calls in this process. Ended calls live in a moka cache bounded by count and forgotten
-/// after `ttl` idle; live calls (queued, ringing, talking) are kept apart and never evicted:
-/// losing one would lose its callbacks, its TwiML and its outcome message. Their number is
-/// bounded by the dialer's queue and `limits.max_concurrent`. A call moves to the bounded
-/// cache when it ends.
+/// Calls in this process. Live calls (queued, ringing, talking) are kept in a DashMap and
+/// never evicted: losing one would lose its callbacks, its TwiML and its outcome message.
+/// Their number is bounded by the dialer's queue and `limits.max_concurrent`. A call moves
+/// to a moka cache bounded by count, and forgotten after `ttl` idle, when it ends.
+///
+/// Every status callback reads and writes a live call, so that side is a plain sharded map:
+/// an unbounded moka cache did the same job with read recording, housekeeping and bucket
+/// rehashing on the callback path (BENCHMARKS.md, callbacks).
 ///
 /// The sid index holds live calls only: callbacks find their call by the id in our callback
 /// URL, and the index is the fallback for the few without it. A call leaves the index when
 /// it ends, which halves the per-call cost of history (BENCHMARKS.md, memory).
 pub struct MemoryStore {
-    live: Cache<CallId, Arc<Mutex<Call>>>,
+    live: DashMap<CallId, Arc<Mutex<Call>>>,
     ended: Cache<CallId, Arc<Mutex<Call>>>,
-    by_sid: Cache<CallSid, CallId>,
+    by_sid: DashMap<CallSid, CallId>,
 }
 
 impl MemoryStore {
     pub fn new(capacity: u64, ttl: Duration) -> Self {
         Self {
-            live: Cache::builder().build(),
+            live: DashMap::new(),
             ended: Cache::builder()
                 .max_capacity(capacity)
                 .time_to_idle(ttl)
                 .build(),
-            by_sid: Cache::builder().build(),
+            by_sid: DashMap::new(),
         }
     }
 
     fn cell(&self, id: &CallId) -> Option<Arc<Mutex<Call>>> {
-        self.live.get(id).or_else(|| self.ended.get(id))
+        // The guard is dropped before the ended cache is read.
+        let live = self.live.get(id).map(|c| c.value().clone());
+        live.or_else(|| self.ended.get(id))
     }
 
     /// Every call once (one that is moving from live to ended is in both for a moment).
-    fn cells(&self) -> impl Iterator<Item = Arc<Mutex<Call>>> + '_ {
-        let live: std::collections::HashSet<CallId> =
-            self.live.iter().map(|(id, _)| (*id).clone()).collect();
-        self.live.iter().map(|(_, c)| c).chain(
+    /// With `live_only`, the live calls alone: the history is not read.
+    fn cells(&self, live_only: bool) -> impl Iterator<Item = Arc<Mutex<Call>>> + '_ {
+        let live: Vec<Arc<Mutex<Call>>> = self.live.iter().map(|e| e.value().clone()).collect();
+        // A call that ends meanwhile moves its cell, so the cell is what is compared.
+        let seen: std::collections::HashSet<*const Mutex<Call>> =
+            live.iter().map(Arc::as_ptr).collect();
+        let ended = (!live_only).then(move || {
             self.ended
                 .iter()
-                .filter(move |(id, _)| !live.contains(&**id))
-                .map(|(_, c)| c),
-        )
-    }
-
-    fn snapshot(&self) -> Vec<Call> {
-        self.cells().map(|c| c.lock().clone()).collect()
+                .filter(move |(_, c)| !seen.contains(&Arc::as_ptr(c)))
+                .map(|(_, c)| c)
+        });
+        live.into_iter().chain(ended.into_iter().flatten())
     }
 }
 
@@ -166,7 +212,7 @@ impl CallStore for MemoryStore {
     }
 
     async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<CallId>, StoreError> {
-        Ok(self.by_sid.get(sid))
+        Ok(self.by_sid.get(sid).map(|id| id.value().clone()))
     }
 
     async fn update(
@@ -186,12 +232,12 @@ impl CallStore for MemoryStore {
         };
         if call.status.is_terminal() {
             if let Some(sid) = &call.sid {
-                self.by_sid.invalidate(sid);
+                self.by_sid.remove(sid);
             }
             if self.live.contains_key(id) {
                 // Into the bounded cache first, so a reader always finds it somewhere.
                 self.ended.insert(id.clone(), cell);
-                self.live.invalidate(id);
+                self.live.remove(id);
             }
         } else if let Some(sid) = new_sid {
             self.by_sid.insert(sid, id.clone());
@@ -199,21 +245,49 @@ impl CallStore for MemoryStore {
         Ok(Some((call, applied)))
     }
 
+    /// The newest `limit` matching calls. Only those are copied: the rest are compared by
+    /// creation time under their lock and left alone.
     async fn list(&self, limit: usize, filter: &ListFilter) -> Result<Vec<Call>, StoreError> {
-        let mut calls: Vec<Call> = self
-            .cells()
-            .filter_map(|c| {
-                let c = c.lock();
-                filter.matches(&c).then(|| c.clone())
-            })
-            .collect();
-        calls.sort_by_key(|c| std::cmp::Reverse(c.created_at));
-        calls.truncate(limit);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // A min-heap of the newest `limit` seen so far (by creation time, then a sequence
+        // number so equal times never compare the cells).
+        let mut newest: BinaryHeap<Reverse<(DateTime<Utc>, usize)>> = BinaryHeap::new();
+        let mut kept: Vec<Option<Arc<Mutex<Call>>>> = Vec::new();
+        for cell in self.cells(filter.live_only) {
+            let created = {
+                let call = cell.lock();
+                if !filter.matches(&call) {
+                    continue;
+                }
+                call.created_at
+            };
+            if newest.len() == limit {
+                let Some(Reverse((oldest, _))) = newest.peek() else {
+                    continue;
+                };
+                if created <= *oldest {
+                    continue;
+                }
+                if let Some(Reverse((_, slot))) = newest.pop() {
+                    kept[slot] = None;
+                }
+            }
+            newest.push(Reverse((created, kept.len())));
+            kept.push(Some(cell));
+        }
+        let mut calls: Vec<Call> = kept.into_iter().flatten().map(|c| c.lock().clone()).collect();
+        calls.sort_by_key(|c| Reverse(c.created_at));
         Ok(calls)
     }
 
     async fn stats(&self, now: DateTime<Utc>) -> Result<Stats, StoreError> {
-        Ok(Stats::from_calls(&self.snapshot(), now))
+        let mut tally = Tally::new(now);
+        for cell in self.cells(false) {
+            tally.add(&cell.lock());
+        }
+        Ok(tally.finish())
     }
 }
 
@@ -242,7 +316,6 @@ mod tests {
         for c in &calls {
             store.insert(c.clone()).await.unwrap();
         }
-        store.live.run_pending_tasks();
         store.ended.run_pending_tasks();
         for c in &calls {
             assert!(
@@ -272,9 +345,8 @@ mod tests {
                 .0;
             assert!(ended.status.is_terminal());
         }
-        store.live.run_pending_tasks();
         store.ended.run_pending_tasks();
-        assert_eq!(store.live.entry_count(), 0);
+        assert_eq!(store.live.len(), 0);
         let kept = store
             .list(1000, &ListFilter::default())
             .await
@@ -284,5 +356,50 @@ mod tests {
             kept <= 10,
             "ended calls are bounded by the capacity: {kept}"
         );
+    }
+
+    #[tokio::test]
+    async fn list_gives_the_newest_first_and_live_only_skips_the_history() {
+        let store = MemoryStore::new(1000, Duration::from_secs(3600));
+        let start = Utc::now();
+        let mut calls = Vec::new();
+        // Inserted out of order, so the order comes from the creation times.
+        for n in [7u32, 3, 9, 0, 5, 1, 8, 2, 6, 4] {
+            let mut c = call(n);
+            c.created_at = start + chrono::Duration::seconds(i64::from(n));
+            calls.push(c.clone());
+            store.insert(c).await.unwrap();
+        }
+        let done = StatusUpdate {
+            status: Some(CallStatus::Completed),
+            duration_secs: Some(10),
+            ..StatusUpdate::default()
+        };
+        // Calls 0..5 end; 5..10 stay live.
+        for c in calls.iter().filter(|c| c.created_at < start + chrono::Duration::seconds(5)) {
+            store
+                .update(&c.id, &mut |call: &mut Call| call.apply(&done, Utc::now()))
+                .await
+                .unwrap();
+        }
+        let secs = |calls: &[Call]| -> Vec<i64> {
+            calls
+                .iter()
+                .map(|c| (c.created_at - start).num_seconds())
+                .collect()
+        };
+        let all = ListFilter::default();
+        assert_eq!(secs(&store.list(3, &all).await.unwrap()), [9, 8, 7]);
+        assert_eq!(secs(&store.list(100, &all).await.unwrap()), [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]);
+        assert!(store.list(0, &all).await.unwrap().is_empty());
+        let live = ListFilter {
+            live_only: true,
+            ..ListFilter::default()
+        };
+        assert_eq!(secs(&store.list(100, &live).await.unwrap()), [9, 8, 7, 6, 5]);
+        let stats = store.stats(Utc::now()).await.unwrap();
+        assert_eq!((stats.total, stats.active), (10, 5));
+        assert_eq!(stats.by_status.get("completed"), Some(&5));
+        assert_eq!(stats.average_duration_secs, Some(10.0));
     }
 }

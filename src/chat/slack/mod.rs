@@ -484,6 +484,7 @@ impl Slack {
                     platform: Some(Platform::Slack),
                     chat: None,
                     requester: Some(who.user.clone()),
+                    ..ListFilter::default()
                 };
                 match service.list(LIST_LIMIT, &filter).await {
                     Ok(calls) => say(escape(&replies::list(&calls))),
@@ -535,6 +536,7 @@ impl Slack {
                     platform: Some(Platform::Slack),
                     chat: None,
                     requester: Some(who.user.clone()),
+                    ..ListFilter::default()
                 };
                 self.ctx
                     .service

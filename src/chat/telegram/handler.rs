@@ -291,6 +291,7 @@ impl Telegram {
             platform: Some(Platform::Telegram),
             chat: Some(chat.to_owned()),
             requester: None,
+            ..ListFilter::default()
         }
     }
 

@@ -15,10 +15,21 @@ use url::Url;
 
 type HmacSha1 = Hmac<Sha1>;
 
-fn mac(token: &str, url: &str, params: &[(String, String)]) -> HmacSha1 {
-    let mut sorted: Vec<&(String, String)> = params.iter().collect();
-    sorted.sort();
-    let mut mac = HmacSha1::new_from_slice(token.as_bytes()).expect("HMAC takes any key length");
+fn mac<K: AsRef<str>, V: AsRef<str>>(token: &str, url: &str, params: &[(K, V)]) -> HmacSha1 {
+    let keyed = HmacSha1::new_from_slice(token.as_bytes()).expect("HMAC takes any key length");
+    mac_from(keyed, url, params)
+}
+
+fn mac_from<K: AsRef<str>, V: AsRef<str>>(
+    mut mac: HmacSha1,
+    url: &str,
+    params: &[(K, V)],
+) -> HmacSha1 {
+    let mut sorted: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.as_ref(), v.as_ref()))
+        .collect();
+    sorted.sort_unstable();
     mac.update(url.as_bytes());
     for (name, value) in sorted {
         mac.update(name.as_bytes());
@@ -28,39 +39,49 @@ fn mac(token: &str, url: &str, params: &[(String, String)]) -> HmacSha1 {
 }
 
 /// The signature Twilio sends for a request to `url` with form `params`.
-pub fn sign(token: &str, url: &str, params: &[(String, String)]) -> String {
+pub fn sign<K: AsRef<str>, V: AsRef<str>>(token: &str, url: &str, params: &[(K, V)]) -> String {
     STANDARD.encode(mac(token, url, params).finalize().into_bytes())
 }
 
 /// Checks signatures of requests to our public URL.
 pub struct SignatureVerifier {
     token: SecretString,
-    /// The public base URL without and with its explicit default port.
+    /// HMAC state already keyed with the token, cloned for each request: keying hashes two
+    /// blocks, a third of a callback's signature check.
+    keyed: HmacSha1,
+    /// The public base URL as configured first (what Twilio signs when the URL it was given
+    /// is ours), then with or without its explicit default port.
     bases: Vec<String>,
 }
 
 impl SignatureVerifier {
     pub fn new(token: SecretString, public_url: &str) -> Self {
+        let keyed = HmacSha1::new_from_slice(token.expose_secret().as_bytes())
+            .expect("HMAC takes any key length");
         Self {
             token,
+            keyed,
             bases: base_variants(public_url),
         }
     }
 
     /// `path_and_query` as received ("/webhooks/status?call_id=…").
-    pub fn verify(
+    pub fn verify<K: AsRef<str>, V: AsRef<str>>(
         &self,
         path_and_query: &str,
-        params: &[(String, String)],
+        params: &[(K, V)],
         signature: &str,
     ) -> bool {
         let Ok(expected) = STANDARD.decode(signature.trim()) else {
             return false;
         };
+        let mut url = String::with_capacity(self.bases[0].len() + 8 + path_and_query.len());
         self.bases.iter().any(|base| {
-            let url = format!("{base}{path_and_query}");
+            url.clear();
+            url.push_str(base);
+            url.push_str(path_and_query);
             // verify_slice compares in constant time.
-            mac(self.token.expose_secret(), &url, params)
+            mac_from(self.keyed.clone(), &url, params)
                 .verify_slice(&expected)
                 .is_ok()
         })
@@ -86,11 +107,16 @@ fn base_variants(public_url: &str) -> Vec<String> {
     } else {
         host.to_owned()
     };
-    let mut variants = vec![format!("{}://{host}:{port}{path}", url.scheme())];
-    if url.port().is_none() || Some(port) == default_port(url.scheme()) {
-        variants.push(format!("{}://{host}{path}", url.scheme()));
+    let with_port = format!("{}://{host}:{port}{path}", url.scheme());
+    let without = format!("{}://{host}{path}", url.scheme());
+    if Some(port) != default_port(url.scheme()) {
+        vec![with_port]
+    } else if trimmed.eq_ignore_ascii_case(&with_port) {
+        vec![with_port, without]
+    } else {
+        // Written without its port: that is what Twilio signs, so it is tried first.
+        vec![without, with_port]
     }
-    variants
 }
 
 fn default_port(scheme: &str) -> Option<u16> {
@@ -149,6 +175,15 @@ mod tests {
         );
         let v = SignatureVerifier::new("12345".to_owned().into(), "https://mycompany.com");
         assert!(v.verify("/myapp.php?foo=1&bar=2", &params(), &with_port));
+    }
+
+    #[test]
+    fn the_url_as_configured_is_tried_first() {
+        let first = |base: &str| base_variants(base)[0].clone();
+        assert_eq!(first("https://mycompany.com/"), "https://mycompany.com");
+        assert_eq!(first("https://mycompany.com:443"), "https://mycompany.com:443");
+        assert_eq!(first("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
+        assert_eq!(base_variants("http://127.0.0.1:8080").len(), 1);
     }
 
     #[test]
