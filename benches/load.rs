@@ -45,7 +45,7 @@ fn main() {
         rt.block_on(if smoke {
             callbacks(Duration::from_millis(300), 1, 2_000)
         } else {
-            callbacks(Duration::from_millis(1500), 10, 80_000)
+            callbacks(Duration::from_millis(750), 20, 100_000)
         });
     }
     if run("pacing") {
@@ -65,7 +65,12 @@ fn process_cpu() -> Duration {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // utime and stime are fields 14 and 15 (1-based), 11 and 12 after the name; 100 Hz.
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
@@ -204,11 +203,11 @@ impl App {
             }
         });
 
-        let hooks = Arc::new(TwilioHooks {
-            service: service.clone(),
-            verifier: SignatureVerifier::new(webhook_token, &public_url),
-            body_limit: settings.server.webhook_body_limit,
-        });
+        let hooks = Arc::new(TwilioHooks::new(
+            service.clone(),
+            SignatureVerifier::new(webhook_token, &public_url),
+            settings.server.webhook_body_limit,
+        ));
         let ctx = AdapterContext {
             service: service.clone(),
             interpreter: Arc::new(interpreter(&settings)),
@@ -237,8 +236,9 @@ impl App {
         if settings.slack.bot_token.is_some() {
             router = router.merge(crate::chat::slack::start(&settings.slack, ctx.clone()).await?);
         }
+        // whole_body bounds every route's body, so axum's DefaultBodyLimit is not layered
+        // as well (it inserted a request extension on every callback for nothing).
         let router = router
-            .layer(DefaultBodyLimit::max(settings.server.webhook_body_limit))
             .layer(axum::middleware::from_fn_with_state(
                 BodyRules {
                     deadline: Duration::from_millis(settings.server.body_timeout_ms),

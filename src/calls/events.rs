@@ -42,12 +42,9 @@ impl EventBus {
         }
     }
 
-    pub fn publish(&self, kind: EventKind, call: Call) {
+    pub fn publish(&self, kind: EventKind, call: Arc<Call>) {
         // No subscriber is fine: nobody is listening yet.
-        let _ = self.tx.send(CallEvent {
-            kind,
-            call: Arc::new(call),
-        });
+        let _ = self.tx.send(CallEvent { kind, call });
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<CallEvent> {

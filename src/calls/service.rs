@@ -193,7 +193,7 @@ impl CallService {
             to = %call.to,
             "call queued"
         );
-        self.bus.publish(EventKind::Created, call.clone());
+        self.bus.publish(EventKind::Created, Arc::new(call.clone()));
         match self.queue.try_send(call.id.clone()) {
             Ok(()) => {
                 metrics::gauge!("callbot_queue_depth").increment(1.0);
@@ -229,8 +229,14 @@ impl CallService {
         &self,
         id: &CallId,
         mut f: impl FnMut(&mut Call) -> Applied + Send,
-    ) -> Result<Option<(Call, Applied)>, StoreError> {
-        let result = self.store.update(id, &mut f).await?;
+    ) -> Result<Option<(Arc<Call>, Applied)>, StoreError> {
+        // Shared with the event bus, not copied for it: a status callback copies its call
+        // once, out of the store.
+        let result = self
+            .store
+            .update(id, &mut f)
+            .await?
+            .map(|(call, applied)| (Arc::new(call), applied));
         if let Some((call, applied)) = &result {
             match applied {
                 Applied::Ignored => {}
@@ -303,7 +309,7 @@ impl CallService {
                 call.apply(&update, now)
             })
             .await?;
-        Ok(result.map(|(call, _)| call))
+        Ok(result.map(|(call, _)| Arc::unwrap_or_clone(call)))
     }
 
     /// Ends a call as failed with a reason the requester will read.
@@ -322,7 +328,7 @@ impl CallService {
                 call.fail(error.clone(), now)
             })
             .await?;
-        Ok(result.map(|(call, _)| call))
+        Ok(result.map(|(call, _)| Arc::unwrap_or_clone(call)))
     }
 
     /// Remembers the chat message that shows this call's progress.
@@ -362,7 +368,9 @@ impl CallService {
                     })
                     .await?;
                 match result {
-                    Some((call, Applied::Final)) => Ok(Cancelled::BeforeDialing(call)),
+                    Some((call, Applied::Final)) => {
+                        Ok(Cancelled::BeforeDialing(Arc::unwrap_or_clone(call)))
+                    }
                     // The dialer got a sid in the meantime: hang up at the provider instead.
                     Some((call, _)) if !call.status.is_terminal() => {
                         Box::pin(self.cancel(&call.id)).await

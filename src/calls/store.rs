@@ -277,7 +277,11 @@ impl CallStore for MemoryStore {
             newest.push(Reverse((created, kept.len())));
             kept.push(Some(cell));
         }
-        let mut calls: Vec<Call> = kept.into_iter().flatten().map(|c| c.lock().clone()).collect();
+        let mut calls: Vec<Call> = kept
+            .into_iter()
+            .flatten()
+            .map(|c| c.lock().clone())
+            .collect();
         calls.sort_by_key(|c| Reverse(c.created_at));
         Ok(calls)
     }
@@ -376,7 +380,10 @@ mod tests {
             ..StatusUpdate::default()
         };
         // Calls 0..5 end; 5..10 stay live.
-        for c in calls.iter().filter(|c| c.created_at < start + chrono::Duration::seconds(5)) {
+        for c in calls
+            .iter()
+            .filter(|c| c.created_at < start + chrono::Duration::seconds(5))
+        {
             store
                 .update(&c.id, &mut |call: &mut Call| call.apply(&done, Utc::now()))
                 .await
@@ -390,13 +397,19 @@ mod tests {
         };
         let all = ListFilter::default();
         assert_eq!(secs(&store.list(3, &all).await.unwrap()), [9, 8, 7]);
-        assert_eq!(secs(&store.list(100, &all).await.unwrap()), [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]);
+        assert_eq!(
+            secs(&store.list(100, &all).await.unwrap()),
+            [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]
+        );
         assert!(store.list(0, &all).await.unwrap().is_empty());
         let live = ListFilter {
             live_only: true,
             ..ListFilter::default()
         };
-        assert_eq!(secs(&store.list(100, &live).await.unwrap()), [9, 8, 7, 6, 5]);
+        assert_eq!(
+            secs(&store.list(100, &live).await.unwrap()),
+            [9, 8, 7, 6, 5]
+        );
         let stats = store.stats(Utc::now()).await.unwrap();
         assert_eq!((stats.total, stats.active), (10, 5));
         assert_eq!(stats.by_status.get("completed"), Some(&5));

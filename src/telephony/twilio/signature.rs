@@ -181,7 +181,10 @@ mod tests {
     fn the_url_as_configured_is_tried_first() {
         let first = |base: &str| base_variants(base)[0].clone();
         assert_eq!(first("https://mycompany.com/"), "https://mycompany.com");
-        assert_eq!(first("https://mycompany.com:443"), "https://mycompany.com:443");
+        assert_eq!(
+            first("https://mycompany.com:443"),
+            "https://mycompany.com:443"
+        );
         assert_eq!(first("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
         assert_eq!(base_variants("http://127.0.0.1:8080").len(), 1);
     }

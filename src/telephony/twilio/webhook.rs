@@ -12,8 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::DateTime;
 use compact_str::CompactString;
-use url::form_urlencoded;
+use metrics::Counter;
 use tracing::{debug, warn};
+use url::form_urlencoded;
 
 use super::signature::SignatureVerifier;
 use super::twiml;
@@ -21,15 +22,51 @@ use crate::calls::CallService;
 use crate::calls::service::StatusOutcome;
 use crate::core::call::{CallError, CallId, CallSid, CallStatus, StatusUpdate};
 
-fn webhook_metric(route: &'static str, result: &'static str) {
-    metrics::counter!("callbot_webhook_requests_total", "route" => route, "result" => result)
-        .increment(1);
+/// `callbot_webhook_requests_total` for the two routes, registered once: `counter!` hashes
+/// the name and labels to find its handle on every call.
+struct Counters {
+    handles: [[Counter; 3]; 2],
+}
+
+const ROUTES: [&str; 2] = ["status", "twiml"];
+const RESULTS: [&str; 3] = ["accepted", "unknown_call", "bad_signature"];
+
+impl Counters {
+    fn new() -> Self {
+        Self {
+            handles: ROUTES.map(|route| {
+                RESULTS.map(|result| {
+                    metrics::counter!("callbot_webhook_requests_total", "route" => route, "result" => result)
+                })
+            }),
+        }
+    }
+
+    fn count(&self, route: &str, result: &str) {
+        let r = usize::from(route == ROUTES[1]);
+        if let Some(i) = RESULTS.iter().position(|x| *x == result) {
+            self.handles[r][i].increment(1);
+        }
+    }
 }
 
 pub struct TwilioHooks {
-    pub service: Arc<CallService>,
-    pub verifier: SignatureVerifier,
-    pub body_limit: usize,
+    service: Arc<CallService>,
+    verifier: SignatureVerifier,
+    body_limit: usize,
+    counters: Counters,
+}
+
+impl TwilioHooks {
+    /// Registers the routes' metrics; call it after the metrics recorder is installed.
+    pub fn new(service: Arc<CallService>, verifier: SignatureVerifier, body_limit: usize) -> Self {
+        Self {
+            service,
+            verifier,
+            body_limit,
+            counters: Counters::new(),
+        }
+    }
 }
 
 pub fn routes(hooks: Arc<TwilioHooks>) -> Router {
@@ -72,26 +109,22 @@ impl FromRequest<Arc<TwilioHooks>> for TwilioRequest {
     type Rejection = Response;
 
     async fn from_request(req: Request, hooks: &Arc<TwilioHooks>) -> Result<Self, Self::Rejection> {
-        let path_and_query = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_default();
-        let query = req
-            .uri()
+        // The head is kept and read in place while the body arrives.
+        let (parts, body) = req.into_parts();
+        let path_and_query = parts.uri.path_and_query().map_or("", |p| p.as_str());
+        let query = parts
+            .uri
             .query()
             .map(|q| form_fields(q.as_bytes()))
             .unwrap_or_default();
-        let signature = req
-            .headers()
+        let signature = parts
+            .headers
             .get("x-twilio-signature")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let is_post = req.method() == Method::POST;
-        let body: Bytes = axum::body::to_bytes(req.into_body(), hooks.body_limit)
+            .and_then(|v| v.to_str().ok());
+        let body: Bytes = axum::body::to_bytes(body, hooks.body_limit)
             .await
             .map_err(|_| (StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response())?;
-        let params = if is_post && !body.is_empty() {
+        let params = if parts.method == Method::POST && !body.is_empty() {
             if std::str::from_utf8(&body).is_err() {
                 return Err((StatusCode::BAD_REQUEST, "malformed form body").into_response());
             }
@@ -105,12 +138,12 @@ impl FromRequest<Arc<TwilioHooks>> for TwilioRequest {
             "status"
         };
         let Some(signature) = signature else {
-            webhook_metric(route, "bad_signature");
+            hooks.counters.count(route, "bad_signature");
             warn!(path = %path_and_query, "Twilio request without signature");
             return Err((StatusCode::FORBIDDEN, "missing X-Twilio-Signature").into_response());
         };
-        if !hooks.verifier.verify(&path_and_query, &params, &signature) {
-            webhook_metric(route, "bad_signature");
+        if !hooks.verifier.verify(path_and_query, &params, signature) {
+            hooks.counters.count(route, "bad_signature");
             warn!(path = %path_and_query, "Twilio request with a bad signature");
             return Err((StatusCode::FORBIDDEN, "bad X-Twilio-Signature").into_response());
         }
@@ -128,7 +161,7 @@ async fn twiml_handler(
     };
     match hooks.service.get(&id).await {
         Ok(Some(call)) => {
-            webhook_metric("twiml", "accepted");
+            hooks.counters.count("twiml", "accepted");
             (
                 [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
                 twiml::render(&call.message, &call.voice, &call.language),
@@ -136,7 +169,7 @@ async fn twiml_handler(
                 .into_response()
         }
         Ok(None) => {
-            webhook_metric("twiml", "unknown_call");
+            hooks.counters.count("twiml", "unknown_call");
             (StatusCode::NOT_FOUND, "unknown call").into_response()
         }
         Err(e) => {
@@ -178,11 +211,11 @@ async fn status_handler(State(hooks): State<Arc<TwilioHooks>>, req: TwilioReques
     let sid = update.sid.clone();
     match hooks.service.on_status(id.as_ref(), update).await {
         Ok(StatusOutcome::Applied(_)) => {
-            webhook_metric("status", "accepted");
+            hooks.counters.count("status", "accepted");
             StatusCode::OK.into_response()
         }
         Ok(StatusOutcome::UnknownCall) => {
-            webhook_metric("status", "unknown_call");
+            hooks.counters.count("status", "unknown_call");
             // 200 so Twilio stops retrying; there is nothing to update.
             warn!(call_id = ?id, ?sid, "status callback for an unknown call");
             StatusCode::OK.into_response()
