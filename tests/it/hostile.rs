@@ -525,8 +525,15 @@ async fn secrets_never_appear_in_logs_or_answers() {
         .await
         .unwrap();
     answers.push(res.text().await.unwrap());
-    // Let the dialer, its retries and the chat posts run.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Let the dialer, its retries and the chat posts run: the three creates (refused, failed
+    // then retried, accepted) are paced a second apart, and a loaded machine takes longer.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while logs.text().matches("callbot::calls::dialer").count() < 3
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let calls = http
         .get(env.url("/api/calls"))
         .bearer_auth(WEB_TOKEN)
