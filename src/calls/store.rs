@@ -192,6 +192,34 @@ impl MemoryStore {
     }
 }
 
+/// A cell ordered by its call's creation time, then by when it was seen (so two equal times
+/// never compare the cells).
+struct ByCreation {
+    created: DateTime<Utc>,
+    seq: usize,
+    cell: Arc<Mutex<Call>>,
+}
+
+impl PartialEq for ByCreation {
+    fn eq(&self, other: &Self) -> bool {
+        (self.created, self.seq) == (other.created, other.seq)
+    }
+}
+
+impl Eq for ByCreation {}
+
+impl PartialOrd for ByCreation {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ByCreation {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.created, Reverse(self.seq)).cmp(&(other.created, Reverse(other.seq)))
+    }
+}
+
 #[async_trait]
 impl CallStore for MemoryStore {
     async fn insert(&self, call: Call) -> Result<(), StoreError> {
@@ -251,11 +279,9 @@ impl CallStore for MemoryStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        // A min-heap of the newest `limit` seen so far (by creation time, then a sequence
-        // number so equal times never compare the cells).
-        let mut newest: BinaryHeap<Reverse<(DateTime<Utc>, usize)>> = BinaryHeap::new();
-        let mut kept: Vec<Option<Arc<Mutex<Call>>>> = Vec::new();
-        for cell in self.cells(filter.live_only) {
+        // A min-heap of the newest `limit` seen so far; the oldest of them is on top.
+        let mut newest: BinaryHeap<Reverse<ByCreation>> = BinaryHeap::new();
+        for (seq, cell) in self.cells(filter.live_only).enumerate() {
             let created = {
                 let call = cell.lock();
                 if !filter.matches(&call) {
@@ -263,24 +289,18 @@ impl CallStore for MemoryStore {
                 }
                 call.created_at
             };
-            if newest.len() == limit {
-                let Some(Reverse((oldest, _))) = newest.peek() else {
-                    continue;
-                };
-                if created <= *oldest {
-                    continue;
-                }
-                if let Some(Reverse((_, slot))) = newest.pop() {
-                    kept[slot] = None;
-                }
+            let entry = ByCreation { created, seq, cell };
+            if newest.len() < limit {
+                newest.push(Reverse(entry));
+            } else if let Some(mut oldest) = newest.peek_mut()
+                && entry > oldest.0
+            {
+                *oldest = Reverse(entry);
             }
-            newest.push(Reverse((created, kept.len())));
-            kept.push(Some(cell));
         }
-        let mut calls: Vec<Call> = kept
+        let mut calls: Vec<Call> = newest
             .into_iter()
-            .flatten()
-            .map(|c| c.lock().clone())
+            .map(|Reverse(e)| e.cell.lock().clone())
             .collect();
         calls.sort_by_key(|c| Reverse(c.created_at));
         Ok(calls)
