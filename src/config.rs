@@ -46,6 +46,10 @@ const ENV_NAMES: &[(&str, &str)] = &[
     ("OPENAI_MODEL", "llm.model"),
 ];
 
+/// Longest `store.ttl_hours` accepted: ten years (the memory store's cache refuses idle
+/// times beyond a thousand years, and the hours are multiplied into seconds).
+const MAX_TTL_HOURS: u64 = 10 * 365 * 24;
+
 /// Shortest web token accepted when the console listens off loopback.
 pub const WEB_TOKEN_MIN_CHARS: usize = 16;
 
@@ -828,6 +832,12 @@ impl Settings {
                 self.named("calls.ring_timeout_secs", c.ring_timeout_secs)
             ));
         }
+        if !(1..=MAX_TTL_HOURS).contains(&self.store.ttl_hours) {
+            refuse(format!(
+                "{} must be 1 to {MAX_TTL_HOURS} hours (ten years)",
+                self.named("store.ttl_hours", self.store.ttl_hours)
+            ));
+        }
         if self.store.backend == StoreBackend::Redis {
             refuse(format!(
                 "{}: this build cannot serve the redis store yet; use memory",
@@ -1260,5 +1270,117 @@ mod tests {
             assert_eq!(s.twilio.auth_token.unwrap().expose_secret(), "tok");
             Ok(())
         });
+    }
+    #[test]
+    #[expect(
+        clippy::result_large_err,
+        reason = "figment's Jail API returns figment::Error"
+    )]
+    fn string_settings_keep_any_text_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TWILIO_ACCOUNT_SID", format!("AC{}", "0".repeat(32)));
+            jail.set_env("TWILIO_AUTH_TOKEN", "007");
+            jail.set_env("TWILIO_FROM_NUMBER", "+15005550006");
+            jail.set_env("CALLBOT_WEB_TOKEN", "1234567890123456");
+            jail.set_env("OPENAI_MODEL", "1.5");
+            jail.set_env("CALLBOT_CALLS__DEFAULT_MESSAGE", "[x]");
+            jail.set_env("CALLBOT_CALLS__VOICE", "true");
+            jail.set_env("CALLBOT_CALLS__CONFIRM", "yes");
+            jail.set_env("CALLBOT_CALLS__CPS", "007");
+            jail.set_env("CALLBOT_ACCESS__TELEGRAM_USERS", "[123, 456]");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.twilio.from_number.as_deref(), Some("+15005550006"));
+            assert_eq!(s.twilio.auth_token.as_ref().unwrap().expose_secret(), "007");
+            assert_eq!(
+                s.server.web_token.as_ref().unwrap().expose_secret(),
+                "1234567890123456"
+            );
+            assert_eq!(s.llm.model, "1.5");
+            assert_eq!(s.calls.default_message, "[x]");
+            assert_eq!(s.calls.voice, "true");
+            assert!(s.calls.confirm);
+            assert_eq!(s.calls.cps, 7);
+            assert_eq!(s.access.telegram_users, ["123", "456"]);
+            s.validate().map_err(|e| e.to_string())?;
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[expect(
+        clippy::result_large_err,
+        reason = "figment's Jail API returns figment::Error"
+    )]
+    fn errors_name_the_variable_the_user_set() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CALLBOT_CALLS__CPS", "abc");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains(r#"CALLBOT_CALLS__CPS="abc" is not a whole number"#),
+                "{err}"
+            );
+            jail.set_env("CALLBOT_CALLS__CPS", "0");
+            jail.set_env("CALLBOT_LOG_FORMAT", "JSON");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains(r#"CALLBOT_LOG_FORMAT="JSON" must be one of: pretty, json"#),
+                "{err}"
+            );
+            jail.set_env("CALLBOT_LOG_FORMAT", "json");
+            let err = Settings::load(None).unwrap().validate().unwrap_err().to_string();
+            assert!(
+                err.contains(r#"CALLBOT_CALLS__CPS="0" must be at least 1"#),
+                "{err}"
+            );
+            jail.set_env("CALLBOT_CALLS__CPS", "1");
+            jail.set_env("CALLBOT_BIND", "localhost:8080");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.server.bind.to_string(), "127.0.0.1:8080");
+            jail.set_env("CALLBOT_BIND", "callbot.internal:8080");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains(r#"CALLBOT_BIND="callbot.internal:8080" is not an IP address and port"#),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn web_token_must_be_non_blank_and_long_off_loopback() {
+        let err = with(|s| s.server.web_token = Some("  ".to_owned().into())).unwrap_err();
+        assert!(err.contains("CALLBOT_WEB_TOKEN) is empty"), "{err}");
+        let err = with(|s| {
+            s.server.bind = "0.0.0.0:8080".parse().unwrap();
+            s.server.web_token = Some("short-token".to_owned().into());
+        })
+        .unwrap_err();
+        assert!(err.contains("has 11 characters"), "{err}");
+        assert!(!err.contains("short-token"), "{err}");
+        with(|s| s.server.web_token = Some("short-token".to_owned().into())).unwrap();
+    }
+
+    #[test]
+    fn twilio_with_an_unreachable_public_url_is_warned_about() {
+        let mut s = Settings::defaults();
+        s.twilio.account_sid = Some(format!("AC{}", "0".repeat(32)));
+        s.twilio.auth_token = Some("tok".to_owned().into());
+        s.twilio.from_number = Some("+15005550006".into());
+        let unset = s.warnings().join("\n");
+        assert!(unset.contains("CALLBOT_PUBLIC_URL is unset"), "{unset}");
+        for (url, expect) in [
+            ("http://10.0.0.5:8080", "loopback or private"),
+            ("https://192.168.1.2", "loopback or private"),
+            ("https://[fd00::1]", "loopback or private"),
+            ("https://169.254.1.1", "loopback or private"),
+            ("https://localhost", "loopback or private"),
+            ("http://callbot.example.com", "plain http"),
+        ] {
+            s.server.public_url = Some(url.into());
+            let w = s.warnings().join("\n");
+            assert!(w.contains(expect), "{url}: {w}");
+        }
+        s.server.public_url = Some("https://callbot.example.com".into());
+        assert_eq!(s.warnings(), Vec::<String>::new());
     }
 }
