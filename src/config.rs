@@ -716,7 +716,11 @@ impl Settings {
         }
         let env = EnvText::from_process();
         for (var, key, value) in &env.0 {
-            sources.insert(key.clone(), SourceKind::Env(var.clone()), format!("{value:?}"));
+            sources.insert(
+                key.clone(),
+                SourceKind::Env(var.clone()),
+                format!("{value:?}"),
+            );
         }
         let mut settings: Self = figment
             .merge(env)
@@ -772,7 +776,9 @@ impl Settings {
                 "{} is empty: unset it (loopback only) or set a random string of at least {WEB_TOKEN_MIN_CHARS} characters",
                 self.name("server.web_token")
             )),
-            Some(t) if !loopback && t.expose_secret().trim().chars().count() < WEB_TOKEN_MIN_CHARS => {
+            Some(t)
+                if !loopback && t.expose_secret().trim().chars().count() < WEB_TOKEN_MIN_CHARS =>
+            {
                 refuse(format!(
                     "{} has {} characters; with {} (not loopback) it needs at least {WEB_TOKEN_MIN_CHARS} (for example from `openssl rand -hex 16`)",
                     self.name("server.web_token"),
@@ -1327,7 +1333,11 @@ mod tests {
                 "{err}"
             );
             jail.set_env("CALLBOT_LOG_FORMAT", "json");
-            let err = Settings::load(None).unwrap().validate().unwrap_err().to_string();
+            let err = Settings::load(None)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
             assert!(
                 err.contains(r#"CALLBOT_CALLS__CPS="0" must be at least 1"#),
                 "{err}"
@@ -1339,7 +1349,9 @@ mod tests {
             jail.set_env("CALLBOT_BIND", "callbot.internal:8080");
             let err = Settings::load(None).unwrap_err().to_string();
             assert!(
-                err.contains(r#"CALLBOT_BIND="callbot.internal:8080" is not an IP address and port"#),
+                err.contains(
+                    r#"CALLBOT_BIND="callbot.internal:8080" is not an IP address and port"#
+                ),
                 "{err}"
             );
             Ok(())

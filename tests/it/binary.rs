@@ -125,8 +125,14 @@ async fn start(env: &Env, args: &[&str]) -> Result<Server, String> {
         }
     }
     let status = child.wait().await.unwrap();
-    assert!(!status.success(), "serve stopped with {status}: {env:?}\n{seen}");
-    assert!(!seen.contains("panicked"), "serve panicked: {env:?}\n{seen}");
+    assert!(
+        !status.success(),
+        "serve stopped with {status}: {env:?}\n{seen}"
+    );
+    assert!(
+        !seen.contains("panicked"),
+        "serve panicked: {env:?}\n{seen}"
+    );
     Err(seen)
 }
 
@@ -143,10 +149,7 @@ fn with_port(mut env: Env) -> Env {
         .iter()
         .any(|(k, _)| k == "CALLBOT_BIND" || k == "CALLBOT_SERVER__BIND");
     if !sets_bind {
-        env.push((
-            "CALLBOT_BIND".into(),
-            format!("127.0.0.1:{}", free_port()),
-        ));
+        env.push(("CALLBOT_BIND".into(), format!("127.0.0.1:{}", free_port())));
     }
     env
 }
@@ -403,7 +406,9 @@ async fn every_setting_from_the_environment_is_read_as_text_and_refused_by_its_n
                         "{var}={value:?}: check-config refused but serve started:\n{text}"
                     ))
                 } else if !text.contains(var.as_str()) {
-                    Some(format!("{var}={value:?}: the refusal does not name it:\n{text}"))
+                    Some(format!(
+                        "{var}={value:?}: the refusal does not name it:\n{text}"
+                    ))
                 } else {
                     None
                 };
@@ -469,7 +474,9 @@ async fn twilio_settings_from_the_environment_place_a_call_from_that_number() {
     assert_eq!(create.get("From"), Some("+15005550006"));
     assert_eq!(create.get("To"), Some("+919876543215"));
     assert_eq!(
-        create.get("Url").map(|u| u.starts_with("https://callbot.example.com/twiml/")),
+        create
+            .get("Url")
+            .map(|u| u.starts_with("https://callbot.example.com/twiml/")),
         Some(true),
         "{create:?}"
     );
@@ -500,7 +507,11 @@ async fn a_settings_file_is_read_like_the_environment_and_errors_name_the_file_a
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("from +15005550006"), "{stdout}");
     assert!(stdout.contains("7 call(s)/s"), "{stdout}");
     assert!(stdout.contains("voice true"), "{stdout}");
@@ -519,7 +530,10 @@ async fn a_settings_file_is_read_like_the_environment_and_errors_name_the_file_a
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[twilio]\nfrom_number = 15005550006\n").unwrap();
     let bad = bad.to_str().unwrap().to_owned();
-    for args in [vec!["--config", &bad, "check-config"], vec!["--config", &bad]] {
+    for args in [
+        vec!["--config", &bad, "check-config"],
+        vec!["--config", &bad],
+    ] {
         let out = command(&env, &args).output().await.unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
@@ -529,4 +543,32 @@ async fn a_settings_file_is_read_like_the_environment_and_errors_name_the_file_a
         );
         assert!(stderr.contains("in quotes"), "{stderr}");
     }
+}
+
+/// `config/example.env` loaded as the README says (`set -a; . ./.env`): check-config
+/// accepts its placeholders and serve starts with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_env_file_as_written_is_accepted_by_check_config_and_serve() {
+    let text = include_str!("../../config/example.env");
+    let mut env: Env = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l.split_once('=').expect("KEY=value");
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    assert!(
+        env.iter()
+            .any(|(k, v)| k == "TWILIO_FROM_NUMBER" && v.starts_with('+'))
+    );
+    for (k, v) in &mut env {
+        if k == "CALLBOT_BIND" {
+            *v = format!("127.0.0.1:{}", free_port());
+        }
+    }
+    let (complaint, accepted) = agree("CALLBOT_", env).await;
+    assert_eq!(complaint, None);
+    assert!(accepted);
 }
