@@ -3,16 +3,16 @@
 //! The conventional names (`TWILIO_AUTH_TOKEN`, `CALLBOT_BIND`, …; see DESIGN.md) map onto
 //! their keys; any other key is `CALLBOT_SECTION__KEY` (`CALLBOT_CALLS__CPS=5`).
 
-use std::net::SocketAddr;
-use std::path::Path;
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 
-use figment::Figment;
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
-
-use std::collections::HashSet;
 
 use crate::core::phone::{PhoneNumber, Region};
 use crate::core::policy::{Limits, Policy};
@@ -46,6 +46,13 @@ const ENV_NAMES: &[(&str, &str)] = &[
     ("OPENAI_MODEL", "llm.model"),
 ];
 
+/// Longest `store.ttl_hours` accepted: ten years (the memory store's cache refuses idle
+/// times beyond a thousand years, and the hours are multiplied into seconds).
+const MAX_TTL_HOURS: u64 = 10 * 365 * 24;
+
+/// Shortest web token accepted when the console listens off loopback.
+pub const WEB_TOKEN_MIN_CHARS: usize = 16;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -60,6 +67,10 @@ pub struct Settings {
     pub llm: LlmSettings,
     pub access: AccessSettings,
     pub limits: LimitSettings,
+    /// Where each key that was not a default came from (environment variable or file), so
+    /// that errors name what the user actually set.
+    #[serde(skip)]
+    pub sources: Sources,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -73,14 +84,14 @@ pub enum TelegramMode {
 #[serde(deny_unknown_fields)]
 pub struct TelegramSettings {
     /// Bot token from BotFather (TELEGRAM_BOT_TOKEN); unset: the adapter is off.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_secret")]
     pub bot_token: Option<SecretString>,
     /// Bot API base URL (TELEGRAM_API_URL).
     pub api_url: String,
     /// `polling` or `webhook` (TELEGRAM_MODE).
     pub mode: TelegramMode,
     /// secret_token Telegram sends on every webhook (TELEGRAM_WEBHOOK_SECRET).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_secret")]
     pub webhook_secret: Option<SecretString>,
     /// Time limit for one Bot API request, milliseconds; a long poll waits at most this
     /// minus 5 s (up to 10 s) for updates.
@@ -91,13 +102,13 @@ pub struct TelegramSettings {
 #[serde(deny_unknown_fields)]
 pub struct SlackSettings {
     /// Bot token xoxb-… (SLACK_BOT_TOKEN); unset: the adapter is off.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_secret")]
     pub bot_token: Option<SecretString>,
     /// Request signing secret (SLACK_SIGNING_SECRET).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_secret")]
     pub signing_secret: Option<SecretString>,
     /// App-level token xapp-… for Socket Mode (SLACK_APP_TOKEN).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_secret")]
     pub app_token: Option<SecretString>,
     /// Web API base URL, no trailing slash (SLACK_API_URL).
     pub api_url: String,
@@ -109,7 +120,7 @@ pub struct SlackSettings {
 #[serde(deny_unknown_fields)]
 pub struct LlmSettings {
     /// OPENAI_API_KEY; may be empty for local OpenAI-compatible servers.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_secret")]
     pub api_key: Option<SecretString>,
     /// OPENAI_BASE_URL; unset with no key: the LLM fallback is off.
     #[serde(default, deserialize_with = "empty_is_none")]
@@ -166,68 +177,95 @@ pub struct LimitSettings {
     pub message_max_chars: usize,
 }
 
-/// A list from TOML (`["a", "b"]`) or from the environment (`a,b`).
+/// One list item or a whole list from TOML, or text from the environment.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    Many(Vec<serde_json::Value>),
+    One(serde_json::Value),
+}
+
+/// `a,b`, `a, b` or `[a, b]` as items: brackets and quotes around items are dropped (no id,
+/// country code or phone number contains them), blanks skipped.
+fn split_text(all: &str) -> Vec<String> {
+    let all = all.trim();
+    let all = all
+        .strip_prefix('[')
+        .and_then(|a| a.strip_suffix(']'))
+        .unwrap_or(all);
+    all.split(',')
+        .map(|s| s.trim().trim_matches(['"', '\'']).trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// A list from TOML (`["a", "b"]`, numbers allowed) or from the environment as text (see
+/// [`split_text`]).
 fn list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        Many(Vec<serde_json::Value>),
-        One(serde_json::Value),
-    }
     let text = |v: serde_json::Value| match v {
         serde_json::Value::String(s) => s,
         other => other.to_string(),
     };
-    let items = match OneOrMany::deserialize(d)? {
-        OneOrMany::Many(v) => v.into_iter().map(text).collect(),
-        OneOrMany::One(v) => text(v).split(',').map(str::to_owned).collect::<Vec<_>>(),
-    };
-    Ok(items
-        .into_iter()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .collect())
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::Many(v) => v.into_iter().flat_map(|v| split_text(&text(v))).collect(),
+        OneOrMany::One(v) => split_text(&text(v)),
+    })
 }
 
-/// A list of E.164 numbers. The environment provider reads a lone `+14155550100` as the
-/// integer 14155550100, sign and all gone: an integer here is a number that had its `+`.
+/// A list of E.164 numbers, like [`list`]; an integer in a TOML file is a number written
+/// without quotes, so it lost its `+`.
 fn number_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Item {
-        Number(u64),
-        Text(String),
-    }
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        Many(Vec<Item>),
-        One(Item),
-    }
-    let items = match OneOrMany::deserialize(d)? {
-        OneOrMany::Many(v) => v,
-        OneOrMany::One(Item::Text(s)) => s.split(',').map(|s| Item::Text(s.to_owned())).collect(),
-        OneOrMany::One(n) => vec![n],
+    let item = |v: serde_json::Value| match v {
+        serde_json::Value::String(s) => split_text(&s),
+        serde_json::Value::Number(n) => vec![format!("+{n}")],
+        other => vec![other.to_string()],
     };
-    Ok(items
-        .into_iter()
-        .map(|i| match i {
-            Item::Number(n) => format!("+{n}"),
-            Item::Text(s) => s.trim().to_owned(),
-        })
-        .filter(|s| !s.is_empty())
-        .collect())
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::Many(v) => v.into_iter().flat_map(item).collect(),
+        OneOrMany::One(v) => item(v),
+    })
+}
+
+/// An optional secret; empty or blank text is the same as unset (a `.env` or compose file
+/// often lists every variable, the unused ones empty).
+fn opt_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
+    let v: Option<String> = Option::deserialize(d)?;
+    Ok(v.filter(|s| !s.trim().is_empty()).map(SecretString::from))
+}
+
+/// The listen address: an IP address and port. Host names are not looked up (a name can
+/// resolve to several addresses, or differently tomorrow); `localhost` is 127.0.0.1.
+fn bind_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Some(port) = text
+        .rsplit_once(':')
+        .filter(|(host, _)| host.eq_ignore_ascii_case("localhost"))
+        .and_then(|(_, port)| port.parse::<u16>().ok())
+    {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    Err(serde::de::Error::custom(
+        "is not an IP address and port: use for example 127.0.0.1:8080 (this machine only) \
+         or 0.0.0.0:8080 (every interface); host names other than localhost are not looked up",
+    ))
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
-    /// Listen address.
+    /// Listen address, an IP address and port (CALLBOT_BIND); `localhost:PORT` means
+    /// 127.0.0.1:PORT.
+    #[serde(deserialize_with = "bind_addr")]
     pub bind: SocketAddr,
     /// Base URL Twilio/Slack/Telegram reach us at; defaults to `http://{bind}`.
     #[serde(default, deserialize_with = "empty_is_none")]
     pub public_url: Option<String>,
-    /// Bearer token for the web console and API; required when `bind` is not loopback.
+    /// Bearer token for the web console and API (CALLBOT_WEB_TOKEN); required, with at least
+    /// [`WEB_TOKEN_MIN_CHARS`] characters, when `bind` is not loopback. Empty is refused.
     #[serde(default)]
     pub web_token: Option<SecretString>,
     /// `pretty` or `json`.
@@ -257,10 +295,13 @@ pub struct PhoneSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TwilioSettings {
+    /// Account SID, AC + 32 hex digits (TWILIO_ACCOUNT_SID).
     #[serde(default, deserialize_with = "empty_is_none")]
     pub account_sid: Option<String>,
-    #[serde(default)]
+    /// Auth token (TWILIO_AUTH_TOKEN); also verifies Twilio's webhook signatures.
+    #[serde(default, deserialize_with = "opt_secret")]
     pub auth_token: Option<SecretString>,
+    /// Caller id, E.164 (TWILIO_FROM_NUMBER).
     #[serde(default, deserialize_with = "empty_is_none")]
     pub from_number: Option<String>,
     /// REST base URL (tests point it at a fake).
@@ -313,8 +354,10 @@ pub enum StoreBackend {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
+    /// `memory` or `redis` (CALLBOT_STORE).
     pub backend: StoreBackend,
-    #[serde(default)]
+    /// Redis URL for the redis backend (REDIS_URL); a secret (it may hold a password).
+    #[serde(default, deserialize_with = "opt_secret")]
     pub redis_url: Option<SecretString>,
     /// Calls are forgotten this many hours after their last change.
     pub ttl_hours: u64,
@@ -344,8 +387,7 @@ pub enum TelephonyChoice {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("could not read settings: {0}")]
-    Load(#[from] Box<figment::Error>),
+    /// Every problem found, each naming the variable or file key the user set.
     #[error("invalid settings:\n  - {}", .0.join("\n  - "))]
     Invalid(Vec<String>),
 }
@@ -355,33 +397,337 @@ fn empty_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String
     Ok(v.filter(|s| !s.trim().is_empty()))
 }
 
-impl Settings {
-    /// Loads defaults → `file` → the process environment.
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::figment(file)
-            .extract()
-            .map_err(|e| Box::new(e).into())
+/// Where one setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    /// An environment variable, by the name the user set.
+    Env(String),
+    /// A `--config` file.
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+struct Source {
+    kind: SourceKind,
+    /// The value as the user wrote it, quoted (`"abc"`; a TOML number stays bare).
+    shown: String,
+}
+
+/// Which keys the environment or a settings file set (dotted keys such as `calls.cps`), so
+/// messages can name what the user wrote rather than an internal key.
+#[derive(Debug, Clone, Default)]
+pub struct Sources(BTreeMap<String, Source>);
+
+/// The environment variable that sets `key`: its conventional name, or `CALLBOT_SECTION__KEY`.
+pub fn env_name(key: &str) -> String {
+    ENV_NAMES
+        .iter()
+        .find(|(_, k)| *k == key)
+        .map(|(n, _)| (*n).to_owned())
+        .unwrap_or_else(|| format!("CALLBOT_{}", key.to_ascii_uppercase().replace('.', "__")))
+}
+
+/// Keys whose values are never shown.
+fn is_secret(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    ["token", "secret", "key", "password"]
+        .iter()
+        .any(|w| last.contains(w))
+        || last == "redis_url"
+}
+
+impl Sources {
+    fn find(&self, key: &str) -> Option<&Source> {
+        self.0.get(key).or_else(|| {
+            // A whole section (`CALLBOT_FOO__BAR` for an unknown `foo`): its first key.
+            self.0
+                .range(format!("{key}.")..)
+                .next()
+                .filter(|(k, _)| k.starts_with(&format!("{key}.")))
+                .map(|(_, s)| s)
+        })
     }
 
-    pub fn figment(file: Option<&Path>) -> Figment {
+    /// Where `key` was set: the variable's name, the file and key, or for a default the key
+    /// and the variable that would set it.
+    pub fn name(&self, key: &str) -> String {
+        match self.find(key).map(|s| &s.kind) {
+            Some(SourceKind::Env(var)) => var.clone(),
+            Some(SourceKind::File(path)) => format!("{key} in {}", path.display()),
+            None => format!("{key} ({})", env_name(key)),
+        }
+    }
+
+    /// [`Sources::name`] with the value `shown` (already quoted), unless the key is a secret.
+    pub fn named(&self, key: &str, shown: &str) -> String {
+        if is_secret(key) {
+            return self.name(key);
+        }
+        match self.find(key).map(|s| &s.kind) {
+            Some(SourceKind::Env(var)) => format!("{var}={shown}"),
+            Some(SourceKind::File(path)) => format!("{key} = {shown} in {}", path.display()),
+            None => format!("{key} ({}) = {shown}", env_name(key)),
+        }
+    }
+
+    fn insert(&mut self, key: String, kind: SourceKind, shown: String) {
+        self.0.insert(key, Source { kind, shown });
+    }
+
+    fn add_file(&mut self, path: &Path, dict: &Dict, prefix: &str) {
+        for (k, v) in dict {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                Value::Dict(_, inner) => self.add_file(path, inner, &key),
+                Value::String(_, s) => {
+                    self.insert(key, SourceKind::File(path.to_owned()), format!("{s:?}"))
+                }
+                other => {
+                    let shown = serde_json::to_string(other).unwrap_or_default();
+                    self.insert(key, SourceKind::File(path.to_owned()), shown)
+                }
+            }
+        }
+    }
+
+    /// One sentence per figment error, naming the variable or file key.
+    fn explain(&self, err: &figment::Error) -> Vec<String> {
+        use figment::error::Kind;
+        err.clone()
+            .into_iter()
+            .map(|e| {
+                let mut path = e.path.clone();
+                let field = match &e.kind {
+                    Kind::UnknownField(field, _) => Some(field.clone()),
+                    Kind::MissingField(field) => Some(field.to_string()),
+                    _ => None,
+                };
+                if let Some(field) = field.filter(|f| path.last() != Some(f)) {
+                    path.push(field);
+                }
+                let key = path.join(".");
+                let shown = self.find(&key).map(|s| s.shown.clone());
+                let named = match &shown {
+                    Some(shown) => self.named(&key, shown),
+                    None => self.name(&key),
+                };
+                let what = match &e.kind {
+                    Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
+                        expectation(actual, expected)
+                    }
+                    Kind::UnknownVariant(_, choices) => {
+                        format!("must be one of: {}", choices.join(", "))
+                    }
+                    Kind::UnknownField(_, fields) => {
+                        let section = path[..path.len() - 1].join(".");
+                        if fields.is_empty() || section.is_empty() {
+                            "is not a setting (see config/default.toml)".to_owned()
+                        } else {
+                            format!("is not a setting; [{section}] has {}", fields.join(", "))
+                        }
+                    }
+                    Kind::MissingField(_) => "is missing".to_owned(),
+                    Kind::Message(m) => m.clone(),
+                    other => format!("is not valid: {other}"),
+                };
+                format!("{named} {what}")
+            })
+            .collect()
+    }
+}
+
+/// What a value of the `expected` serde type must look like.
+fn expectation(actual: &figment::error::Actual, expected: &str) -> String {
+    use figment::error::Actual;
+    let max = match expected {
+        "u8" => Some(u64::from(u8::MAX)),
+        "u16" => Some(u64::from(u16::MAX)),
+        "u32" => Some(u64::from(u32::MAX)),
+        "u64" | "usize" => Some(u64::MAX),
+        _ => None,
+    };
+    if let Some(max) = max {
+        return match actual {
+            Actual::Unsigned(_) | Actual::Signed(_) => {
+                format!("is out of range: use a whole number from 0 to {max}")
+            }
+            _ => "is not a whole number".to_owned(),
+        };
+    }
+    match expected {
+        "f32" | "f64" => "is not a number (such as 1 or 0.5)".to_owned(),
+        "a boolean" => "is not true or false".to_owned(),
+        "a string" | "string" => {
+            "must be text: in a TOML file write it in quotes (\"+15005550006\")".to_owned()
+        }
+        e if e.contains("sequence") => "must be a list".to_owned(),
+        e if e.starts_with("struct") || e.contains("map") => {
+            "is a section of settings, not a single value".to_owned()
+        }
+        e => format!("is not valid: expected {e}"),
+    }
+}
+
+/// Every environment variable that names a setting, its value as text.
+///
+/// figment's own `Env` provider reads values as TOML-like scalars, so `+15005550006`
+/// became the integer 15005550006 and a string setting refused it (and `007` lost its
+/// zeros). Here text stays text; numbers and booleans are read from text when a field asks
+/// for one ([`Figment::extract_lossy`]). figment has no option for this, hence this small
+/// provider.
+struct EnvText(Vec<(String, String, String)>);
+
+impl EnvText {
+    /// `CALLBOT_SECTION__KEY` variables, then the conventional names (which win).
+    fn from_process() -> Self {
+        let vars: Vec<(String, String)> = std::env::vars_os()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.to_string_lossy().into_owned(),
+                )
+            })
+            .collect();
+        let mut entries = Vec::new();
+        for (var, value) in &vars {
+            let upper = var.to_ascii_uppercase();
+            let Some(rest) = upper.strip_prefix("CALLBOT_") else {
+                continue;
+            };
+            if !rest.contains("__") {
+                continue;
+            }
+            let key = rest.to_ascii_lowercase().replace("__", ".");
+            if key.split('.').any(str::is_empty) {
+                continue;
+            }
+            entries.push((var.clone(), key, value.clone()));
+        }
+        entries.sort();
+        for (name, key) in ENV_NAMES {
+            if let Some((var, value)) = vars.iter().find(|(v, _)| v.eq_ignore_ascii_case(name)) {
+                entries.push((var.clone(), (*key).to_owned(), value.clone()));
+            }
+        }
+        Self(entries)
+    }
+}
+
+impl Provider for EnvText {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment variable")
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        fn insert(dict: &mut Dict, key: &str, value: Value) {
+            match key.split_once('.') {
+                None => {
+                    dict.insert(key.to_owned(), value);
+                }
+                Some((head, rest)) => {
+                    let entry = dict
+                        .entry(head.to_owned())
+                        .or_insert_with(|| Value::from(Dict::new()));
+                    if !matches!(entry, Value::Dict(..)) {
+                        *entry = Value::from(Dict::new());
+                    }
+                    if let Value::Dict(_, inner) = entry {
+                        insert(inner, rest, value);
+                    }
+                }
+            }
+        }
+        let mut dict = Dict::new();
+        for (_, key, value) in &self.0 {
+            insert(&mut dict, key, Value::from(value.clone()));
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+/// Whether Twilio (on the internet) cannot reach `host`: loopback, private (RFC 1918,
+/// shared 100.64/10, IPv6 ULA), link-local or unspecified.
+fn unreachable_host(host: &url::Host<&str>) -> bool {
+    let ip = match host {
+        url::Host::Domain(d) => {
+            let d = d.to_ascii_lowercase();
+            return d == "localhost" || d.ends_with(".localhost");
+        }
+        url::Host::Ipv4(ip) => IpAddr::V4(*ip),
+        url::Host::Ipv6(ip) => IpAddr::V6(*ip),
+    };
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || first & 0xfe00 == 0xfc00
+                || first & 0xffc0 == 0xfe80
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| unreachable_host(&url::Host::Ipv4(v4)))
+        }
+    }
+}
+
+/// A Telegram bot token: the bot's numeric id, a colon, then letters, digits, `_` or `-`.
+fn looks_like_telegram_token(token: &str) -> bool {
+    token.split_once(':').is_some_and(|(id, rest)| {
+        !id.is_empty()
+            && id.bytes().all(|b| b.is_ascii_digit())
+            && !rest.is_empty()
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    })
+}
+
+impl Settings {
+    /// Loads defaults → `file` → the process environment. Every value from the environment
+    /// is text; numeric and boolean settings read it (`5`, `true`, `yes`, `0`), string ones
+    /// keep it as written. Errors name the variable or the file and key.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut sources = Sources::default();
         let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
         if let Some(file) = file {
-            figment = figment.merge(Toml::file_exact(file));
+            let toml = Toml::file_exact(file);
+            let data = toml.data().map_err(|e| {
+                ConfigError::Invalid(vec![format!(
+                    "could not read the settings file {}: {e}",
+                    file.display()
+                )])
+            })?;
+            for dict in data.values() {
+                sources.add_file(file, dict, "");
+            }
+            figment = figment.merge(toml);
         }
-        let names: Vec<&str> = ENV_NAMES.iter().map(|(n, _)| *n).collect();
-        figment
-            .merge(
-                Env::prefixed("CALLBOT_")
-                    .filter(|k| k.as_str().contains("__"))
-                    .split("__"),
-            )
-            .merge(Env::raw().only(&names).map(|k| {
-                ENV_NAMES
-                    .iter()
-                    .find(|(n, _)| k.as_str().eq_ignore_ascii_case(n))
-                    .map(|(_, key)| (*key).into())
-                    .unwrap_or_else(|| k.into())
-            }))
+        let env = EnvText::from_process();
+        for (var, key, value) in &env.0 {
+            sources.insert(
+                key.clone(),
+                SourceKind::Env(var.clone()),
+                format!("{value:?}"),
+            );
+        }
+        let mut settings: Self = figment
+            .merge(env)
+            .extract_lossy()
+            .map_err(|e| ConfigError::Invalid(sources.explain(&e)))?;
+        settings.sources = sources;
+        Ok(settings)
     }
 
     /// Defaults only, for tests and embedding.
@@ -391,97 +737,288 @@ impl Settings {
             .expect("config/default.toml is valid")
     }
 
-    /// Checks everything a later failure would otherwise reveal; lists every problem.
+    /// How to name `key` to the user (see [`Sources::name`]).
+    pub fn name(&self, key: &str) -> String {
+        self.sources.name(key)
+    }
+
+    /// `key` with its value, as the user set it (see [`Sources::named`]).
+    fn named(&self, key: &str, value: impl std::fmt::Display) -> String {
+        self.sources.named(key, &format!("{:?}", value.to_string()))
+    }
+
+    /// Every refusal, for `check-config`, `serve` and `call` alike: everything a later failure
+    /// would otherwise reveal, except what only the platforms can answer (a token they
+    /// reject). Lists every problem, each naming what the user set.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
-        if Region::parse(&self.phone.default_region).is_none() {
-            problems.push(format!(
-                "phone.default_region (CALLBOT_DEFAULT_REGION) = {:?} is not a known region; use an ISO code like IN, US, GB",
-                self.phone.default_region
+        let mut refuse = |p: String| problems.push(p);
+
+        let region = &self.phone.default_region;
+        if Region::parse(region).is_none() {
+            refuse(format!(
+                "{} is not a known region; use an ISO code like IN, US, GB",
+                self.named("phone.default_region", region)
             ));
         }
         if let Some(url) = &self.server.public_url {
             match Url::parse(url) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-                _ => problems.push(format!(
-                    "server.public_url (CALLBOT_PUBLIC_URL) = {url:?} must be an absolute http(s) URL such as https://callbot.example.com"
+                _ => refuse(format!(
+                    "{} must be an absolute http(s) URL such as https://callbot.example.com",
+                    self.named("server.public_url", url)
                 )),
             }
         }
-        if !self.server.bind.ip().is_loopback() && self.server.web_token.is_none() {
-            problems.push(format!(
-                "server.bind = {} is not a loopback address, so the web console needs CALLBOT_WEB_TOKEN (an open call endpoint on a public address is not allowed)",
-                self.server.bind
-            ));
+        let loopback = self.server.bind.ip().is_loopback();
+        match &self.server.web_token {
+            Some(t) if t.expose_secret().trim().is_empty() => refuse(format!(
+                "{} is empty: unset it (loopback only) or set a random string of at least {WEB_TOKEN_MIN_CHARS} characters",
+                self.name("server.web_token")
+            )),
+            Some(t)
+                if !loopback && t.expose_secret().trim().chars().count() < WEB_TOKEN_MIN_CHARS =>
+            {
+                refuse(format!(
+                    "{} has {} characters; with {} (not loopback) it needs at least {WEB_TOKEN_MIN_CHARS} (for example from `openssl rand -hex 16`)",
+                    self.name("server.web_token"),
+                    t.expose_secret().trim().chars().count(),
+                    self.named("server.bind", self.server.bind),
+                ))
+            }
+            None if !loopback => refuse(format!(
+                "{} is not a loopback address, so the web console needs CALLBOT_WEB_TOKEN (at least {WEB_TOKEN_MIN_CHARS} characters; an open call endpoint on a public address is not allowed)",
+                self.named("server.bind", self.server.bind)
+            )),
+            _ => {}
         }
         if let Err(e) = self.telephony() {
-            problems.push(e);
+            refuse(e);
         }
-        if Url::parse(&self.twilio.api_base).is_err() {
-            problems.push(format!(
-                "twilio.api_base (TWILIO_API_BASE) = {:?} is not a URL",
-                self.twilio.api_base
-            ));
+        let mut urls = vec![
+            ("twilio.api_base", &self.twilio.api_base),
+            ("telegram.api_url", &self.telegram.api_url),
+            ("slack.api_url", &self.slack.api_url),
+        ];
+        if let Some(base) = &self.llm.base_url {
+            urls.push(("llm.base_url", base));
+        }
+        for (key, url) in urls {
+            match Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => refuse(format!(
+                    "{} is not an absolute http(s) URL",
+                    self.named(key, url)
+                )),
+            }
         }
         let c = &self.calls;
-        if c.cps == 0 {
-            problems.push("calls.cps must be at least 1".into());
-        }
-        if c.max_concurrent_requests == 0 || c.max_tries == 0 || c.queue_capacity == 0 {
-            problems.push(
-                "calls.max_concurrent_requests, calls.max_tries and calls.queue_capacity must be at least 1"
-                    .into(),
-            );
+        let at_least_one = [
+            ("calls.cps", c.cps as usize),
+            ("calls.max_concurrent_requests", c.max_concurrent_requests),
+            ("calls.max_tries", c.max_tries as usize),
+            ("calls.queue_capacity", c.queue_capacity),
+            ("calls.time_limit_secs", c.time_limit_secs as usize),
+            ("limits.max_concurrent", self.limits.max_concurrent as usize),
+        ];
+        for (key, value) in at_least_one {
+            if value == 0 {
+                refuse(format!("{} must be at least 1", self.named(key, value)));
+            }
         }
         if c.default_message.trim().is_empty() || c.default_message.chars().count() > 4000 {
-            problems.push("calls.default_message must have 1 to 4000 characters".into());
+            refuse(format!(
+                "{} must have 1 to 4000 characters",
+                self.name("calls.default_message")
+            ));
         }
         if !(5..=600).contains(&c.ring_timeout_secs) {
-            problems
-                .push("calls.ring_timeout_secs must be between 5 and 600 (Twilio's range)".into());
+            refuse(format!(
+                "{} must be between 5 and 600 (Twilio's range)",
+                self.named("calls.ring_timeout_secs", c.ring_timeout_secs)
+            ));
         }
-        if c.time_limit_secs == 0 {
-            problems.push("calls.time_limit_secs must be at least 1".into());
+        if !(1..=MAX_TTL_HOURS).contains(&self.store.ttl_hours) {
+            refuse(format!(
+                "{} must be 1 to {MAX_TTL_HOURS} hours (ten years)",
+                self.named("store.ttl_hours", self.store.ttl_hours)
+            ));
         }
         if self.store.backend == StoreBackend::Redis {
-            if !cfg!(feature = "redis") {
-                problems.push("store.backend = redis needs the `redis` feature".into());
+            refuse(format!(
+                "{}: this build cannot serve the redis store yet; use memory",
+                self.named("store.backend", "redis")
+            ));
+        }
+        if cfg!(feature = "telegram") {
+            if let Some(token) = &self.telegram.bot_token {
+                if !looks_like_telegram_token(token.expose_secret().trim()) {
+                    refuse(format!(
+                        "{} does not look like a bot token from BotFather (the bot's id, a colon, then letters: 123456:ABC-DEF…)",
+                        self.name("telegram.bot_token")
+                    ));
+                }
+                if self.telegram.mode == TelegramMode::Webhook
+                    && self.telegram.webhook_secret.is_none()
+                {
+                    refuse(format!(
+                        "{} needs TELEGRAM_WEBHOOK_SECRET (1-256 characters A-Z, a-z, 0-9, _ and -): Telegram sends it with every update so nobody else can post to /telegram/webhook",
+                        self.named("telegram.mode", "webhook")
+                    ));
+                }
             }
-            if self.store.redis_url.is_none() {
-                problems.push("store.backend = redis needs REDIS_URL".into());
+            if let Some(secret) = &self.telegram.webhook_secret {
+                let s = secret.expose_secret();
+                if s.len() > 256
+                    || !s
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                {
+                    refuse(format!(
+                        "{} may only have 1-256 characters A-Z, a-z, 0-9, _ and - (Telegram's rule)",
+                        self.name("telegram.webhook_secret")
+                    ));
+                }
             }
         }
-        for c in &self.access.countries {
-            if Region::parse(c).is_none() {
-                problems.push(format!("access.countries: {c:?} is not a known region"));
+        if cfg!(feature = "slack") {
+            if let Some(token) = &self.slack.bot_token {
+                if !token.expose_secret().trim().starts_with("xoxb-") {
+                    refuse(format!(
+                        "{} does not look like a bot token (xoxb-…, from the app's OAuth & Permissions page)",
+                        self.name("slack.bot_token")
+                    ));
+                }
+                if self.slack.signing_secret.is_none() && self.slack.app_token.is_none() {
+                    refuse(format!(
+                        "{} is set but SLACK_SIGNING_SECRET is not: Slack's requests to /slack/* could not be verified. Set SLACK_SIGNING_SECRET (from the app's Basic Information page), or SLACK_APP_TOKEN to use Socket Mode instead",
+                        self.name("slack.bot_token")
+                    ));
+                }
             }
-        }
-        for n in self
-            .access
-            .allow_numbers
-            .iter()
-            .chain(&self.access.deny_numbers)
-        {
-            if PhoneNumber::from_e164(n).is_err() {
-                problems.push(format!(
-                    "access.allow_numbers/deny_numbers: {n:?} must be a valid E.164 number like +919876543210"
+            if let Some(token) = &self.slack.app_token
+                && !token.expose_secret().trim().starts_with("xapp-")
+            {
+                refuse(format!(
+                    "{} does not look like an app-level token (xapp-…, from the app's Basic Information page)",
+                    self.name("slack.app_token")
                 ));
             }
         }
-        if self.limits.message_max_chars == 0 || self.limits.message_max_chars > 4000 {
-            problems.push("limits.message_max_chars must be 1 to 4000 (Twilio's TwiML cap)".into());
+        if self.llm_enabled() && self.llm.model.trim().is_empty() {
+            refuse(format!(
+                "{} is empty: name the model, for example gpt-4o-mini",
+                self.name("llm.model")
+            ));
         }
-        if self.limits.max_concurrent == 0 {
-            problems.push("limits.max_concurrent must be at least 1".into());
+        for country in &self.access.countries {
+            if Region::parse(country).is_none() {
+                refuse(format!(
+                    "{}: {country:?} is not a known region",
+                    self.name("access.countries")
+                ));
+            }
+        }
+        for (key, numbers) in [
+            ("access.allow_numbers", &self.access.allow_numbers),
+            ("access.deny_numbers", &self.access.deny_numbers),
+        ] {
+            for n in numbers {
+                if PhoneNumber::from_e164(n).is_err() {
+                    refuse(format!(
+                        "{}: {n:?} must be a valid E.164 number like +919876543210",
+                        self.name(key)
+                    ));
+                }
+            }
+        }
+        let max_chars = self.limits.message_max_chars;
+        if max_chars == 0 || max_chars > 4000 {
+            refuse(format!(
+                "{} must be 1 to 4000 (Twilio's TwiML cap)",
+                self.named("limits.message_max_chars", max_chars)
+            ));
         }
         if !(self.simulator.speed > 0.0 && self.simulator.speed.is_finite()) {
-            problems.push("simulator.speed must be a positive number".into());
+            refuse(format!(
+                "{} must be a positive number",
+                self.named("simulator.speed", self.simulator.speed)
+            ));
         }
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
         }
+    }
+
+    /// Whether the LLM fallback is on (a key or a base URL is set).
+    pub fn llm_enabled(&self) -> bool {
+        self.llm.api_key.is_some() || self.llm.base_url.is_some()
+    }
+
+    /// Settings that work but probably not as meant; `check-config` prints them and every
+    /// start logs them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if let Ok(TelephonyChoice::Twilio { .. }) = self.telephony() {
+            match self.server.public_url.as_deref().map(Url::parse) {
+                None => w.push(format!(
+                    "CALLBOT_PUBLIC_URL is unset, so Twilio is told to fetch TwiML from and post status callbacks to http://{}, which it cannot reach; set it to the https URL of a reverse proxy or tunnel",
+                    self.server.bind
+                )),
+                Some(Ok(u)) => {
+                    let named = self.named("server.public_url", u.as_str());
+                    if u.host().as_ref().is_some_and(unreachable_host) {
+                        w.push(format!(
+                            "{named} is a loopback or private address: Twilio, on the internet, cannot reach it, so calls get no TwiML and no status"
+                        ));
+                    }
+                    if u.scheme() == "http" {
+                        w.push(format!(
+                            "{named} is plain http: Twilio would send call details and signed callbacks in clear; use https"
+                        ));
+                    }
+                }
+                Some(Err(_)) => {}
+            }
+        }
+        if let Some(t) = &self.server.web_token {
+            let chars = t.expose_secret().trim().chars().count();
+            if chars > 0 && chars < WEB_TOKEN_MIN_CHARS {
+                w.push(format!(
+                    "{} has only {chars} characters: accepted on loopback, but anything else needs at least {WEB_TOKEN_MIN_CHARS}",
+                    self.name("server.web_token")
+                ));
+            }
+        }
+        if self.telegram.bot_token.is_some() && self.telegram.mode == TelegramMode::Webhook {
+            let https = self
+                .server
+                .public_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"));
+            if !https {
+                w.push(
+                    "TELEGRAM_MODE=webhook: Telegram delivers updates only to an https CALLBOT_PUBLIC_URL on port 443, 80, 88 or 8443".into(),
+                );
+            }
+        }
+        if self.slack.bot_token.is_none() {
+            for key in ["slack.signing_secret", "slack.app_token"] {
+                let set = match key {
+                    "slack.signing_secret" => self.slack.signing_secret.is_some(),
+                    _ => self.slack.app_token.is_some(),
+                };
+                if set {
+                    w.push(format!(
+                        "{} is set but SLACK_BOT_TOKEN is not: the Slack adapter is off",
+                        self.name(key)
+                    ));
+                }
+            }
+        }
+        w
     }
 
     /// The effective access policy.
@@ -530,12 +1067,14 @@ impl Settings {
             (Some(sid), Some(token), Some(from)) => {
                 if !(sid.starts_with("AC") && sid.len() == 34) {
                     return Err(format!(
-                        "TWILIO_ACCOUNT_SID = {sid:?} does not look like an Account SID (AC + 32 hex digits)"
+                        "{} does not look like an Account SID (AC + 32 hex digits)",
+                        self.named("twilio.account_sid", sid)
                     ));
                 }
                 let from = PhoneNumber::from_e164(from).map_err(|_| {
                     format!(
-                        "TWILIO_FROM_NUMBER = {from:?} must be an E.164 number like +15005550006"
+                        "{} must be an E.164 number like +15005550006 (a +, the country code, the number)",
+                        self.named("twilio.from_number", from)
                     )
                 })?;
                 Ok(TelephonyChoice::Twilio {
@@ -737,5 +1276,123 @@ mod tests {
             assert_eq!(s.twilio.auth_token.unwrap().expose_secret(), "tok");
             Ok(())
         });
+    }
+    #[test]
+    #[expect(
+        clippy::result_large_err,
+        reason = "figment's Jail API returns figment::Error"
+    )]
+    fn string_settings_keep_any_text_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TWILIO_ACCOUNT_SID", format!("AC{}", "0".repeat(32)));
+            jail.set_env("TWILIO_AUTH_TOKEN", "007");
+            jail.set_env("TWILIO_FROM_NUMBER", "+15005550006");
+            jail.set_env("CALLBOT_WEB_TOKEN", "1234567890123456");
+            jail.set_env("OPENAI_MODEL", "1.5");
+            jail.set_env("CALLBOT_CALLS__DEFAULT_MESSAGE", "[x]");
+            jail.set_env("CALLBOT_CALLS__VOICE", "true");
+            jail.set_env("CALLBOT_CALLS__CONFIRM", "yes");
+            jail.set_env("CALLBOT_CALLS__CPS", "007");
+            jail.set_env("CALLBOT_ACCESS__TELEGRAM_USERS", "[123, 456]");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.twilio.from_number.as_deref(), Some("+15005550006"));
+            assert_eq!(s.twilio.auth_token.as_ref().unwrap().expose_secret(), "007");
+            assert_eq!(
+                s.server.web_token.as_ref().unwrap().expose_secret(),
+                "1234567890123456"
+            );
+            assert_eq!(s.llm.model, "1.5");
+            assert_eq!(s.calls.default_message, "[x]");
+            assert_eq!(s.calls.voice, "true");
+            assert!(s.calls.confirm);
+            assert_eq!(s.calls.cps, 7);
+            assert_eq!(s.access.telegram_users, ["123", "456"]);
+            s.validate().map_err(|e| e.to_string())?;
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[expect(
+        clippy::result_large_err,
+        reason = "figment's Jail API returns figment::Error"
+    )]
+    fn errors_name_the_variable_the_user_set() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CALLBOT_CALLS__CPS", "abc");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains(r#"CALLBOT_CALLS__CPS="abc" is not a whole number"#),
+                "{err}"
+            );
+            jail.set_env("CALLBOT_CALLS__CPS", "0");
+            jail.set_env("CALLBOT_LOG_FORMAT", "JSON");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains(r#"CALLBOT_LOG_FORMAT="JSON" must be one of: pretty, json"#),
+                "{err}"
+            );
+            jail.set_env("CALLBOT_LOG_FORMAT", "json");
+            let err = Settings::load(None)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(r#"CALLBOT_CALLS__CPS="0" must be at least 1"#),
+                "{err}"
+            );
+            jail.set_env("CALLBOT_CALLS__CPS", "1");
+            jail.set_env("CALLBOT_BIND", "localhost:8080");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.server.bind.to_string(), "127.0.0.1:8080");
+            jail.set_env("CALLBOT_BIND", "callbot.internal:8080");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains(
+                    r#"CALLBOT_BIND="callbot.internal:8080" is not an IP address and port"#
+                ),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn web_token_must_be_non_blank_and_long_off_loopback() {
+        let err = with(|s| s.server.web_token = Some("  ".to_owned().into())).unwrap_err();
+        assert!(err.contains("CALLBOT_WEB_TOKEN) is empty"), "{err}");
+        let err = with(|s| {
+            s.server.bind = "0.0.0.0:8080".parse().unwrap();
+            s.server.web_token = Some("short-token".to_owned().into());
+        })
+        .unwrap_err();
+        assert!(err.contains("has 11 characters"), "{err}");
+        assert!(!err.contains("short-token"), "{err}");
+        with(|s| s.server.web_token = Some("short-token".to_owned().into())).unwrap();
+    }
+
+    #[test]
+    fn twilio_with_an_unreachable_public_url_is_warned_about() {
+        let mut s = Settings::defaults();
+        s.twilio.account_sid = Some(format!("AC{}", "0".repeat(32)));
+        s.twilio.auth_token = Some("tok".to_owned().into());
+        s.twilio.from_number = Some("+15005550006".into());
+        let unset = s.warnings().join("\n");
+        assert!(unset.contains("CALLBOT_PUBLIC_URL is unset"), "{unset}");
+        for (url, expect) in [
+            ("http://10.0.0.5:8080", "loopback or private"),
+            ("https://192.168.1.2", "loopback or private"),
+            ("https://[fd00::1]", "loopback or private"),
+            ("https://169.254.1.1", "loopback or private"),
+            ("https://localhost", "loopback or private"),
+            ("http://callbot.example.com", "plain http"),
+        ] {
+            s.server.public_url = Some(url.into());
+            let w = s.warnings().join("\n");
+            assert!(w.contains(expect), "{url}: {w}");
+        }
+        s.server.public_url = Some("https://callbot.example.com".into());
+        assert_eq!(s.warnings(), Vec::<String>::new());
     }
 }

@@ -51,15 +51,42 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cli.command.unwrap_or(Cmd::Serve) {
-        Cmd::CheckConfig => check_config(&settings),
-        Cmd::Serve => serve(settings).await,
-        Cmd::Call { number, say } => call(settings, &number, say).await,
+    let command = cli.command.unwrap_or(Cmd::Serve);
+    if let Cmd::CheckConfig = command {
+        return check_config(&settings);
+    }
+    // The same refusals as check-config, before anything starts.
+    if let Err(e) = settings.validate() {
+        eprintln!("callbot: {e}");
+        return ExitCode::FAILURE;
+    }
+    match command {
+        Cmd::CheckConfig => unreachable!("handled above"),
+        Cmd::Serve => {
+            callbot::telemetry::init(settings.server.log_format);
+            log_warnings(&settings);
+            serve(settings).await
+        }
+        Cmd::Call { number, say } => {
+            // Progress lines on stdout; only warnings among them unless RUST_LOG says more.
+            callbot::telemetry::init_with_default(settings.server.log_format, "warn");
+            log_warnings(&settings);
+            call(settings, &number, say).await
+        }
+    }
+}
+
+fn log_warnings(settings: &Settings) {
+    for w in settings.warnings() {
+        tracing::warn!("{w}");
     }
 }
 
 fn check_config(settings: &Settings) -> ExitCode {
     println!("{}", settings.describe());
+    for w in settings.warnings() {
+        eprintln!("warning: {w}");
+    }
     match settings.validate() {
         Ok(()) => {
             println!("\nsettings are valid");
@@ -73,7 +100,6 @@ fn check_config(settings: &Settings) -> ExitCode {
 }
 
 async fn serve(settings: Settings) -> ExitCode {
-    callbot::telemetry::init(settings.server.log_format);
     let app = match App::build(settings).await {
         Ok(app) => app,
         Err(e) => {
@@ -116,7 +142,6 @@ async fn stop_signal() {
 }
 
 async fn call(mut settings: Settings, number: &str, say: Option<String>) -> ExitCode {
-    callbot::telemetry::init(settings.server.log_format);
     let to = match PhoneNumber::parse(number, settings.region()) {
         Ok(n) => n,
         Err(e) => {
@@ -156,11 +181,17 @@ async fn call(mut settings: Settings, number: &str, say: Option<String>) -> Exit
             return ExitCode::FAILURE;
         }
     };
-    println!("{} [{}]", replies::status_line(&call), call.id);
+    let mut shown = replies::status_line(&call);
+    println!("{shown} [{}]", call.id);
     let status = loop {
         match events.recv().await {
             Ok(ev) if ev.call.id == call.id && ev.kind != EventKind::Created => {
-                println!("{}", replies::status_line(&ev.call));
+                // Queued and initiated read the same ("Calling…"); print each line once.
+                let line = replies::status_line(&ev.call);
+                if line != shown {
+                    println!("{line}");
+                    shown = line;
+                }
                 if ev.kind == EventKind::Final {
                     break ev.call.status;
                 }

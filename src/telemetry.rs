@@ -15,12 +15,26 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// The filter used when `RUST_LOG` is unset.
+const DEFAULT_FILTER: &str = "info,tower_http=warn,hyper=warn,reqwest=warn";
+
 /// Installs the global subscriber once; later calls are no-ops (tests call it repeatedly).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn,hyper=warn,reqwest=warn"));
+    init_with_default(format, DEFAULT_FILTER);
+}
+
+/// [`init`] with another filter for when `RUST_LOG` is unset (`callbot call` shows only
+/// warnings among its progress lines). Logs go to stderr, coloured only when stderr is a
+/// terminal and `NO_COLOR` is not set (<https://no-color.org>).
+pub fn init_with_default(format: LogFormat, default_filter: &str) {
+    use std::io::IsTerminal as _;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let colour = std::io::stderr().is_terminal() && !no_color;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

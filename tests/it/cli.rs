@@ -121,3 +121,52 @@ fn sigterm_stops_the_server_within_the_grace_period() {
         rest.join("\n")
     );
 }
+
+/// `callbot call` in a terminal: each status once (queued and initiated both read
+/// "Calling…"), and no info log lines among them unless RUST_LOG asks.
+#[test]
+fn call_command_prints_each_status_once_without_info_logs() {
+    let out = callbot()
+        .env_remove("RUST_LOG")
+        .args(["call", "+91 98765 43216"])
+        .env("CALLBOT_SIMULATOR__SPEED", "0.01")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout.matches("Calling").count(), 1, "{stdout}");
+    assert_eq!(stdout.matches("Ringing").count(), 1, "{stdout}");
+    assert!(!stderr.contains("INFO"), "{stderr}");
+}
+
+/// Logs go to stderr; with stderr a pipe (not a terminal) they carry no colour codes.
+#[test]
+fn logs_written_to_a_pipe_have_no_colour_codes() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::Stdio;
+
+    let mut child = callbot()
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .env("CALLBOT_BIND", "127.0.0.1:0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let done = line.contains("callbot listening");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let all = seen.join("\n");
+    assert!(all.contains("callbot listening"), "{all}");
+    assert!(all.contains("WARN"), "{all}");
+    assert!(!all.contains('\u{1b}'), "{all:?}");
+}

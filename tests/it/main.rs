@@ -2,6 +2,7 @@
 
 mod support;
 
+mod binary;
 mod browser;
 mod cli;
 mod faulted;

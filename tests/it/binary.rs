@@ -1,0 +1,574 @@
+//! The built `callbot` binary, started exactly as a user starts it: a cleared environment
+//! plus only the variables under test (once a `--config FILE`), talking HTTP to it, with
+//! every outbound base URL pointed at the local fakes.
+//!
+//! For every case `check-config` and `serve` run with the same environment and must agree:
+//! check-config exits 0 exactly when serve starts and answers `/healthz`; a refusal names
+//! the variable the user set. Processes run a few at a time, so the file stays well under a
+//! minute.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use figment::Provider as _;
+use figment::providers::{Format as _, Toml};
+use figment::value::{Dict, Value};
+use futures::StreamExt as _;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::Command;
+
+use crate::support::fake_openai::FakeOpenAi;
+use crate::support::fake_slack::{self, FakeSlack};
+use crate::support::fake_telegram::{self, FakeTelegram};
+use crate::support::{ACCOUNT_SID, AUTH_TOKEN, FROM, FakeTwilio};
+
+/// Processes started at once (the machine may have two cores, shared).
+const PARALLEL: usize = 6;
+/// Longest a start may take before the test calls it hung (a debug build on a loaded
+/// machine takes about a second).
+const START_TIMEOUT: Duration = Duration::from_secs(40);
+
+type Env = Vec<(String, String)>;
+
+fn env(pairs: &[(&str, &str)]) -> Env {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn command(env: &Env, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_callbot"));
+    cmd.env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// What one command did with a set of variables.
+#[derive(Debug)]
+enum Outcome {
+    /// check-config exited 0, or serve answered /healthz.
+    Accepted,
+    /// It exited non-zero; everything it printed.
+    Refused(String),
+}
+
+impl Outcome {
+    fn accepted(&self) -> bool {
+        matches!(self, Self::Accepted)
+    }
+}
+
+async fn check_config(env: &Env) -> Outcome {
+    let out = command(env, &["check-config"]).output().await.unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("panicked"), "check-config panicked: {text}");
+    if out.status.success() {
+        Outcome::Accepted
+    } else {
+        Outcome::Refused(text)
+    }
+}
+
+/// A running `callbot serve`; killed when dropped.
+struct Server {
+    addr: String,
+    _child: tokio::process::Child,
+}
+
+/// Starts `callbot` (serve) and waits for the line that gives its address, or for it to
+/// exit. A start also has to answer `/healthz`.
+async fn start(env: &Env, args: &[&str]) -> Result<Server, String> {
+    let mut child = command(env, args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+    let mut seen = String::new();
+    loop {
+        let line = tokio::time::timeout_at(deadline, lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("callbot neither started nor exited: {env:?}\n{seen}"))
+            .unwrap();
+        let Some(line) = line else { break };
+        seen.push_str(&line);
+        seen.push('\n');
+        if let Some(addr) = line.strip_prefix("callbot: web console at http://") {
+            let addr = addr.trim_end_matches('/').to_owned();
+            // Keep reading stderr so the pipe never fills while the server runs.
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            let health = reqwest::get(format!("http://{addr}/healthz")).await;
+            let status = health.map(|r| r.status().as_u16());
+            assert_eq!(status.ok(), Some(200), "{env:?}: /healthz\n{seen}");
+            return Ok(Server {
+                addr,
+                _child: child,
+            });
+        }
+    }
+    let status = child.wait().await.unwrap();
+    assert!(
+        !status.success(),
+        "serve stopped with {status}: {env:?}\n{seen}"
+    );
+    assert!(
+        !seen.contains("panicked"),
+        "serve panicked: {env:?}\n{seen}"
+    );
+    Err(seen)
+}
+
+async fn serve(env: &Env) -> Outcome {
+    match start(env, &["serve"]).await {
+        Ok(_server) => Outcome::Accepted,
+        Err(text) => Outcome::Refused(text),
+    }
+}
+
+/// Adds a free loopback port unless the case sets the address itself.
+fn with_port(mut env: Env) -> Env {
+    let sets_bind = env
+        .iter()
+        .any(|(k, _)| k == "CALLBOT_BIND" || k == "CALLBOT_SERVER__BIND");
+    if !sets_bind {
+        env.push(("CALLBOT_BIND".into(), format!("127.0.0.1:{}", free_port())));
+    }
+    env
+}
+
+/// Runs check-config and serve with `env`; returns a complaint, or `None` when they agree
+/// and every refusal names `var`.
+async fn agree(var: &str, env: Env) -> (Option<String>, bool) {
+    let env = with_port(env);
+    let (check, serve) = tokio::join!(check_config(&env), serve(&env));
+    let accepted = check.accepted();
+    if check.accepted() != serve.accepted() {
+        return (
+            Some(format!(
+                "{env:?}: check-config {check:?} but serve {serve:?}"
+            )),
+            accepted,
+        );
+    }
+    for outcome in [&check, &serve] {
+        if let Outcome::Refused(text) = outcome
+            && !text.contains(var)
+        {
+            return (
+                Some(format!("{env:?}: the refusal does not name {var}:\n{text}")),
+                accepted,
+            );
+        }
+    }
+    (None, accepted)
+}
+
+/// Every fake a variable can point at.
+struct Fakes {
+    twilio: FakeTwilio,
+    telegram: FakeTelegram,
+    slack: FakeSlack,
+    openai: FakeOpenAi,
+}
+
+impl Fakes {
+    async fn start() -> Self {
+        Self {
+            twilio: FakeTwilio::start().await,
+            telegram: FakeTelegram::start().await,
+            slack: FakeSlack::start().await,
+            openai: FakeOpenAi::start().await,
+        }
+    }
+
+    /// The rest of a working configuration for the adapter a variable belongs to.
+    fn base(&self, var: &str) -> Env {
+        if var.starts_with("TWILIO_") {
+            env(&[
+                ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+                ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+                ("TWILIO_FROM_NUMBER", FROM),
+                ("TWILIO_API_BASE", &self.twilio.base),
+            ])
+        } else if var.starts_with("TELEGRAM_") {
+            env(&[
+                ("TELEGRAM_BOT_TOKEN", fake_telegram::TOKEN),
+                ("TELEGRAM_API_URL", &self.telegram.base),
+            ])
+        } else if var.starts_with("SLACK_") {
+            env(&[
+                ("SLACK_BOT_TOKEN", fake_slack::BOT_TOKEN),
+                ("SLACK_SIGNING_SECRET", fake_slack::SIGNING_SECRET),
+                ("SLACK_API_URL", &self.slack.api_url),
+            ])
+        } else if var.starts_with("OPENAI_") {
+            env(&[
+                ("OPENAI_API_KEY", "sk-test"),
+                ("OPENAI_BASE_URL", &self.openai.base),
+            ])
+        } else {
+            Env::new()
+        }
+    }
+}
+
+/// One variable set to one value, over a working configuration.
+struct Case {
+    var: &'static str,
+    value: &'static str,
+    /// Whether callbot should start with it.
+    starts: bool,
+    /// More variables the case needs (`TELEGRAM_MODE=webhook` for the secret).
+    with: &'static [(&'static str, &'static str)],
+}
+
+const fn case(var: &'static str, value: &'static str, starts: bool) -> Case {
+    Case {
+        var,
+        value,
+        starts,
+        with: &[],
+    }
+}
+
+/// The documented variables (README and DESIGN tables, the access and limit names) set to
+/// awkward values: numbers, booleans, `+` numbers, empty, leading zeros.
+const CASES: &[Case] = &[
+    case("CALLBOT_BIND", "localhost:{port}", true),
+    case("CALLBOT_BIND", "123456", false),
+    case("CALLBOT_BIND", "true", false),
+    case("CALLBOT_BIND", "", false),
+    case("CALLBOT_PUBLIC_URL", "+15005550006", false),
+    case("CALLBOT_PUBLIC_URL", "true", false),
+    case("CALLBOT_PUBLIC_URL", "", true),
+    case("CALLBOT_WEB_TOKEN", "123456", true),
+    case("CALLBOT_WEB_TOKEN", "", false),
+    case("CALLBOT_WEB_TOKEN", "   ", false),
+    case("CALLBOT_DEFAULT_REGION", "1", false),
+    case("CALLBOT_DEFAULT_REGION", "", false),
+    case("CALLBOT_LOG_FORMAT", "json", true),
+    case("CALLBOT_LOG_FORMAT", "true", false),
+    case("CALLBOT_STORE", "redis", false),
+    case("CALLBOT_STORE", "1", false),
+    case("CALLBOT_STORE", "", false),
+    case("REDIS_URL", "123456", true),
+    case("CALLBOT_ACCESS__TELEGRAM_USERS", "123,456", true),
+    case("CALLBOT_ACCESS__ALLOW_NUMBERS", "+14155550100", true),
+    case("CALLBOT_ACCESS__ALLOW_NUMBERS", "14155550100", false),
+    case("CALLBOT_ACCESS__ALLOW_NUMBERS", "true", false),
+    case("CALLBOT_ACCESS__COUNTRIES", "1", false),
+    case("CALLBOT_ACCESS__OPEN", "1", true),
+    case("CALLBOT_ACCESS__OPEN", "maybe", false),
+    case("CALLBOT_LIMITS__PER_USER_HOUR", "007", true),
+    case("CALLBOT_LIMITS__PER_USER_HOUR", "abc", false),
+    case("CALLBOT_LIMITS__PER_USER_HOUR", "-1", false),
+    case("CALLBOT_LIMITS__PER_USER_DAY", "1.5", false),
+    case("CALLBOT_CALLS__CPS", "0", false),
+    case("CALLBOT_CALLS__DEFAULT_MESSAGE", "42", true),
+    case("CALLBOT_CALLS__DEFAULT_MESSAGE", "", false),
+    case("TWILIO_FROM_NUMBER", "+15005550006", true),
+    case("TWILIO_FROM_NUMBER", "15005550006", false),
+    case("TWILIO_FROM_NUMBER", "true", false),
+    case("TWILIO_FROM_NUMBER", "", false),
+    case("TWILIO_AUTH_TOKEN", "123456", true),
+    case("TWILIO_AUTH_TOKEN", "", false),
+    case("TWILIO_ACCOUNT_SID", "123456", false),
+    case("TWILIO_ACCOUNT_SID", "true", false),
+    case("TWILIO_API_BASE", "1", false),
+    case("TELEGRAM_BOT_TOKEN", "123456", false),
+    case("TELEGRAM_BOT_TOKEN", "true", false),
+    case("TELEGRAM_BOT_TOKEN", "", true),
+    case("TELEGRAM_API_URL", "1", false),
+    case("TELEGRAM_MODE", "true", false),
+    case("TELEGRAM_MODE", "webhook", false),
+    Case {
+        with: &[("TELEGRAM_MODE", "webhook")],
+        ..case("TELEGRAM_WEBHOOK_SECRET", "true", true)
+    },
+    Case {
+        with: &[("TELEGRAM_MODE", "webhook")],
+        ..case("TELEGRAM_WEBHOOK_SECRET", "+15005550006", false)
+    },
+    Case {
+        with: &[("TELEGRAM_MODE", "webhook")],
+        ..case("TELEGRAM_WEBHOOK_SECRET", "", false)
+    },
+    case("SLACK_BOT_TOKEN", "123456", false),
+    case("SLACK_BOT_TOKEN", "true", false),
+    case("SLACK_SIGNING_SECRET", "1234", true),
+    case("SLACK_SIGNING_SECRET", "", false),
+    case("SLACK_APP_TOKEN", "true", false),
+    case("SLACK_APP_TOKEN", "123456", false),
+    case("SLACK_API_URL", "1", false),
+    case("OPENAI_MODEL", "1", true),
+    case("OPENAI_MODEL", "", false),
+    case("OPENAI_API_KEY", "123456", true),
+    case("OPENAI_BASE_URL", "123456", false),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_variable_with_awkward_values_starts_or_is_refused_by_name_alike() {
+    let fakes = Fakes::start().await;
+    let runs = CASES.iter().map(|c| {
+        let mut env = fakes.base(c.var);
+        env.retain(|(k, _)| k != c.var);
+        env.extend(self::env(c.with));
+        let value = c.value.replace("{port}", &free_port().to_string());
+        env.push((c.var.to_owned(), value.clone()));
+        async move {
+            let (complaint, accepted) = agree(c.var, env).await;
+            match complaint {
+                Some(c) => Some(c),
+                None if accepted != c.starts => Some(format!(
+                    "{}={value:?}: expected {}, but callbot {}",
+                    c.var,
+                    if c.starts { "a start" } else { "a refusal" },
+                    if accepted { "started" } else { "refused" },
+                )),
+                None => None,
+            }
+        }
+    });
+    let problems: Vec<String> = futures::stream::iter(runs)
+        .buffer_unordered(PARALLEL)
+        .filter_map(|p| async { p })
+        .collect()
+        .await;
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
+/// Every key of `config/default.toml`, dotted (`calls.cps`).
+fn default_keys() -> Vec<String> {
+    fn walk(dict: &Dict, prefix: &str, out: &mut Vec<String>) {
+        for (k, v) in dict {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                Value::Dict(_, inner) => walk(inner, &key, out),
+                _ => out.push(key),
+            }
+        }
+    }
+    let data = Toml::string(callbot::config::DEFAULT_TOML).data().unwrap();
+    let mut keys = Vec::new();
+    for dict in data.values() {
+        walk(dict, "", &mut keys);
+    }
+    keys
+}
+
+/// Every key in config/default.toml, as `CALLBOT_SECTION__KEY`, set to each awkward value:
+/// check-config and serve agree, and a refusal names the variable. Settings other branches
+/// add get the same treatment with no change here. Refusals are cheap, so serve runs for
+/// each; the accepted values of each kind start together in one serve (a start costs about
+/// a second of CPU in a debug build).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_setting_from_the_environment_is_read_as_text_and_refused_by_its_name() {
+    let keys = default_keys();
+    assert!(keys.len() > 40, "{keys:?}");
+    let values = ["123456", "true", "+15005550006", ""];
+    let cases: Vec<(String, &str)> = keys
+        .iter()
+        .flat_map(|k| {
+            let var = format!("CALLBOT_{}", k.to_ascii_uppercase().replace('.', "__"));
+            values.iter().map(move |v| (var.clone(), *v))
+        })
+        .collect();
+    let runs = cases.iter().map(|(var, value)| async move {
+        let env = with_port(env(&[(var, value)]));
+        match check_config(&env).await {
+            Outcome::Accepted => (var, value, None),
+            Outcome::Refused(text) => {
+                let serve = serve(&env).await;
+                let problem = if serve.accepted() {
+                    Some(format!(
+                        "{var}={value:?}: check-config refused but serve started:\n{text}"
+                    ))
+                } else if !text.contains(var.as_str()) {
+                    Some(format!(
+                        "{var}={value:?}: the refusal does not name it:\n{text}"
+                    ))
+                } else {
+                    None
+                };
+                (var, value, Some(problem))
+            }
+        }
+    });
+    let results: Vec<_> = futures::stream::iter(runs)
+        .buffer_unordered(PARALLEL * 2)
+        .collect()
+        .await;
+    let mut problems: Vec<String> = results
+        .iter()
+        .filter_map(|(_, _, r)| r.clone().flatten())
+        .collect();
+    // The accepted ones, one serve per value with all of them at once.
+    let mut accepted: BTreeMap<&str, Env> = BTreeMap::new();
+    for (var, value, r) in &results {
+        if r.is_none() {
+            accepted
+                .entry(value)
+                .or_default()
+                .push(((*var).clone(), (**value).to_owned()));
+        }
+    }
+    assert!(
+        accepted.get("123456").is_some_and(|e| e.len() > 10),
+        "{accepted:?}"
+    );
+    for (value, env) in accepted {
+        if let Outcome::Refused(text) = serve(&with_port(env.clone())).await {
+            problems.push(format!(
+                "check-config accepted each of these set to {value:?}, serve refused them together: {env:?}\n{text}"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
+/// The README's real-call instructions, with Twilio's API at the fake: `export
+/// TWILIO_FROM_NUMBER=+1…` and the rest, then a call from the web API reaches Twilio with
+/// that caller id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twilio_settings_from_the_environment_place_a_call_from_that_number() {
+    let twilio = FakeTwilio::start().await;
+    let env = with_port(env(&[
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+        ("TWILIO_FROM_NUMBER", "+15005550006"),
+        ("TWILIO_API_BASE", &twilio.base),
+        ("CALLBOT_PUBLIC_URL", "https://callbot.example.com"),
+    ]));
+    assert!(check_config(&env).await.accepted());
+    let server = start(&env, &[]).await.expect("callbot starts");
+    let res = reqwest::Client::new()
+        .post(format!("http://{}/ai_prompt", server.addr))
+        .json(&serde_json::json!({ "command": "Call to +91 98765 43215" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 202, "{}", res.text().await.unwrap());
+    let create = twilio.wait_creates(1).await.remove(0);
+    assert_eq!(create.get("From"), Some("+15005550006"));
+    assert_eq!(create.get("To"), Some("+919876543215"));
+    assert_eq!(
+        create
+            .get("Url")
+            .map(|u| u.starts_with("https://callbot.example.com/twiml/")),
+        Some(true),
+        "{create:?}"
+    );
+}
+
+/// `--config FILE`: text in quotes stays text (`"+1…"`, `"007"`), a bare number where text
+/// belongs is refused naming the file and key, and the environment still wins over the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settings_file_is_read_like_the_environment_and_errors_name_the_file_and_key() {
+    let twilio = FakeTwilio::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("callbot.toml");
+    std::fs::write(
+        &good,
+        format!(
+            "[server]\nweb_token = \"007\"\npublic_url = \"https://callbot.example.com\"\n\
+             [twilio]\naccount_sid = \"{ACCOUNT_SID}\"\nauth_token = \"123456\"\n\
+             from_number = \"+15005550006\"\napi_base = \"{}\"\n\
+             [calls]\ncps = \"007\"\n[access]\nallow_numbers = [\"+14155550100\"]\n",
+            twilio.base
+        ),
+    )
+    .unwrap();
+    let good = good.to_str().unwrap().to_owned();
+    let env = with_port(env(&[("CALLBOT_CALLS__VOICE", "true")]));
+    let out = command(&env, &["--config", &good, "check-config"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("from +15005550006"), "{stdout}");
+    assert!(stdout.contains("7 call(s)/s"), "{stdout}");
+    assert!(stdout.contains("voice true"), "{stdout}");
+    let server = start(&env, &["--config", &good]).await.expect("starts");
+    let res = reqwest::Client::new()
+        .post(format!("http://{}/ai_prompt", server.addr))
+        .bearer_auth("007")
+        .json(&serde_json::json!({ "command": "Call to +91 98765 43216" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 202, "{}", res.text().await.unwrap());
+    let create = twilio.wait_creates(1).await.remove(0);
+    assert_eq!(create.get("From"), Some("+15005550006"));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[twilio]\nfrom_number = 15005550006\n").unwrap();
+    let bad = bad.to_str().unwrap().to_owned();
+    for args in [
+        vec!["--config", &bad, "check-config"],
+        vec!["--config", &bad],
+    ] {
+        let out = command(&env, &args).output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("twilio.from_number = 15005550006 in {bad}")),
+            "{stderr}"
+        );
+        assert!(stderr.contains("in quotes"), "{stderr}");
+    }
+}
+
+/// `config/example.env` loaded as the README says (`set -a; . ./.env`): check-config
+/// accepts its placeholders and serve starts with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_env_file_as_written_is_accepted_by_check_config_and_serve() {
+    let text = include_str!("../../config/example.env");
+    let mut env: Env = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l.split_once('=').expect("KEY=value");
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    assert!(
+        env.iter()
+            .any(|(k, v)| k == "TWILIO_FROM_NUMBER" && v.starts_with('+'))
+    );
+    for (k, v) in &mut env {
+        if k == "CALLBOT_BIND" {
+            *v = format!("127.0.0.1:{}", free_port());
+        }
+    }
+    let (complaint, accepted) = agree("CALLBOT_", env).await;
+    assert_eq!(complaint, None);
+    assert!(accepted);
+}
