@@ -66,6 +66,8 @@ struct Inner {
     /// Seconds added to the date of messages the bot sends.
     date_offset: Mutex<i64>,
     polls: Mutex<usize>,
+    /// getUpdates answers 502 from the proxy in front of the Bot API while set.
+    polls_failing: Mutex<bool>,
     faults: super::faults::Faults,
 }
 
@@ -121,6 +123,11 @@ impl FakeTelegram {
     /// The fault mode of every Bot API method but getUpdates.
     pub fn faults(&self) -> &super::faults::Faults {
         &self.inner.faults
+    }
+
+    /// While `failing`, getUpdates answers as an outage does: 502 with an HTML page.
+    pub fn fail_polls(&self, failing: bool) {
+        *self.inner.polls_failing.lock() = failing;
     }
 
     /// getUpdates requests served so far.
@@ -523,6 +530,14 @@ async fn handle(
 /// Long polling: answers with queued updates at or after `offset`, or waits up to `timeout`.
 async fn get_updates(inner: &Inner, body: &Value) -> Response {
     *inner.polls.lock() += 1;
+    if *inner.polls_failing.lock() {
+        return (
+            StatusCode::BAD_GATEWAY,
+            [("content-type", "text/html")],
+            "<html><body><h1>502 Bad Gateway</h1></body></html>",
+        )
+            .into_response();
+    }
     let offset = body["offset"].as_i64().unwrap_or(0);
     let timeout = Duration::from_secs(body["timeout"].as_u64().unwrap_or(0).min(10));
     let start = Instant::now();
