@@ -208,8 +208,9 @@ impl App {
             SignatureVerifier::new(webhook_token, &public_url),
             settings.server.webhook_body_limit,
         ));
-        let health =
-            crate::chat::health::Health::new(Duration::from_millis(settings.health.adapter_down_ms));
+        let health = crate::chat::health::Health::new(Duration::from_millis(
+            settings.health.adapter_down_ms,
+        ));
         let ctx = AdapterContext {
             service: service.clone(),
             interpreter: Arc::new(interpreter(&settings)),

@@ -57,14 +57,24 @@ impl Health {
         })
     }
 
-    /// Registers an adapter, failing from now with `reason` until it first reports
-    /// [`AdapterHealth::ok`] (a connection that never comes up is reported too).
-    pub fn adapter(self: &Arc<Self>, name: &'static str, reason: &str) -> AdapterHealth {
+    /// Registers an adapter whose connection works (it just proved so, e.g. getMe).
+    pub fn adapter(self: &Arc<Self>, name: &'static str) -> AdapterHealth {
+        self.register(name, None)
+    }
+
+    /// Registers an adapter that is not connected yet: failing from now with `reason` until
+    /// it first reports [`AdapterHealth::ok`], so a connection that never comes up is
+    /// reported too.
+    pub fn adapter_connecting(self: &Arc<Self>, name: &'static str, reason: &str) -> AdapterHealth {
+        self.register(name, Some(reason))
+    }
+
+    fn register(self: &Arc<Self>, name: &'static str, failing: Option<&str>) -> AdapterHealth {
         self.adapters.lock().insert(
             name,
             State {
-                failing_since: Some(Instant::now()),
-                reason: reason.to_owned(),
+                failing_since: failing.map(|_| Instant::now()),
+                reason: failing.unwrap_or_default().to_owned(),
             },
         );
         AdapterHealth {
@@ -137,7 +147,7 @@ mod tests {
     #[test]
     fn an_adapter_is_down_only_after_failing_for_longer_than_the_threshold() {
         let health = Health::new(Duration::from_millis(40));
-        let slack = health.adapter("slack", "Socket Mode not connected yet");
+        let slack = health.adapter_connecting("slack", "Socket Mode not connected yet");
         assert!(health.down().is_empty(), "a fresh start has its grace");
         slack.ok();
         std::thread::sleep(Duration::from_millis(60));
@@ -159,8 +169,11 @@ mod tests {
     #[test]
     fn a_connection_that_never_comes_up_is_reported() {
         let health = Health::new(Duration::from_millis(20));
-        let _tg = health.adapter("telegram", "long polling not started");
+        let _slack = health.adapter_connecting("slack", "Socket Mode not connected yet");
+        let _tg = health.adapter("telegram");
         std::thread::sleep(Duration::from_millis(40));
-        assert_eq!(health.down()[0].adapter, "telegram");
+        let down = health.down();
+        assert_eq!(down.len(), 1);
+        assert_eq!(down[0].adapter, "slack");
     }
 }

@@ -209,6 +209,11 @@ fn command_body_with(
     response_url: &str,
     changes: &[(&str, &str)],
 ) -> String {
+    static TRIGGERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let trigger_id = format!(
+        "398738663015.47445629121.{:032x}",
+        TRIGGERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     let user_name = user.to_lowercase();
     let mut pairs: Vec<(&str, &str)> = vec![
         ("token", "legacy-verification-token"),
@@ -223,10 +228,8 @@ fn command_body_with(
         ("api_app_id", "A0APP"),
         ("is_enterprise_install", "false"),
         ("response_url", response_url),
-        (
-            "trigger_id",
-            "398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c",
-        ),
+        // Unique per invocation, as Slack's are: two commands are never the same bytes.
+        ("trigger_id", &trigger_id),
     ];
     for (key, value) in changes {
         match pairs.iter_mut().find(|(k, _)| k == key) {
@@ -1342,13 +1345,21 @@ async fn a_response_url_on_another_host_is_never_posted_to_and_answers_go_throug
         .replace("127.0.0.1", "localhost");
     let body = command_body(ALICE, "+91 98765 43210", &foreign);
     let ts = now().to_string();
-    let (status, ack) =
-        post_command_raw(&chat.app, &body, &ts, &signature(SIGNING_SECRET, &ts, &body)).await;
+    let (status, ack) = post_command_raw(
+        &chat.app,
+        &body,
+        &ts,
+        &signature(SIGNING_SECRET, &ts, &body),
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(ack.contains("Placing the call"), "{ack}");
     let create = twilio.wait_creates(1).await.remove(0);
     let call = chat.wait_calls(1).await.remove(0);
-    assert_eq!(call.origin.reply_url, None, "a foreign response_url is not kept");
+    assert_eq!(
+        call.origin.reply_url, None,
+        "a foreign response_url is not kept"
+    );
     twilio
         .send_callback(&create, &twilio.callback(&create, "completed", 7, &[]))
         .await;
@@ -1372,10 +1383,17 @@ async fn a_response_url_on_another_host_is_never_posted_to_and_answers_go_throug
         .await;
     assert_eq!(note.get("user"), Some(BOB));
     assert_eq!(note.get("channel"), Some(CHANNEL));
-    assert!(note.text().contains("can cancel this call"), "{}", note.text());
+    assert!(
+        note.text().contains("can cancel this call"),
+        "{}",
+        note.text()
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
-        chat.slack.records().iter().all(|r| !r.path.contains("stolen")),
+        chat.slack
+            .records()
+            .iter()
+            .all(|r| !r.path.contains("stolen")),
         "nothing was posted to the foreign host:\n{}",
         chat.slack.transcript()
     );
@@ -1389,8 +1407,13 @@ async fn a_response_url_that_redirects_is_not_followed() {
     let url = chat.slack.redirecting_url("hop");
     let body = command_body(ALICE, "+91 98765 43210", &url);
     let ts = now().to_string();
-    let (status, ack) =
-        post_command_raw(&chat.app, &body, &ts, &signature(SIGNING_SECRET, &ts, &body)).await;
+    let (status, ack) = post_command_raw(
+        &chat.app,
+        &body,
+        &ts,
+        &signature(SIGNING_SECRET, &ts, &body),
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(ack.contains("Placing the call"), "{ack}");
     // The status message goes to the (redirecting) response_url; the outcome follows the call.
@@ -1402,7 +1425,10 @@ async fn a_response_url_that_redirects_is_not_followed() {
         })
         .await;
     assert!(
-        chat.slack.records().iter().all(|r| r.path != "hop-followed"),
+        chat.slack
+            .records()
+            .iter()
+            .all(|r| r.path != "hop-followed"),
         "a redirect was followed:\n{}",
         chat.slack.transcript()
     );
@@ -1421,7 +1447,10 @@ async fn a_slack_bot_token_that_slack_rejects_stops_the_start_naming_it() {
         err.contains("Slack rejected SLACK_BOT_TOKEN (auth.test: invalid_auth)"),
         "{err}"
     );
-    assert!(!err.contains("xoxb-revoked"), "the token is not shown: {err}");
+    assert!(
+        !err.contains("xoxb-revoked"),
+        "the token is not shown: {err}"
+    );
     assert_eq!(slack.checks("auth.test"), 1, "a rejection is not retried");
 
     // And a good token starts, having asked once.

@@ -687,7 +687,10 @@ async fn healthz_turns_503_naming_telegram_while_polling_fails_and_recovers() {
             break body;
         }
         assert_eq!(status, 200);
-        assert!(start.elapsed() < Duration::from_secs(30), "/healthz still says ok");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "/healthz still says ok"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let body: Value = serde_json::from_str(&body).unwrap();
@@ -699,7 +702,10 @@ async fn healthz_turns_503_naming_telegram_while_polling_fails_and_recovers() {
             .starts_with("long polling: getUpdates failing"),
         "{body}"
     );
-    assert!(body["error"].as_str().unwrap().contains("telegram"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("telegram"),
+        "{body}"
+    );
 
     env.tg.fail_polls(false);
     let start = std::time::Instant::now();

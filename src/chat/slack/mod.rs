@@ -116,10 +116,10 @@ pub async fn start(settings: &SlackSettings, ctx: AdapterContext) -> anyhow::Res
     if let Some(app_token) = &settings.app_token {
         api::check_app_token(&client, app_token, timeout, &settings.api_url).await?;
     }
-    let socket_health = settings
-        .app_token
-        .as_ref()
-        .map(|_| ctx.health.adapter("slack", "Socket Mode: not connected yet"));
+    let socket_health = settings.app_token.as_ref().map(|_| {
+        ctx.health
+            .adapter_connecting("slack", "Socket Mode: not connected yet")
+    });
     let slack = Arc::new(Slack {
         api,
         reply_hosts: ReplyHosts::new(&settings.api_url),
@@ -689,8 +689,7 @@ impl Slack {
     /// A call of `who`'s conversation by id, or the requester's latest there (the latest
     /// still in progress when `live`).
     async fn find(&self, who: &Who, id: Option<&str>, live: bool) -> Result<Call, String> {
-        let unknown =
-            |id: &str| format!("I don't know a call with id {} here.", escape(id));
+        let unknown = |id: &str| format!("I don't know a call with id {} here.", escape(id));
         let found = match id {
             Some(id) => match CallId::parse(id) {
                 Some(call_id) => self

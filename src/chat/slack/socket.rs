@@ -13,8 +13,8 @@
 use std::sync::Arc;
 
 use secrecy::{ExposeSecret as _, SecretString};
-use slack_morphism::prelude::*;
 use slack_morphism::errors::SlackClientError;
+use slack_morphism::prelude::*;
 use tracing::{error, info, warn};
 
 use super::Slack;

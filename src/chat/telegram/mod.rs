@@ -180,10 +180,8 @@ pub async fn start(settings: &TelegramSettings, ctx: AdapterContext) -> anyhow::
             api::send(&tg.bot.delete_webhook(), "deleteWebhook")
                 .await
                 .context("could not clear the Telegram webhook (deleteWebhook)")?;
-            let health = tg
-                .ctx
-                .health
-                .adapter("telegram", "long polling: no answer from getUpdates yet");
+            // getMe just answered; a long poll in flight is not a failure, an error is.
+            let health = tg.ctx.health.adapter("telegram");
             tokio::spawn(poll(tg, poll_wait_secs(timeout), health));
             Ok(Router::new())
         }

@@ -140,7 +140,8 @@ impl FakeSlack {
     pub async fn start() -> Self {
         let inner = Arc::new(Inner::default());
         let app = Router::new()
-            .route("/api/{method}", post(api))
+            // Slack takes GET and POST for every method (slack-morphism GETs auth.test).
+            .route("/api/{method}", post(api).get(api))
             .route("/response/{id}", post(response_url))
             .route(
                 "/redirect/{id}",
@@ -583,48 +584,48 @@ async fn ws_connection(
     });
     let frames_in = async move {
         loop {
-        let mut h = [0u8; 2];
-        if reader.read_exact(&mut h).await.is_err() {
-            break;
-        }
-        let opcode = h[0] & 0x0f;
-        let mut len = u64::from(h[1] & 0x7f);
-        if len == 126 {
-            let mut b = [0u8; 2];
-            if reader.read_exact(&mut b).await.is_err() {
+            let mut h = [0u8; 2];
+            if reader.read_exact(&mut h).await.is_err() {
                 break;
             }
-            len = u64::from(u16::from_be_bytes(b));
-        } else if len == 127 {
-            let mut b = [0u8; 8];
-            if reader.read_exact(&mut b).await.is_err() {
-                break;
-            }
-            len = u64::from_be_bytes(b);
-        }
-        let mut mask = [0u8; 4];
-        if h[1] & 0x80 != 0 && reader.read_exact(&mut mask).await.is_err() {
-            break;
-        }
-        let mut payload = vec![0u8; len as usize];
-        if reader.read_exact(&mut payload).await.is_err() {
-            break;
-        }
-        for (i, b) in payload.iter_mut().enumerate() {
-            *b ^= mask[i % 4];
-        }
-        match opcode {
-            0x1 => {
-                if let Ok(v) = serde_json::from_slice::<Value>(&payload) {
-                    acks.lock().push(v);
+            let opcode = h[0] & 0x0f;
+            let mut len = u64::from(h[1] & 0x7f);
+            if len == 126 {
+                let mut b = [0u8; 2];
+                if reader.read_exact(&mut b).await.is_err() {
+                    break;
                 }
+                len = u64::from(u16::from_be_bytes(b));
+            } else if len == 127 {
+                let mut b = [0u8; 8];
+                if reader.read_exact(&mut b).await.is_err() {
+                    break;
+                }
+                len = u64::from_be_bytes(b);
             }
-            0x8 => break,
-            0x9 => {
-                let _ = frames_tx.send((0xA, payload));
+            let mut mask = [0u8; 4];
+            if h[1] & 0x80 != 0 && reader.read_exact(&mut mask).await.is_err() {
+                break;
             }
-            _ => {}
-        }
+            let mut payload = vec![0u8; len as usize];
+            if reader.read_exact(&mut payload).await.is_err() {
+                break;
+            }
+            for (i, b) in payload.iter_mut().enumerate() {
+                *b ^= mask[i % 4];
+            }
+            match opcode {
+                0x1 => {
+                    if let Ok(v) = serde_json::from_slice::<Value>(&payload) {
+                        acks.lock().push(v);
+                    }
+                }
+                0x8 => break,
+                0x9 => {
+                    let _ = frames_tx.send((0xA, payload));
+                }
+                _ => {}
+            }
         }
     };
     tokio::select! {
