@@ -66,7 +66,7 @@ struct Inner {
     /// Seconds added to the date of messages the bot sends.
     date_offset: Mutex<i64>,
     polls: Mutex<usize>,
-    /// getUpdates answers 502 from the proxy in front of the Bot API while set.
+    /// getUpdates answers 409 Conflict (a webhook was set elsewhere) while set.
     polls_failing: Mutex<bool>,
     faults: super::faults::Faults,
 }
@@ -125,7 +125,8 @@ impl FakeTelegram {
         &self.inner.faults
     }
 
-    /// While `failing`, getUpdates answers as an outage does: 502 with an HTML page.
+    /// While `failing`, getUpdates is refused as when someone else set a webhook for the
+    /// bot (409 Conflict). (A 5xx would do too, but teloxide waits 10 s after one.)
     pub fn fail_polls(&self, failing: bool) {
         *self.inner.polls_failing.lock() = failing;
     }
@@ -530,18 +531,22 @@ async fn handle(
 /// Long polling: answers with queued updates at or after `offset`, or waits up to `timeout`.
 async fn get_updates(inner: &Inner, body: &Value) -> Response {
     *inner.polls.lock() += 1;
-    if *inner.polls_failing.lock() {
-        return (
-            StatusCode::BAD_GATEWAY,
-            [("content-type", "text/html")],
-            "<html><body><h1>502 Bad Gateway</h1></body></html>",
-        )
-            .into_response();
-    }
     let offset = body["offset"].as_i64().unwrap_or(0);
     let timeout = Duration::from_secs(body["timeout"].as_u64().unwrap_or(0).min(10));
     let start = Instant::now();
     loop {
+        // Someone set a webhook for this bot: Telegram refuses long polls, the one in
+        // flight included.
+        if *inner.polls_failing.lock() {
+            return (
+                StatusCode::CONFLICT,
+                axum::Json(json!({
+                    "ok": false, "error_code": 409,
+                    "description": "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first",
+                })),
+            )
+                .into_response();
+        }
         let updates: Vec<Value> = {
             let mut queue = inner.updates.lock();
             // Updates below the offset are confirmed: forget them.
