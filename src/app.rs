@@ -208,12 +208,16 @@ impl App {
             SignatureVerifier::new(webhook_token, &public_url),
             settings.server.webhook_body_limit,
         ));
+        let health = crate::chat::health::Health::new(Duration::from_millis(
+            settings.health.adapter_down_ms,
+        ));
         let ctx = AdapterContext {
             service: service.clone(),
             interpreter: Arc::new(interpreter(&settings)),
             public_url: public_url.clone(),
             confirm: settings.calls.confirm,
             shutdown: shutdown.clone(),
+            health: health.clone(),
         };
         let web = Arc::new(WebState {
             ctx: ctx.clone(),
@@ -224,7 +228,10 @@ impl App {
             expect(unused_mut, reason = "adapters merge their routes in")
         )]
         let mut router = Router::new()
-            .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/healthz",
+                get(move || std::future::ready(health.response())),
+            )
             .merge(webhook::routes(hooks))
             .merge(web::routes(web));
         #[cfg(feature = "telegram")]

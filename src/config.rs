@@ -64,6 +64,7 @@ pub struct Settings {
     pub simulator: SimulatorSettings,
     pub telegram: TelegramSettings,
     pub slack: SlackSettings,
+    pub health: HealthSettings,
     pub llm: LlmSettings,
     pub access: AccessSettings,
     pub limits: LimitSettings,
@@ -114,6 +115,15 @@ pub struct SlackSettings {
     pub api_url: String,
     /// Time limit for one Web API request or response_url post, milliseconds.
     pub request_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSettings {
+    /// How long a chat adapter's own connection (Slack Socket Mode, Telegram long polling)
+    /// may be failing before `GET /healthz` answers 503 naming it, milliseconds
+    /// (CALLBOT_HEALTH__ADAPTER_DOWN_MS).
+    pub adapter_down_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

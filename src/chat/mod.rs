@@ -15,6 +15,7 @@ use crate::core::command::{self, Command, ParseError};
 use crate::core::phone::PhoneError;
 use crate::core::phone::Region;
 
+pub mod health;
 #[cfg(feature = "slack")]
 pub mod slack;
 #[cfg(feature = "telegram")]
@@ -89,4 +90,6 @@ pub struct AdapterContext {
     pub confirm: bool,
     /// Cancelled when callbot stops.
     pub shutdown: CancellationToken,
+    /// Where adapters with a connection of their own report it (`GET /healthz`).
+    pub health: Arc<health::Health>,
 }

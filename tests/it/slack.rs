@@ -101,14 +101,27 @@ impl Chat {
 
     /// `user` clicks the button `action_id` with `value` on a message.
     async fn click(&self, user: &str, action_id: &str, value: &str, reply_id: &str) -> u16 {
+        let url = self.slack.response_url(reply_id);
+        self.click_with(user, TEAM, action_id, value, &url).await
+    }
+
+    /// `user` of `user_team` clicks a button in CHANNEL; the payload names `response_url`.
+    async fn click_with(
+        &self,
+        user: &str,
+        user_team: &str,
+        action_id: &str,
+        value: &str,
+        response_url: &str,
+    ) -> u16 {
         let payload = json!({
             "type": "block_actions",
-            "user": {"id": user, "username": user.to_lowercase(), "team_id": TEAM},
+            "user": {"id": user, "username": user.to_lowercase(), "team_id": user_team},
             "api_app_id": "A0APP", "token": "legacy",
             "container": {"type": "message", "message_ts": "1700000000.000001", "channel_id": CHANNEL, "is_ephemeral": false},
             "trigger_id": "1.2.3", "team": {"id": TEAM, "domain": "test"},
             "channel": {"id": CHANNEL, "name": "general"},
-            "response_url": self.slack.response_url(reply_id),
+            "response_url": response_url,
             "actions": [{"action_id": action_id, "block_id": "b", "text": {"type": "plain_text", "text": "x"}, "value": value, "type": "button", "action_ts": "1.1"}],
         });
         let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
@@ -185,25 +198,46 @@ fn now() -> i64 {
 }
 
 fn command_body(user: &str, text: &str, response_url: &str) -> String {
-    serde_urlencoded::to_string([
+    command_body_with(user, text, response_url, &[])
+}
+
+/// A slash command's form with some fields replaced or added (`channel_id`, `team_id`,
+/// `user_team`, …).
+fn command_body_with(
+    user: &str,
+    text: &str,
+    response_url: &str,
+    changes: &[(&str, &str)],
+) -> String {
+    static TRIGGERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let trigger_id = format!(
+        "398738663015.47445629121.{:032x}",
+        TRIGGERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let user_name = user.to_lowercase();
+    let mut pairs: Vec<(&str, &str)> = vec![
         ("token", "legacy-verification-token"),
         ("team_id", TEAM),
         ("team_domain", "testteam"),
         ("channel_id", CHANNEL),
         ("channel_name", "general"),
         ("user_id", user),
-        ("user_name", &user.to_lowercase()),
+        ("user_name", &user_name),
         ("command", "/call"),
         ("text", text),
         ("api_app_id", "A0APP"),
         ("is_enterprise_install", "false"),
         ("response_url", response_url),
-        (
-            "trigger_id",
-            "398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c",
-        ),
-    ])
-    .unwrap()
+        // Unique per invocation, as Slack's are: two commands are never the same bytes.
+        ("trigger_id", &trigger_id),
+    ];
+    for (key, value) in changes {
+        match pairs.iter_mut().find(|(k, _)| k == key) {
+            Some(pair) => pair.1 = value,
+            None => pairs.push((key, value)),
+        }
+    }
+    serde_urlencoded::to_string(pairs).unwrap()
 }
 
 fn mention(user: &str, ts: &str, thread_ts: Option<&str>, text: &str) -> Value {
@@ -867,9 +901,9 @@ async fn slash_command_help_list_status_and_cancel_answer_privately() {
     let (_, list, _) = chat.command(ALICE, "list", "r").await;
     assert!(list["text"].as_str().unwrap().contains(call.id.as_str()));
     let (_, others, _) = chat.command(BOB, "list", "r").await;
-    assert_eq!(
-        others["text"], "No calls yet.",
-        "each person lists their own calls"
+    assert!(
+        others["text"].as_str().unwrap().contains(call.id.as_str()),
+        "everyone in the conversation sees its calls: {others}"
     );
     let (_, theirs, _) = chat.command(BOB, &format!("cancel {}", call.id), "r").await;
     assert_eq!(
@@ -1077,4 +1111,450 @@ async fn policy_refusals_are_explained_and_nothing_is_dialed_or_posted() {
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(twilio.creates().len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Hardened edges (issue 16)
+
+/// Another workspace's user, as Slack Connect shows them in a shared channel.
+const FOREIGN_TEAM: &str = "T0EVIL";
+const MALLORY: &str = "U0MALLORY";
+
+/// Posts a slash-command body to /slack/commands with exactly these signature headers.
+async fn post_command_raw(app: &TestApp, body: &str, ts: &str, sig: &str) -> (u16, String) {
+    let res = app
+        .http
+        .post(format!("{}/slack/commands", app.base))
+        .header("content-type", FORM)
+        .header("x-slack-request-timestamp", ts)
+        .header("x-slack-signature", sig)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.text().await.unwrap_or_default())
+}
+
+/// `/call {text}` with some fields of the form changed; the JSON answer.
+async fn command_with(chat: &Chat, user: &str, text: &str, changes: &[(&str, &str)]) -> Value {
+    let body = command_body_with(user, text, &chat.slack.response_url("r"), changes);
+    let ts = now().to_string();
+    let sig = signature(SIGNING_SECRET, &ts, &body);
+    let (status, text) = post_command_raw(&chat.app, &body, &ts, &sig).await;
+    assert_eq!(status, 200, "{text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn slack_command_replayed_with_the_same_signature_places_one_call() {
+    let twilio = FakeTwilio::start().await;
+    let chat = Chat::start(twilio_settings(&twilio), FakeSlack::start().await).await;
+    let body = command_body(ALICE, "+91 98765 43210", &chat.slack.response_url("r"));
+    let ts = now().to_string();
+    let sig = signature(SIGNING_SECRET, &ts, &body);
+
+    let (status, first) = post_command_raw(&chat.app, &body, &ts, &sig).await;
+    assert_eq!(status, 200);
+    assert!(first.contains("Placing the call"), "{first}");
+    // The same delivery again, and twice at once: an attacker who saw one request.
+    let (a, b, c) = tokio::join!(
+        post_command_raw(&chat.app, &body, &ts, &sig),
+        post_command_raw(&chat.app, &body, &ts, &sig),
+        post_command_raw(&chat.app, &body, &ts, &sig),
+    );
+    for (status, text) in [a, b, c] {
+        assert_eq!(status, 200);
+        assert!(text.is_empty(), "a replay is not answered: {text}");
+    }
+    twilio.wait_creates(1).await;
+    chat.slack
+        .wait_for("status message", |r| r.text().contains("is calling"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(chat.calls().await.len(), 1);
+    assert_eq!(twilio.creates().len(), 1);
+
+    // A fresh signature of the same text is a new request (Slack re-signs every delivery).
+    let ts2 = (now() + 1).to_string();
+    let sig2 = signature(SIGNING_SECRET, &ts2, &body);
+    let (_, again) = post_command_raw(&chat.app, &body, &ts2, &sig2).await;
+    assert!(again.contains("Placing the call"), "{again}");
+    twilio.wait_creates(2).await;
+}
+
+#[tokio::test]
+async fn slack_status_list_and_cancel_reach_only_the_calls_of_the_askers_conversation() {
+    let twilio = FakeTwilio::start().await;
+    let chat = Chat::start(twilio_settings(&twilio), FakeSlack::start().await).await;
+    chat.command(ALICE, "+91 98765 43210", "r").await;
+    twilio.wait_creates(1).await;
+    let call = chat.wait_calls(1).await.remove(0);
+    chat.app
+        .wait_for(&call.id, Duration::from_secs(5), |c| c.sid.is_some())
+        .await;
+    let elsewhere = [("channel_id", "C0OTHER"), ("channel_name", "random")];
+
+    // Alice herself, in another channel of the same team: nothing of #general shows.
+    let status = command_with(&chat, ALICE, &format!("status {}", call.id), &elsewhere).await;
+    assert_eq!(
+        status["text"],
+        format!("I don't know a call with id {} here.", call.id)
+    );
+    let list = command_with(&chat, BOB, "list", &elsewhere).await;
+    assert_eq!(list["text"], "No calls yet.");
+    let latest = command_with(&chat, ALICE, "status", &elsewhere).await;
+    assert_eq!(latest["text"], "You have no calls here yet.");
+    let cancel = command_with(&chat, ALICE, &format!("cancel {}", call.id), &elsewhere).await;
+    assert_eq!(
+        cancel["text"],
+        format!("I don't know a call with id {} here.", call.id)
+    );
+    for answer in [&status, &list, &latest, &cancel] {
+        assert!(
+            !answer["text"].as_str().unwrap().contains("98765"),
+            "{answer}"
+        );
+    }
+    // The same channel id in another workspace is another conversation.
+    let other_team = [("team_id", "T0OTHER")];
+    let mut s2 = command_with(&chat, BOB, &format!("status {}", call.id), &other_team).await;
+    // (T0OTHER is not on the allow-list: refused before anything.)
+    assert!(s2["text"].as_str().unwrap().contains("not allowed"), "{s2}");
+    s2 = command_with(&chat, BOB, "list", &other_team).await;
+    assert!(!s2["text"].as_str().unwrap().contains("98765"), "{s2}");
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(twilio.hangups().is_empty(), "nothing was canceled");
+    // In its own conversation the call is there, and only Alice cancels it.
+    let (_, here, _) = chat.command(BOB, &format!("status {}", call.id), "r").await;
+    assert!(here["text"].as_str().unwrap().contains("+91 98765 43210"));
+    let (_, cancel, _) = chat
+        .command(ALICE, &format!("cancel {}", call.id), "r")
+        .await;
+    assert_eq!(cancel["text"], "Hanging up the call to +91 98765 43210…");
+}
+
+#[tokio::test]
+async fn a_user_of_a_team_not_on_the_allow_list_cannot_read_a_call_by_id() {
+    let twilio = FakeTwilio::start().await;
+    let chat = Chat::start(twilio_settings(&twilio), FakeSlack::start().await).await;
+    chat.command(ALICE, "+91 98765 43210", "r").await;
+    let call = chat.wait_calls(1).await.remove(0);
+    twilio.wait_creates(1).await;
+
+    // The same channel id (a shared channel) from a workspace not on the allow-list.
+    let foreign = [("team_id", FOREIGN_TEAM), ("team_domain", "evil")];
+    for text in [
+        format!("status {}", call.id),
+        "list".to_owned(),
+        "status".to_owned(),
+        format!("cancel {}", call.id),
+    ] {
+        let answer = command_with(&chat, MALLORY, &text, &foreign).await;
+        let said = answer["text"].as_str().unwrap();
+        assert!(said.contains("not allowed"), "{text}: {said}");
+        assert!(!said.contains("98765"), "{text}: {said}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(twilio.hangups().is_empty());
+    assert_eq!(twilio.creates().len(), 1);
+}
+
+#[tokio::test]
+async fn a_member_of_a_foreign_team_in_a_shared_channel_is_refused() {
+    let twilio = FakeTwilio::start().await;
+    let chat = Chat::start(twilio_settings(&twilio), FakeSlack::start().await).await;
+
+    // Slash command: the envelope says our team, the person's own team is another.
+    let answer = command_with(
+        &chat,
+        MALLORY,
+        "+91 98765 43210",
+        &[("user_team", FOREIGN_TEAM)],
+    )
+    .await;
+    assert!(
+        answer["text"].as_str().unwrap().contains("not allowed"),
+        "{answer}"
+    );
+
+    // A mention in the shared channel (Events API: `user_team` on the event).
+    let mut event = mention(
+        MALLORY,
+        "1600000040.0",
+        None,
+        &format!("<@{BOT_USER}> call +91 98765 43211"),
+    );
+    event["user_team"] = json!(FOREIGN_TEAM);
+    event["source_team"] = json!(FOREIGN_TEAM);
+    assert_eq!(chat.event("Ev0FOREIGN", event, None).await, 200);
+    let refusal = chat
+        .slack
+        .wait_for("refusal in the thread", |r| {
+            r.method == "chat.postMessage" && r.get("thread_ts") == Some("1600000040.0")
+        })
+        .await;
+    assert!(refusal.text().contains("not allowed"), "{}", refusal.text());
+
+    // A member of our own team in the same channel is served.
+    let mut ours = mention(
+        ALICE,
+        "1600000041.0",
+        None,
+        &format!("<@{BOT_USER}> call +91 98765 43212"),
+    );
+    ours["user_team"] = json!(TEAM);
+    chat.event("Ev0OURS", ours, None).await;
+    let created = twilio.wait_creates(1).await;
+    assert_eq!(created.len(), 1);
+    let status_msg = chat
+        .slack
+        .wait_for("status message", |r| {
+            r.method == "chat.postMessage" && !r.buttons().is_empty()
+        })
+        .await;
+
+    // The Cancel button on Alice's call, clicked by the foreign member: refused, privately.
+    let (_, id) = status_msg.buttons().remove(0);
+    let url = chat.slack.response_url("mallory");
+    assert_eq!(
+        chat.click_with(MALLORY, FOREIGN_TEAM, "cancel_call", &id, &url)
+            .await,
+        200
+    );
+    let note = chat
+        .slack
+        .wait_for("refusal to the clicker", |r| r.path == "mallory")
+        .await;
+    assert!(note.text().contains("not allowed"), "{}", note.text());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(chat.calls().await.len(), 1, "only Alice's call");
+    assert!(twilio.hangups().is_empty());
+}
+
+#[tokio::test]
+async fn a_response_url_on_another_host_is_never_posted_to_and_answers_go_through_the_web_api() {
+    let twilio = FakeTwilio::start().await;
+    let slack = FakeSlack::start().await;
+    slack.fail("chat.postMessage", [Failure::Error("not_in_channel")]);
+    let chat = Chat::start(twilio_settings(&twilio), slack).await;
+    // The fake's own server, named by another host: what a forged request would send.
+    let foreign = chat
+        .slack
+        .response_url("stolen")
+        .replace("127.0.0.1", "localhost");
+    let body = command_body(ALICE, "+91 98765 43210", &foreign);
+    let ts = now().to_string();
+    let (status, ack) = post_command_raw(
+        &chat.app,
+        &body,
+        &ts,
+        &signature(SIGNING_SECRET, &ts, &body),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(ack.contains("Placing the call"), "{ack}");
+    let create = twilio.wait_creates(1).await.remove(0);
+    let call = chat.wait_calls(1).await.remove(0);
+    assert_eq!(
+        call.origin.reply_url, None,
+        "a foreign response_url is not kept"
+    );
+    twilio
+        .send_callback(&create, &twilio.callback(&create, "completed", 7, &[]))
+        .await;
+    // The outcome still arrives, through chat.postMessage.
+    chat.slack
+        .wait_for("outcome", |r| {
+            r.method == "chat.postMessage" && r.text().starts_with(&format!("<@{ALICE}> "))
+        })
+        .await;
+
+    // A button click whose payload names a foreign response_url: the clicker is answered
+    // with chat.postEphemeral instead.
+    assert_eq!(
+        chat.click_with(BOB, TEAM, "cancel_call", call.id.as_str(), &foreign)
+            .await,
+        200
+    );
+    let note = chat
+        .slack
+        .wait_for("ephemeral note", |r| r.method == "chat.postEphemeral")
+        .await;
+    assert_eq!(note.get("user"), Some(BOB));
+    assert_eq!(note.get("channel"), Some(CHANNEL));
+    assert!(
+        note.text().contains("can cancel this call"),
+        "{}",
+        note.text()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        chat.slack
+            .records()
+            .iter()
+            .all(|r| !r.path.contains("stolen")),
+        "nothing was posted to the foreign host:\n{}",
+        chat.slack.transcript()
+    );
+}
+
+#[tokio::test]
+async fn a_response_url_that_redirects_is_not_followed() {
+    let slack = FakeSlack::start().await;
+    slack.fail("chat.postMessage", [Failure::Error("not_in_channel")]);
+    let chat = Chat::start(settings(), slack).await;
+    let url = chat.slack.redirecting_url("hop");
+    let body = command_body(ALICE, "+91 98765 43210", &url);
+    let ts = now().to_string();
+    let (status, ack) = post_command_raw(
+        &chat.app,
+        &body,
+        &ts,
+        &signature(SIGNING_SECRET, &ts, &body),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(ack.contains("Placing the call"), "{ack}");
+    // The status message goes to the (redirecting) response_url; the outcome follows the call.
+    let call = chat.wait_calls(1).await.remove(0);
+    chat.app.wait_final(&call.id).await;
+    // However it went out (had the redirect been followed, through the response_url).
+    chat.slack
+        .wait_for("outcome", |r| r.text().starts_with(&format!("<@{ALICE}> ")))
+        .await;
+    assert!(
+        chat.slack
+            .records()
+            .iter()
+            .all(|r| r.path != "hop-followed"),
+        "a redirect was followed:\n{}",
+        chat.slack.transcript()
+    );
+}
+
+#[tokio::test]
+async fn a_slack_bot_token_that_slack_rejects_stops_the_start_naming_it() {
+    let slack = FakeSlack::start().await;
+    let mut s = with_slack(settings(), &slack);
+    s.slack.bot_token = Some("xoxb-revoked-0000".to_owned().into());
+    let err = match callbot::App::build(s).await {
+        Ok(_) => panic!("started with a bot token Slack rejects"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("Slack rejected SLACK_BOT_TOKEN (auth.test: invalid_auth)"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("xoxb-revoked"),
+        "the token is not shown: {err}"
+    );
+    assert_eq!(slack.checks("auth.test"), 1, "a rejection is not retried");
+
+    // And a good token starts, having asked once.
+    let ok = FakeSlack::start().await;
+    let _app = TestApp::spawn(with_slack(settings(), &ok)).await;
+    assert_eq!(ok.checks("auth.test"), 1);
+}
+
+#[tokio::test]
+async fn an_invalid_slack_app_token_stops_the_start_instead_of_retrying() {
+    let slack = FakeSlack::start().await;
+    let _socket = slack.start_socket_mode().await;
+    let mut s = with_slack(settings(), &slack);
+    s.slack.signing_secret = None;
+    s.slack.app_token = Some("xapp-1-wrong".to_owned().into());
+    let err = match callbot::App::build(s.clone()).await {
+        Ok(_) => panic!("started with an app token Slack rejects"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("Slack rejected SLACK_APP_TOKEN (apps.connections.open: invalid_auth)"),
+        "{err}"
+    );
+    // The bot token in its place: Slack says which kind of token it wants.
+    s.slack.app_token = Some(BOT_TOKEN.to_owned().into());
+    let err = match callbot::App::build(s).await {
+        Ok(_) => panic!("started with a bot token as the app token"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("not_allowed_token_type"), "{err}");
+}
+
+#[tokio::test]
+async fn a_slack_api_that_cannot_be_reached_stops_the_start_after_a_few_tries() {
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/api", closed.local_addr().unwrap());
+    drop(closed);
+    let mut s = settings();
+    s.slack.bot_token = Some(BOT_TOKEN.to_owned().into());
+    s.slack.signing_secret = Some(SIGNING_SECRET.to_owned().into());
+    s.slack.api_url = url.clone();
+    let err = match callbot::App::build(s).await {
+        Ok(_) => panic!("started without reaching Slack"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains(&format!("could not reach the Slack Web API at {url}")),
+        "{err}"
+    );
+    assert!(err.contains("SLACK_BOT_TOKEN"), "{err}");
+}
+
+#[tokio::test]
+async fn healthz_turns_503_naming_slack_when_socket_mode_stays_disconnected() {
+    let slack = FakeSlack::start().await;
+    let socket = slack.start_socket_mode().await;
+    let mut s = with_slack(settings(), &slack);
+    s.slack.signing_secret = None;
+    s.slack.app_token = Some(APP_TOKEN.to_owned().into());
+    s.health.adapter_down_ms = 300;
+    let chat = Chat::start_with(s, slack).await;
+    let healthz = || async {
+        let res = chat
+            .app
+            .http
+            .get(format!("{}/healthz", chat.app.base))
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.text().await.unwrap())
+    };
+    // Connected (hello received): healthy, also after the threshold has passed.
+    let start = Instant::now();
+    socket.send(json!({
+        "envelope_id": "env-h", "type": "slash_commands", "accepts_response_payload": true,
+        "payload": serde_urlencoded::from_str::<std::collections::HashMap<String, String>>(&command_body(ALICE, "help", &chat.slack.response_url("h"))).unwrap(),
+    }));
+    socket.ack("env-h").await;
+    tokio::time::sleep(Duration::from_millis(400).saturating_sub(start.elapsed())).await;
+    assert_eq!(healthz().await, (200, "ok".to_owned()));
+
+    // Slack's WebSocket side goes away and stays away.
+    socket.cut();
+    let start = Instant::now();
+    let (status, body) = loop {
+        let (status, body) = healthz().await;
+        if status != 200 {
+            break (status, body);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "/healthz still says ok"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status, 503, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["adapters"][0]["adapter"], "slack", "{body}");
+    assert!(
+        body["adapters"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("Socket Mode disconnected"),
+        "{body}"
+    );
+    assert!(start.elapsed() >= Duration::from_millis(300));
 }

@@ -641,3 +641,78 @@ async fn the_reaper_posts_the_outcome_of_a_call_twilio_never_reported() {
     );
     assert_eq!(env.twilio.fetches().len(), 1);
 }
+
+#[tokio::test]
+async fn a_telegram_token_the_bot_api_rejects_stops_the_start_naming_it() {
+    let tg = FakeTelegram::start().await;
+    let mut s = crate::support::settings();
+    s.telegram.bot_token = Some("123456:REVOKED-token".to_owned().into());
+    s.telegram.api_url = tg.base.clone();
+    let err = match callbot::App::build(s).await {
+        Ok(_) => panic!("started with a token Telegram rejects"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("Telegram rejected TELEGRAM_BOT_TOKEN (getMe: Unauthorized)"),
+        "{err}"
+    );
+    assert!(!err.contains("REVOKED"), "the token is not shown: {err}");
+}
+
+#[tokio::test]
+async fn healthz_turns_503_naming_telegram_while_polling_fails_and_recovers() {
+    let env = spawn(|s| s.health.adapter_down_ms = 300).await;
+    let healthz = || async {
+        let res = env
+            .app
+            .http
+            .get(format!("{}/healthz", env.app.base))
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.text().await.unwrap())
+    };
+    // Polling works: healthy past the threshold.
+    while env.tg.polls() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(healthz().await, (200, "ok".to_owned()));
+
+    env.tg.fail_polls(true);
+    let start = std::time::Instant::now();
+    let body = loop {
+        let (status, body) = healthz().await;
+        if status == 503 {
+            break body;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "/healthz still says ok"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["adapters"][0]["adapter"], "telegram", "{body}");
+    assert!(
+        body["adapters"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("long polling: getUpdates refused"),
+        "{body}"
+    );
+    assert!(
+        body["error"].as_str().unwrap().contains("telegram"),
+        "{body}"
+    );
+
+    env.tg.fail_polls(false);
+    // A message makes the next long poll answer at once (an idle one waits 10 s).
+    env.tg.push(env.tg.text(Chat::Private, ALICE, "help"));
+    let start = std::time::Instant::now();
+    while healthz().await.0 != 200 {
+        assert!(start.elapsed() < Duration::from_secs(30), "never recovered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

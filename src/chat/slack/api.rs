@@ -2,6 +2,9 @@
 //! slack-morphism, and posts to a command's `response_url` through reqwest, each with the
 //! same retry policy: 429 waits for `Retry-After`, network errors and 5xx back off
 //! exponentially, Slack's own errors (`not_in_channel`, …) are returned at once.
+//!
+//! Also the start-up checks: `auth.test` with the bot token and `apps.connections.open` with
+//! the app token, so a token Slack rejects stops the start instead of leaving callbot deaf.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -84,7 +87,11 @@ impl Api {
         bot_token: &SecretString,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder().timeout(timeout).build()?;
+        // A response_url is named by the request; a redirect from it must not lead elsewhere.
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
         Ok(Self {
             client,
             token: SlackApiToken::new(bot_token.expose_secret().to_owned().into()),
@@ -147,6 +154,41 @@ impl Api {
         Ok(())
     }
 
+    /// auth.test: who the bot token is. A token Slack rejects (`invalid_auth`,
+    /// `token_revoked`, …) is an error naming SLACK_BOT_TOKEN; a Slack that cannot be reached
+    /// after [`MAX_TRIES`] is an error naming SLACK_API_URL.
+    pub async fn check_bot_token(&self, api_url: &str) -> anyhow::Result<Me> {
+        let res = retrying_unmetered("auth.test", MAX_TRIES, || async {
+            let session = self.client.open_session(&self.token);
+            classify_slack(timed(self.timeout, session.auth_test()).await)
+        })
+        .await;
+        match res {
+            Ok(me) => Ok(Me {
+                team: me.team_id.0,
+                user: me.user_id.0,
+            }),
+            Err(e) => Err(start_error("SLACK_BOT_TOKEN", "auth.test", api_url, e)),
+        }
+    }
+
+    /// chat.postEphemeral: a message only `user` sees, in `channel`.
+    pub async fn post_ephemeral(
+        &self,
+        channel: &str,
+        user: &str,
+        text: &str,
+    ) -> Result<(), ApiError> {
+        let content = SlackMessageContent::new().with_text(text.to_owned());
+        let req = SlackApiChatPostEphemeralRequest::new(channel.into(), user.into(), content);
+        retrying("chat.postEphemeral", MAX_TRIES, || async {
+            let session = self.client.open_session(&self.token);
+            classify_slack(timed(self.timeout, session.chat_post_ephemeral(&req)).await)
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Posts a message (JSON) to an interaction's or command's `response_url`.
     pub async fn respond(&self, url: &str, body: &serde_json::Value) -> Result<(), ApiError> {
         self.respond_tries(url, body, MAX_TRIES).await
@@ -188,6 +230,48 @@ impl Api {
             }
         })
         .await
+    }
+}
+
+/// Who the bot token belongs to (auth.test).
+#[derive(Debug, Clone)]
+pub struct Me {
+    pub team: String,
+    pub user: String,
+}
+
+/// apps.connections.open with the app token, once, at start: Socket Mode would otherwise
+/// retry a rejected token every few seconds forever while `/healthz` says ok. The URL it
+/// returns is not used (slack-morphism's listener asks for its own).
+pub async fn check_app_token(
+    client: &Client,
+    app_token: &SecretString,
+    timeout: Duration,
+    api_url: &str,
+) -> anyhow::Result<()> {
+    let token = SlackApiToken::new(app_token.expose_secret().to_owned().into());
+    let req = SlackApiAppsConnectionOpenRequest::new();
+    retrying_unmetered("apps.connections.open", MAX_TRIES, || async {
+        let session = client.open_session(&token);
+        classify_slack(timed(timeout, session.apps_connections_open(&req)).await)
+    })
+    .await
+    .map(drop)
+    .map_err(|e| start_error("SLACK_APP_TOKEN", "apps.connections.open", api_url, e))
+}
+
+/// The start-up error for a token check that failed.
+fn start_error(setting: &str, method: &str, api_url: &str, e: ApiError) -> anyhow::Error {
+    match e {
+        ApiError::Slack(code) => anyhow::anyhow!(
+            "Slack rejected {setting} ({method}: {code}). Copy the token again from the Slack \
+             app's settings (bot token xoxb-… under OAuth & Permissions; app-level token xapp-… \
+             with the connections:write scope under Basic Information)."
+        ),
+        ApiError::Failed(reason) => anyhow::anyhow!(
+            "could not reach the Slack Web API at {api_url} to check {setting} ({reason}); \
+             check SLACK_API_URL and the network"
+        ),
     }
 }
 

@@ -21,6 +21,9 @@ pub struct SlashCommand {
     pub text: String,
     #[serde(default)]
     pub response_url: Option<String>,
+    /// The person's own team when it is not the one the command came through (Slack Connect).
+    #[serde(default)]
+    pub user_team: Option<String>,
 }
 
 /// The Events API envelope.
@@ -87,6 +90,10 @@ pub struct Event {
     /// Present on edited messages.
     #[serde(default)]
     pub edited: Option<serde_json::Value>,
+    /// The writer's own team (Slack Connect: differs from the envelope's `team_id` for a
+    /// member of another workspace in a shared channel).
+    #[serde(default)]
+    pub user_team: Option<String>,
 }
 
 /// An interaction payload (the `payload` form field).
@@ -110,6 +117,9 @@ pub struct InteractionUser {
     pub id: String,
     #[serde(default)]
     pub username: Option<String>,
+    /// The clicker's own team.
+    #[serde(default)]
+    pub team_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -8,7 +8,9 @@
 //! ```
 //!
 //! Every request is signature-checked ([`verify`]) before anything else; unsigned or stale
-//! ones get 401 and change nothing. A slash command is answered within [`ACK_BUDGET`]
+//! ones get 401 and change nothing. A signed request delivered again with the same timestamp
+//! and signature (a replay inside the five-minute window) is answered with an empty 200 and
+//! not acted on. A slash command is answered within [`ACK_BUDGET`]
 //! whatever the interpreter or Twilio are doing: the work runs in its own task, and when it
 //! is not done in time the answer follows through the command's `response_url`. Events and
 //! interactions are acknowledged at once and handled in the background; events are deduped on
@@ -19,7 +21,21 @@
 //! triggering message; `response_url` when the bot cannot post there), later ones chat.update
 //! it, and the final one posts the outcome in its thread mentioning the requester.
 //!
-//! With `SLACK_APP_TOKEN` the same handlers also serve Socket Mode ([`socket`]).
+//! Who may see what: the team allow-list is checked against the conversation's team and the
+//! person's own team (Slack Connect); someone refused is refused before anything else.
+//! `list` shows the calls placed from this conversation (channel or DM) in the asker's team;
+//! `status` and `cancel` by id reach only those; only the requester cancels.
+//!
+//! A `response_url` is posted to only when it points at `hooks.slack.com` or at the host of
+//! `SLACK_API_URL`, and redirects are never followed; otherwise the answer goes through
+//! chat.postEphemeral, chat.postMessage or the HTTP response.
+//!
+//! At start `auth.test` checks `SLACK_BOT_TOKEN` (and `apps.connections.open` checks
+//! `SLACK_APP_TOKEN`): a token Slack rejects, or a Slack that cannot be reached after a few
+//! tries, stops the start with an error naming the setting.
+//!
+//! With `SLACK_APP_TOKEN` the same handlers also serve Socket Mode ([`socket`]), which
+//! reports its connection to [`crate::chat::health`].
 
 pub mod api;
 mod inbound;
@@ -70,6 +86,14 @@ const EVENT_DEDUPE_CAPACITY: u64 = 100_000;
 const PENDING_TTL: Duration = Duration::from_secs(120);
 /// Calls `/call list` shows.
 const LIST_LIMIT: usize = 10;
+/// How long a signed request's (timestamp, signature) is remembered against replays: the
+/// signature check accepts timestamps up to five minutes either side of now, so ten minutes.
+const REPLAY_TTL: Duration = Duration::from_secs(2 * verify::MAX_AGE_SECS as u64);
+/// Most request signatures remembered against replays.
+const REPLAY_CAPACITY: u64 = 100_000;
+/// Calls read to find the newest of one conversation in the asker's team (a channel shared
+/// between workspaces holds the calls of each).
+const CONVERSATION_SCAN: usize = 50;
 
 /// Starts the adapter's background tasks and returns its routes.
 pub async fn start(settings: &SlackSettings, ctx: AdapterContext) -> anyhow::Result<Router> {
@@ -85,12 +109,25 @@ pub async fn start(settings: &SlackSettings, ctx: AdapterContext) -> anyhow::Res
         );
     }
     let client = Arc::new(api::client(&settings.api_url));
+    let timeout = Duration::from_millis(settings.request_timeout_ms);
+    let api = Api::new(client.clone(), bot_token, timeout)?;
+    let me = api.check_bot_token(&settings.api_url).await?;
+    info!(team = %me.team, bot_user = %me.user, "Slack: SLACK_BOT_TOKEN accepted (auth.test)");
+    if let Some(app_token) = &settings.app_token {
+        api::check_app_token(&client, app_token, timeout, &settings.api_url).await?;
+    }
+    let socket_health = settings.app_token.as_ref().map(|_| {
+        ctx.health
+            .adapter_connecting("slack", "Socket Mode: not connected yet")
+    });
     let slack = Arc::new(Slack {
-        api: Api::new(
-            client.clone(),
-            bot_token,
-            Duration::from_millis(settings.request_timeout_ms),
-        )?,
+        api,
+        reply_hosts: ReplyHosts::new(&settings.api_url),
+        socket_health,
+        seen_requests: moka::sync::Cache::builder()
+            .max_capacity(REPLAY_CAPACITY)
+            .time_to_live(REPLAY_TTL)
+            .build(),
         verifier: settings.signing_secret.as_ref().map(Verifier::new),
         seen_events: moka::sync::Cache::builder()
             .max_capacity(EVENT_DEDUPE_CAPACITY)
@@ -132,6 +169,12 @@ pub(crate) struct Slack {
     api: Api,
     /// `None` in Socket Mode without a signing secret (no HTTP routes then).
     verifier: Option<Verifier>,
+    /// Where a response_url may point.
+    reply_hosts: ReplyHosts,
+    /// Socket Mode's connection, as `/healthz` sees it (`None`: HTTP only).
+    socket_health: Option<crate::chat::health::AdapterHealth>,
+    /// `timestamp:signature` of signed requests already taken (replays are ignored).
+    seen_requests: moka::sync::Cache<String, ()>,
     seen_events: moka::sync::Cache<String, ()>,
     /// Call requests waiting for their requester's "Call" click.
     pending: moka::sync::Cache<String, Arc<Pending>>,
@@ -144,10 +187,48 @@ struct Pending {
     message: Option<String>,
 }
 
+/// Where a `response_url` may point: Slack's `https://hooks.slack.com`, or the scheme and host
+/// of `SLACK_API_URL` (a proxy in front of Slack, or a test's fake). A response_url is a URL
+/// the request itself names, so anything else would let a forged or replayed request make
+/// callbot post (with call details) wherever it likes.
+struct ReplyHosts {
+    api: Option<(String, String)>,
+}
+
+/// The host Slack's response_urls use.
+const SLACK_HOOKS_HOST: &str = "hooks.slack.com";
+
+impl ReplyHosts {
+    fn new(api_url: &str) -> Self {
+        let api = url::Url::parse(api_url).ok().and_then(|u| {
+            let host = u.host_str()?.to_ascii_lowercase();
+            Some((u.scheme().to_owned(), host))
+        });
+        Self { api }
+    }
+
+    fn allows(&self, url: &str) -> bool {
+        let Ok(u) = url::Url::parse(url) else {
+            return false;
+        };
+        let Some(host) = u.host_str().map(str::to_ascii_lowercase) else {
+            return false;
+        };
+        (u.scheme() == "https" && host == SLACK_HOOKS_HOST)
+            || self
+                .api
+                .as_ref()
+                .is_some_and(|(scheme, api_host)| u.scheme() == scheme && host == *api_host)
+    }
+}
+
 /// Who asked and where the answer goes.
 #[derive(Debug, Clone)]
 struct Who {
+    /// The team the request came through (the envelope's `team_id`).
     team: String,
+    /// The person's own team when Slack says it differs (Slack Connect: `user_team`).
+    user_team: Option<String>,
     user: String,
     name: Option<String>,
     channel: String,
@@ -155,7 +236,7 @@ struct Who {
     thread: Option<String>,
     /// The triggering message's ts (events).
     message: Option<String>,
-    /// The command's response_url.
+    /// The command's response_url, when it points at Slack ([`ReplyHosts`]).
     reply_url: Option<String>,
 }
 
@@ -253,6 +334,24 @@ impl Slack {
                 text,
             )
             .map_err(|e| reject(&e))?;
+        let (Some(signature), Some(timestamp)) = (
+            header(verify::SIGNATURE_HEADER),
+            header(verify::TIMESTAMP_HEADER),
+        ) else {
+            return Err(reject(&"missing signature headers"));
+        };
+        let fresh = self
+            .seen_requests
+            .entry(format!("{timestamp}:{signature}"))
+            .or_insert(())
+            .is_fresh();
+        if !fresh {
+            // Slack signs each delivery anew (retries carry a new timestamp): the very same
+            // signature again is a copy of a request we already took.
+            info!(route, "ignored a replayed Slack request");
+            webhook_metric(route, "replayed");
+            return Err((StatusCode::OK, ""));
+        }
         webhook_metric(route, "accepted");
         Ok(text)
     }
@@ -360,9 +459,16 @@ impl Slack {
             let reply = slack.on_command(&cmd).await.into_reply();
             if let Err(reply) = tx.send(reply) {
                 // The acknowledgement went out without it.
-                if let Some(url) = &cmd.response_url
-                    && let Err(e) = slack.api.respond(url, &reply.ephemeral()).await
-                {
+                let result = match slack.reply_url(cmd.response_url.as_deref()) {
+                    Some(url) => slack.api.respond(&url, &reply.ephemeral()).await,
+                    None => {
+                        slack
+                            .api
+                            .post_ephemeral(&cmd.channel_id, &cmd.user_id, &reply.text)
+                            .await
+                    }
+                };
+                if let Err(e) = result {
                     warn!(error = %e, "could not send a late slash-command reply");
                 }
             }
@@ -380,12 +486,13 @@ impl Slack {
     async fn on_command(&self, cmd: &SlashCommand) -> Answer {
         let who = Who {
             team: cmd.team_id.clone(),
+            user_team: cmd.user_team.clone(),
             user: cmd.user_id.clone(),
             name: cmd.user_name.clone(),
             channel: cmd.channel_id.clone(),
             thread: None,
             message: None,
-            reply_url: cmd.response_url.clone(),
+            reply_url: self.reply_url(cmd.response_url.as_deref()),
         };
         info!(user = %who.user, channel = %who.channel, command = %cmd.command, "Slack slash command");
         self.act(&who, &slash_text(&inbound::unescape(&cmd.text)))
@@ -408,6 +515,7 @@ impl Slack {
         };
         let who = Who {
             team: cb.team_id.clone(),
+            user_team: cb.event.user_team.clone(),
             user: said.user.clone(),
             name: None,
             channel: said.channel.clone(),
@@ -440,19 +548,71 @@ impl Slack {
 
     /// Interprets a text and does what it asks.
     async fn act(&self, who: &Who, text: &str) -> Answer {
-        let allowed = self
-            .ctx
-            .service
-            .policy()
-            .check_identity(&who.origin())
-            .is_ok();
-        match self.ctx.interpreter.interpret(text, allowed).await {
-            Ok(Some(cmd)) => self.run(who, cmd).await,
+        let identity = self.identity(who);
+        match self.ctx.interpreter.interpret(text, identity.is_ok()).await {
+            Ok(Some(Command::Help)) => self.run(who, Command::Help).await,
+            // Someone who may not call reads nothing either (a call's number, its status).
+            Ok(Some(cmd)) => match identity {
+                Ok(()) => self.run(who, cmd).await,
+                Err(refusal) => {
+                    info!(user = %who.user, team = %who.team, user_team = ?who.user_team, "Slack request refused: not on the allow-list");
+                    Answer::Say(Reply::text(escape(&refusal.to_string())))
+                }
+            },
             Ok(None) => Answer::Say(Reply::text(format!(
                 "I didn't understand that.\n{}",
                 escape(&replies::help())
             ))),
             Err(reason) => Answer::Say(Reply::text(escape(&reason.to_string()))),
+        }
+    }
+
+    /// The access policy for `who`: through the conversation's team, and through the
+    /// person's own team too when Slack says it is another one (Slack Connect), so a member of
+    /// a foreign workspace in a shared channel is not let in by the host's team entry.
+    fn identity(&self, who: &Who) -> Result<(), crate::core::policy::Refusal> {
+        let policy = self.ctx.service.policy();
+        let origin = who.origin();
+        policy.check_identity(&origin)?;
+        if let Some(own) = who.user_team.as_deref().filter(|t| *t != who.team) {
+            let mut theirs = origin;
+            theirs.team = Some(own.into());
+            policy.check_identity(&theirs)?;
+        }
+        Ok(())
+    }
+
+    /// A response_url we may post to; a foreign one is dropped and logged.
+    fn reply_url(&self, url: Option<&str>) -> Option<String> {
+        let url = url?;
+        if self.reply_hosts.allows(url) {
+            return Some(url.to_owned());
+        }
+        let host = url::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        warn!(%host, "ignored a response_url that is not Slack's; answering through the Web API instead");
+        None
+    }
+
+    /// Calls placed from `who`'s conversation, in `who`'s team: what they may see.
+    fn visible(who: &Who, call: &Call) -> bool {
+        call.origin.platform == Platform::Slack
+            && call.origin.chat == who.channel
+            && call
+                .origin
+                .team
+                .as_deref()
+                .is_none_or(|t| t == who.team.as_str())
+    }
+
+    fn conversation(who: &Who, requester: Option<&str>) -> ListFilter {
+        ListFilter {
+            platform: Some(Platform::Slack),
+            chat: Some(who.channel.clone()),
+            requester: requester.map(str::to_owned),
+            ..ListFilter::default()
         }
     }
 
@@ -480,26 +640,28 @@ impl Slack {
             Command::Call { to, message } => self.place(who, to, message).await,
             Command::Help => say(escape(&replies::help())),
             Command::List => {
-                let filter = ListFilter {
-                    platform: Some(Platform::Slack),
-                    chat: None,
-                    requester: Some(who.user.clone()),
-                    ..ListFilter::default()
-                };
-                match service.list(LIST_LIMIT, &filter).await {
-                    Ok(calls) => say(escape(&replies::list(&calls))),
+                let filter = Self::conversation(who, None);
+                match service.list(CONVERSATION_SCAN, &filter).await {
+                    Ok(calls) => {
+                        let mut calls: Vec<Call> = calls
+                            .into_iter()
+                            .filter(|c| Self::visible(who, c))
+                            .collect();
+                        calls.truncate(LIST_LIMIT);
+                        say(escape(&replies::list(&calls)))
+                    }
                     Err(e) => {
                         warn!(error = %e, "listing calls failed");
                         say(SORRY.into())
                     }
                 }
             }
-            Command::Status { id } => match self.find(who, id.as_deref()).await {
+            Command::Status { id } => match self.find(who, id.as_deref(), false).await {
                 Ok(call) => say(escape(&replies::summary(&call))),
                 Err(text) => say(text),
             },
             Command::Cancel { id } => {
-                let call = match self.find(who, id.as_deref()).await {
+                let call = match self.find(who, id.as_deref(), true).await {
                     Ok(call) => call,
                     Err(text) => return say(text),
                 };
@@ -524,34 +686,38 @@ impl Slack {
         }
     }
 
-    /// A call by id, or the requester's latest.
-    async fn find(&self, who: &Who, id: Option<&str>) -> Result<Call, String> {
+    /// A call of `who`'s conversation by id, or the requester's latest there (the latest
+    /// still in progress when `live`).
+    async fn find(&self, who: &Who, id: Option<&str>, live: bool) -> Result<Call, String> {
+        let unknown = |id: &str| format!("I don't know a call with id {} here.", escape(id));
         let found = match id {
             Some(id) => match CallId::parse(id) {
-                Some(id) => self.ctx.service.get(&id).await,
-                None => Ok(None),
-            },
-            None => {
-                let filter = ListFilter {
-                    platform: Some(Platform::Slack),
-                    chat: None,
-                    requester: Some(who.user.clone()),
-                    ..ListFilter::default()
-                };
-                self.ctx
+                Some(call_id) => self
+                    .ctx
                     .service
-                    .list(1, &filter)
+                    .get(&call_id)
                     .await
-                    .map(|calls| calls.into_iter().next())
-            }
+                    .map(|c| c.filter(|c| Self::visible(who, c))),
+                None => return Err(unknown(id)),
+            },
+            None => self
+                .ctx
+                .service
+                .list(CONVERSATION_SCAN, &Self::conversation(who, Some(&who.user)))
+                .await
+                .map(|calls| {
+                    calls
+                        .into_iter()
+                        .find(|c| Self::visible(who, c) && !(live && c.status.is_terminal()))
+                }),
         };
         match found {
             Ok(Some(call)) => Ok(call),
-            Ok(None) if id.is_some() => Err(format!(
-                "I don't know a call with id {}.",
-                escape(id.unwrap_or_default())
-            )),
-            Ok(None) => Err("You have no calls yet.".into()),
+            Ok(None) => Err(match (id, live) {
+                (Some(id), _) => unknown(id),
+                (None, true) => "You have no call in progress here.".into(),
+                (None, false) => "You have no calls here yet.".into(),
+            }),
             Err(e) => {
                 warn!(error = %e, "reading calls failed");
                 Err(SORRY.into())
@@ -600,6 +766,7 @@ impl Slack {
     async fn cancel_button(&self, i: &Interaction, id: &str) {
         let who = Who {
             team: i.team.as_ref().map(|t| t.id.clone()).unwrap_or_default(),
+            user_team: i.user.team_id.clone(),
             user: i.user.id.clone(),
             name: i.user.username.clone(),
             channel: i.channel.as_ref().map(|c| c.id.clone()).unwrap_or_default(),
@@ -607,7 +774,11 @@ impl Slack {
             message: None,
             reply_url: None,
         };
-        let text = match self.find(&who, Some(id)).await {
+        if let Err(refusal) = self.identity(&who) {
+            self.tell(i, &escape(&refusal.to_string())).await;
+            return;
+        }
+        let text = match self.find(&who, Some(id), false).await {
             Ok(call) => {
                 info!(call_id = %call.id, user = %who.user, "Cancel clicked in Slack");
                 self.cancel(&who, &call).await
@@ -651,18 +822,27 @@ impl Slack {
 
     /// An ephemeral note to whoever clicked.
     async fn tell(&self, i: &Interaction, text: &str) {
-        let Some(url) = &i.response_url else { return };
         let body = json!({ "response_type": "ephemeral", "replace_original": false, "text": text });
-        if let Err(e) = self.api.respond(url, &body).await {
-            warn!(error = %e, "could not answer a Slack interaction");
-        }
+        self.answer_interaction(i, &body, text).await;
     }
 
     /// Replaces the message whose button was clicked.
     async fn replace(&self, i: &Interaction, text: &str) {
-        let Some(url) = &i.response_url else { return };
         let body = json!({ "replace_original": true, "text": text });
-        if let Err(e) = self.api.respond(url, &body).await {
+        self.answer_interaction(i, &body, text).await;
+    }
+
+    /// Through the interaction's response_url when it is Slack's; otherwise an ephemeral
+    /// message to the clicker in the channel.
+    async fn answer_interaction(&self, i: &Interaction, body: &serde_json::Value, text: &str) {
+        let result = match self.reply_url(i.response_url.as_deref()) {
+            Some(url) => self.api.respond(&url, body).await,
+            None => match &i.channel {
+                Some(channel) => self.api.post_ephemeral(&channel.id, &i.user.id, text).await,
+                None => return,
+            },
+        };
+        if let Err(e) = result {
             warn!(error = %e, "could not answer a Slack interaction");
         }
     }

@@ -4,12 +4,18 @@
 //!
 //! Its typed events are re-serialized into [`super::inbound`]'s models; the listener's
 //! callbacks are plain `fn`s, so the adapter travels in the listener's user state.
+//!
+//! Health ([`crate::chat::health`]): a connection's `hello` reports the adapter connected; a
+//! WebSocket error (the connection dropped) reports it failing until the next `hello`.
+//! slack-morphism reconnects by itself and tells us nothing else, so a connection closed
+//! cleanly by Slack that then cannot be reopened is not seen here.
 
 use std::sync::Arc;
 
 use secrecy::{ExposeSecret as _, SecretString};
+use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use super::Slack;
 use super::api::{Client, Connector};
@@ -24,7 +30,11 @@ pub fn start(slack: Arc<Slack>, client: Arc<Client>, app_token: &SecretString) {
     let callbacks = SlackSocketModeListenerCallbacks::<Connector>::new()
         .with_command_events(on_command)
         .with_interaction_events(on_interaction)
-        .with_push_events(on_push);
+        .with_push_events(on_push)
+        // A closure: the hello event's type is not exported by slack-morphism.
+        .with_hello_events(|event, _client, states| async move {
+            on_hello(event.num_connections, states).await;
+        });
     let environment = Arc::new(
         SlackClientEventsListenerEnvironment::new(client)
             .with_error_handler(on_error)
@@ -97,11 +107,35 @@ async fn on_interaction(
     Ok(())
 }
 
+async fn on_hello(connections: u32, states: SlackClientEventsUserState) {
+    info!(connections, "Slack Socket Mode connected");
+    if let Ok(slack) = adapter(&states).await
+        && let Some(health) = &slack.socket_health
+    {
+        health.ok();
+    }
+}
+
 fn on_error(
     err: BoxError,
     _client: Arc<Client>,
-    _states: SlackClientEventsUserState,
+    states: SlackClientEventsUserState,
 ) -> HttpStatusCode {
-    warn!(error = %err, "Slack Socket Mode event failed");
+    let lost = matches!(
+        err.downcast_ref::<SlackClientError>(),
+        Some(SlackClientError::SocketModeProtocolError(_))
+    );
+    if lost {
+        warn!(error = %err, "Slack Socket Mode connection lost; reconnecting");
+        // The callback is synchronous; the state lock is only ever written at start.
+        if let Ok(state) = states.try_read()
+            && let Some(slack) = state.get_user_state::<Arc<Slack>>()
+            && let Some(health) = &slack.socket_health
+        {
+            health.failing(format!("Socket Mode disconnected: {err}"));
+        }
+    } else {
+        warn!(error = %err, "Slack Socket Mode event failed");
+    }
     HttpStatusCode::OK
 }

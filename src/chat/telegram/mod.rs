@@ -10,6 +10,10 @@
 //!   ([`progress`]) edits one status message and posts the outcome as a new reply, once.
 //! - **Robustness.** Updates are deduplicated by `update_id`; every Bot API request honours
 //!   429 `retry_after` and retries network errors with backoff ([`api`]).
+//! - **Start and health.** `getMe` at start: a token Telegram rejects stops the start with an
+//!   error naming TELEGRAM_BOT_TOKEN; an unreachable Bot API is retried a few times, then
+//!   stops it too. Long polling reports to [`crate::chat::health`]: failing `getUpdates`
+//!   for longer than `health.adapter_down_ms` turns `/healthz` to 503.
 //!
 //! Messages are sent as plain text (no parse mode), so user text never needs escaping and
 //! can never break the markup.
@@ -138,9 +142,18 @@ pub async fn start(settings: &TelegramSettings, ctx: AdapterContext) -> anyhow::
         .build()
         .context("could not build the Telegram HTTP client")?;
     let bot = Bot::with_client(token.expose_secret(), client).set_api_url(api_url);
-    let me = api::send(&bot.get_me(), "getMe")
-        .await
-        .context("could not reach the Telegram Bot API (getMe); check TELEGRAM_BOT_TOKEN and TELEGRAM_API_URL")?;
+    let me = match api::send(&bot.get_me(), "getMe").await {
+        Ok(me) => me,
+        Err(RequestError::Api(teloxide::ApiError::InvalidToken)) => anyhow::bail!(
+            "Telegram rejected TELEGRAM_BOT_TOKEN (getMe: Unauthorized); copy the token again from @BotFather"
+        ),
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "could not reach the Telegram Bot API at {} (getMe); check TELEGRAM_API_URL and the network",
+                settings.api_url
+            )));
+        }
+    };
     let me = Me {
         id: me.user.id,
         username: me.user.username.clone().unwrap_or_default(),
@@ -167,7 +180,9 @@ pub async fn start(settings: &TelegramSettings, ctx: AdapterContext) -> anyhow::
             api::send(&tg.bot.delete_webhook(), "deleteWebhook")
                 .await
                 .context("could not clear the Telegram webhook (deleteWebhook)")?;
-            tokio::spawn(poll(tg, poll_wait_secs(timeout)));
+            // getMe just answered; a long poll in flight is not a failure, an error is.
+            let health = tg.ctx.health.adapter("telegram");
+            tokio::spawn(poll(tg, poll_wait_secs(timeout), health));
             Ok(Router::new())
         }
         Some(secret) => {
@@ -266,7 +281,7 @@ pub fn fuzz_update(data: &[u8]) {
 }
 
 /// The long-polling loop: runs until shutdown.
-async fn poll(tg: Arc<Telegram>, wait_secs: u32) {
+async fn poll(tg: Arc<Telegram>, wait_secs: u32, health: crate::chat::health::AdapterHealth) {
     let mut offset: i32 = 0;
     let mut failures: u32 = 0;
     loop {
@@ -283,6 +298,7 @@ async fn poll(tg: Arc<Telegram>, wait_secs: u32) {
         let wait = match result {
             Ok(updates) => {
                 failures = 0;
+                health.ok();
                 for update in updates {
                     offset = offset.max(update.id.as_offset());
                     tg.accept(update);
@@ -294,11 +310,13 @@ async fn poll(tg: Arc<Telegram>, wait_secs: u32) {
                 // A webhook set by someone else, a revoked token: keep trying, slowly.
                 failures += 1;
                 error!(error = %e, "getUpdates refused");
+                health.failing(format!("long polling: getUpdates refused: {e}"));
                 api::backoff(failures).max(Duration::from_secs(5))
             }
             Err(e) => {
                 failures += 1;
                 warn!(error = %e, failures, "getUpdates failed; retrying");
+                health.failing(format!("long polling: getUpdates failing: {e}"));
                 api::backoff(failures)
             }
         };

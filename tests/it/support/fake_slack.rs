@@ -3,6 +3,12 @@
 //! Slack would (a fresh `ts` per message), and can be scripted to fail the next calls
 //! (`ok: false` errors, 429 with Retry-After, 500). Also signs requests to our routes exactly
 //! as Slack signs them.
+//!
+//! Tokens are checked as Slack checks them: `auth.test` answers who the bot token is, and
+//! any method with a wrong token answers `invalid_auth` (`not_authed` without one);
+//! `apps.connections.open` wants the app-level token (`not_allowed_token_type` for the bot
+//! token). Start-up checks (auth.test, apps.connections.open) are counted, not recorded with
+//! the messages.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -117,6 +123,8 @@ struct Inner {
     next_ts: Mutex<u64>,
     /// What apps.connections.open answers (Socket Mode), once started.
     ws_url: Mutex<Option<String>>,
+    /// Start-up checks answered, by method (`auth.test`, `apps.connections.open`).
+    checks: Mutex<HashMap<String, usize>>,
     faults: super::faults::Faults,
 }
 
@@ -132,8 +140,18 @@ impl FakeSlack {
     pub async fn start() -> Self {
         let inner = Arc::new(Inner::default());
         let app = Router::new()
-            .route("/api/{method}", post(api))
+            // Slack takes GET and POST for every method (slack-morphism GETs auth.test).
+            .route("/api/{method}", post(api).get(api))
             .route("/response/{id}", post(response_url))
+            .route(
+                "/redirect/{id}",
+                post(|Path(id): Path<String>| async move {
+                    (
+                        StatusCode::TEMPORARY_REDIRECT,
+                        [("location", format!("/response/{id}-followed"))],
+                    )
+                }),
+            )
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -148,6 +166,17 @@ impl FakeSlack {
     /// The fault mode of chat.postMessage, chat.update and response_url posts.
     pub fn faults(&self) -> &super::faults::Faults {
         &self.inner.faults
+    }
+
+    /// How many times `method` (`auth.test`, `apps.connections.open`) was called.
+    pub fn checks(&self, method: &str) -> usize {
+        self.inner.checks.lock().get(method).copied().unwrap_or(0)
+    }
+
+    /// A response_url on this fake that answers 307 to [`Self::response_url`] of
+    /// `{id}-followed`: a client that follows redirects posts there.
+    pub fn redirecting_url(&self, id: &str) -> String {
+        format!("{}/redirect/{id}", self.base)
     }
 
     /// A response_url that posts back here, recorded under `id`.
@@ -286,24 +315,43 @@ async fn api(
         ts: None,
         ok: true,
     };
+    // Slack's token errors: none given, or one it does not know.
+    let token_error = |expected: &str| match rec.authorization.as_deref() {
+        None => Some("not_authed"),
+        Some(given) if given == format!("Bearer {expected}") => None,
+        Some(given) if expected == APP_TOKEN && given == format!("Bearer {BOT_TOKEN}") => {
+            Some("not_allowed_token_type")
+        }
+        Some(_) => Some("invalid_auth"),
+    };
     if method == "apps.connections.open" {
-        let ok = rec.authorization.as_deref() == Some(&format!("Bearer {APP_TOKEN}"));
+        *inner.checks.lock().entry(method.clone()).or_default() += 1;
         let url = inner.ws_url.lock().clone();
-        rec.ok = ok && url.is_some();
-        inner.records.lock().push(rec);
-        return match (ok, url) {
-            (true, Some(url)) => axum::Json(json!({ "ok": true, "url": url })).into_response(),
-            (false, _) => {
+        return match (token_error(APP_TOKEN), url) {
+            (Some(code), _) => axum::Json(json!({ "ok": false, "error": code })).into_response(),
+            (None, Some(url)) => axum::Json(json!({ "ok": true, "url": url })).into_response(),
+            // The app has Socket Mode turned off in its settings.
+            (None, None) => {
                 axum::Json(json!({ "ok": false, "error": "invalid_auth" })).into_response()
-            }
-            (true, None) => {
-                axum::Json(json!({ "ok": false, "error": "socket_mode_off" })).into_response()
             }
         };
     }
-    if rec.authorization.as_deref() != Some(&format!("Bearer {BOT_TOKEN}")) {
-        inner.records.lock().push(rec);
-        return axum::Json(json!({ "ok": false, "error": "not_authed" })).into_response();
+    if let Some(code) = token_error(BOT_TOKEN) {
+        if method == "auth.test" {
+            *inner.checks.lock().entry(method.clone()).or_default() += 1;
+        } else {
+            inner.records.lock().push(rec);
+        }
+        return axum::Json(json!({ "ok": false, "error": code })).into_response();
+    }
+    if method == "auth.test" {
+        *inner.checks.lock().entry(method.clone()).or_default() += 1;
+        return axum::Json(json!({
+            "ok": true, "url": "https://fake-team.slack.com/", "team": "Fake Team",
+            "user": "callbot", "team_id": "T0TEAM", "user_id": "U0BOT", "bot_id": "B0BOT",
+            "is_enterprise_install": false,
+        }))
+        .into_response();
     }
     if let Some(res) = inner.faults.maybe(super::faults::Style::Slack).await {
         return res;
@@ -327,6 +375,14 @@ async fn api(
                 "ok": true, "channel": channel, "ts": ts,
                 "message": { "type": "message", "ts": ts, "text": text, "bot_id": "BFAKE" },
             })
+        }
+        "chat.postEphemeral" => {
+            let ts = {
+                let mut n = inner.next_ts.lock();
+                *n += 1;
+                format!("1700000000.{:06}", *n)
+            };
+            json!({ "ok": true, "message_ts": ts })
         }
         "chat.update" => {
             let ts = value["ts"].as_str().unwrap_or_default().to_owned();
@@ -383,6 +439,8 @@ async fn response_url(
 pub struct SocketMode {
     outgoing: tokio::sync::mpsc::UnboundedSender<Value>,
     acks: Arc<Mutex<Vec<Value>>>,
+    /// True: Slack's WebSocket side is gone (connections dropped, new ones refused).
+    down: tokio::sync::watch::Sender<bool>,
 }
 
 impl FakeSlack {
@@ -393,16 +451,36 @@ impl FakeSlack {
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let acks = Arc::new(Mutex::new(Vec::new()));
         let acks2 = acks.clone();
+        let (down, down_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(ws_connection(stream, rx.clone(), acks2.clone()));
+                if *down_rx.borrow() {
+                    drop(stream);
+                    continue;
+                }
+                tokio::spawn(ws_connection(
+                    stream,
+                    rx.clone(),
+                    acks2.clone(),
+                    down_rx.clone(),
+                ));
             }
         });
-        SocketMode { outgoing: tx, acks }
+        SocketMode {
+            outgoing: tx,
+            acks,
+            down,
+        }
     }
 }
 
 impl SocketMode {
+    /// Slack's WebSocket endpoint goes away: every open connection is dropped without a
+    /// close frame (a network cut) and new ones are refused.
+    pub fn cut(&self) {
+        self.down.send_replace(true);
+    }
+
     /// Sends an envelope (`slash_commands`, `events_api`, `interactive`) to the app.
     pub fn send(&self, envelope: Value) {
         self.outgoing.send(envelope).unwrap();
@@ -433,6 +511,7 @@ async fn ws_connection(
     mut stream: tokio::net::TcpStream,
     outgoing: Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Value>>>,
     acks: Arc<Mutex<Vec<Value>>>,
+    mut down: tokio::sync::watch::Receiver<bool>,
 ) {
     use base64::Engine as _;
     use sha1::Digest as _;
@@ -503,49 +582,56 @@ async fn ws_connection(
             }
         }
     });
-    loop {
-        let mut h = [0u8; 2];
-        if reader.read_exact(&mut h).await.is_err() {
-            break;
-        }
-        let opcode = h[0] & 0x0f;
-        let mut len = u64::from(h[1] & 0x7f);
-        if len == 126 {
-            let mut b = [0u8; 2];
-            if reader.read_exact(&mut b).await.is_err() {
+    let frames_in = async move {
+        loop {
+            let mut h = [0u8; 2];
+            if reader.read_exact(&mut h).await.is_err() {
                 break;
             }
-            len = u64::from(u16::from_be_bytes(b));
-        } else if len == 127 {
-            let mut b = [0u8; 8];
-            if reader.read_exact(&mut b).await.is_err() {
-                break;
-            }
-            len = u64::from_be_bytes(b);
-        }
-        let mut mask = [0u8; 4];
-        if h[1] & 0x80 != 0 && reader.read_exact(&mut mask).await.is_err() {
-            break;
-        }
-        let mut payload = vec![0u8; len as usize];
-        if reader.read_exact(&mut payload).await.is_err() {
-            break;
-        }
-        for (i, b) in payload.iter_mut().enumerate() {
-            *b ^= mask[i % 4];
-        }
-        match opcode {
-            0x1 => {
-                if let Ok(v) = serde_json::from_slice::<Value>(&payload) {
-                    acks.lock().push(v);
+            let opcode = h[0] & 0x0f;
+            let mut len = u64::from(h[1] & 0x7f);
+            if len == 126 {
+                let mut b = [0u8; 2];
+                if reader.read_exact(&mut b).await.is_err() {
+                    break;
                 }
+                len = u64::from(u16::from_be_bytes(b));
+            } else if len == 127 {
+                let mut b = [0u8; 8];
+                if reader.read_exact(&mut b).await.is_err() {
+                    break;
+                }
+                len = u64::from_be_bytes(b);
             }
-            0x8 => break,
-            0x9 => {
-                let _ = frames_tx.send((0xA, payload));
+            let mut mask = [0u8; 4];
+            if h[1] & 0x80 != 0 && reader.read_exact(&mut mask).await.is_err() {
+                break;
             }
-            _ => {}
+            let mut payload = vec![0u8; len as usize];
+            if reader.read_exact(&mut payload).await.is_err() {
+                break;
+            }
+            for (i, b) in payload.iter_mut().enumerate() {
+                *b ^= mask[i % 4];
+            }
+            match opcode {
+                0x1 => {
+                    if let Ok(v) = serde_json::from_slice::<Value>(&payload) {
+                        acks.lock().push(v);
+                    }
+                }
+                0x8 => break,
+                0x9 => {
+                    let _ = frames_tx.send((0xA, payload));
+                }
+                _ => {}
+            }
         }
+    };
+    tokio::select! {
+        () = frames_in => {}
+        // A network cut: both halves are dropped below, no close frame.
+        _ = down.wait_for(|d| *d) => {}
     }
     feeder.abort();
     writer_task.abort();

@@ -66,6 +66,8 @@ struct Inner {
     /// Seconds added to the date of messages the bot sends.
     date_offset: Mutex<i64>,
     polls: Mutex<usize>,
+    /// getUpdates answers 409 Conflict (a webhook was set elsewhere) while set.
+    polls_failing: Mutex<bool>,
     faults: super::faults::Faults,
 }
 
@@ -121,6 +123,12 @@ impl FakeTelegram {
     /// The fault mode of every Bot API method but getUpdates.
     pub fn faults(&self) -> &super::faults::Faults {
         &self.inner.faults
+    }
+
+    /// While `failing`, getUpdates is refused as when someone else set a webhook for the
+    /// bot (409 Conflict). (A 5xx would do too, but teloxide waits 10 s after one.)
+    pub fn fail_polls(&self, failing: bool) {
+        *self.inner.polls_failing.lock() = failing;
     }
 
     /// getUpdates requests served so far.
@@ -527,6 +535,18 @@ async fn get_updates(inner: &Inner, body: &Value) -> Response {
     let timeout = Duration::from_secs(body["timeout"].as_u64().unwrap_or(0).min(10));
     let start = Instant::now();
     loop {
+        // Someone set a webhook for this bot: Telegram refuses long polls, the one in
+        // flight included.
+        if *inner.polls_failing.lock() {
+            return (
+                StatusCode::CONFLICT,
+                axum::Json(json!({
+                    "ok": false, "error_code": 409,
+                    "description": "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first",
+                })),
+            )
+                .into_response();
+        }
         let updates: Vec<Value> = {
             let mut queue = inner.updates.lock();
             // Updates below the offset are confirmed: forget them.
