@@ -362,3 +362,27 @@ impl App {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_uri;
+
+    #[test]
+    fn token_values_are_redacted_from_uris() {
+        let cases = [
+            ("/api/events?token=s3cret", "/api/events?token=[redacted]"),
+            (
+                "/api/events?a=1&token=s3cret&b=2",
+                "/api/events?a=1&token=[redacted]&b=2",
+            ),
+            ("/api/events?%74oken=s3cret", "/api/events?token=[redacted]"),
+            ("/api/events?token", "/api/events?token=[redacted]"),
+            ("/api/calls?limit=5", "/api/calls?limit=5"),
+            ("/api/calls?tokens=x", "/api/calls?tokens=x"),
+            ("/healthz", "/healthz"),
+        ];
+        for (uri, want) in cases {
+            assert_eq!(redacted_uri(&uri.parse().unwrap()), want, "{uri}");
+        }
+    }
+}

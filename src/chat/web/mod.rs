@@ -521,3 +521,57 @@ async fn events(
     let stream = stream.take_until(state.ctx.shutdown.clone().cancelled_owned());
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::AllowedHosts;
+
+    #[test]
+    fn host_names_callbot_answers_to() {
+        let loopback =
+            AllowedHosts::new("127.0.0.1:8080".parse().unwrap(), "http://127.0.0.1:8080");
+        for host in [
+            "127.0.0.1:8080",
+            "127.0.0.1",
+            "127.0.0.2:9",
+            "localhost",
+            "LocalHost.:8080",
+            "[::1]:8080",
+        ] {
+            assert!(loopback.allows(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "localhost.evil.example",
+            "10.0.0.1:8080",
+            "",
+            "a b",
+            "127.0.0.1.nip.io",
+        ] {
+            assert!(!loopback.allows(host), "{host}");
+        }
+        let public = AllowedHosts::new(
+            "0.0.0.0:8080".parse().unwrap(),
+            "https://Callbot.Example.com/",
+        );
+        for host in [
+            "callbot.example.com",
+            "CALLBOT.example.com:443",
+            "10.0.0.1:8080",
+            "localhost",
+        ] {
+            assert!(public.allows(host), "{host}");
+        }
+        assert!(!public.allows("example.com"));
+        assert!(public.allows_origin("https://callbot.example.com"));
+        assert!(public.allows_origin("http://localhost:8080"));
+        for origin in [
+            "null",
+            "https://evil.example",
+            "file:///x",
+            "chrome-extension://abc",
+        ] {
+            assert!(!public.allows_origin(origin), "{origin}");
+        }
+    }
+}
