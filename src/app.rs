@@ -79,10 +79,12 @@ pub fn redacted_uri(uri: &axum::http::Uri) -> std::borrow::Cow<'_, str> {
     text.into()
 }
 
-/// The span of one request, as tower-http's default one (DEBUG, method, URI, version) but
-/// with the URI's token redacted.
+/// The span of one request, as tower-http's default one (DEBUG, same target, so the
+/// `tower_http=…` filters still apply; method, URI, version) but with the URI's token
+/// redacted. Fields are formatted only when the span is enabled.
 fn request_span(req: &axum::http::Request<axum::body::Body>) -> Span {
     tracing::debug_span!(
+        target: "tower_http::trace::make_span",
         "request",
         method = %req.method(),
         uri = %redacted_uri(req.uri()),
