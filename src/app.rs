@@ -1,5 +1,7 @@
 //! Wiring: store, telephony, dialer and adapters; the axum Router; graceful shutdown.
 
+mod serve;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +14,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
-use tracing::{info, warn};
+use tracing::{Span, info, warn};
+
+use self::serve::ConnectionLimits;
 
 use crate::calls::dialer::{self, DialerConfig};
 use crate::calls::service::CallDefaults;
@@ -33,6 +37,7 @@ pub struct App {
     shutdown: CancellationToken,
     dialer: JoinHandle<()>,
     grace: Duration,
+    limits: ConnectionLimits,
 }
 
 fn interpreter(settings: &Settings) -> Interpreter {
@@ -40,6 +45,51 @@ fn interpreter(settings: &Settings) -> Interpreter {
     #[cfg(feature = "llm")]
     let interpreter = interpreter.with_llm(crate::llm::LlmParser::from_settings(&settings.llm));
     interpreter
+}
+
+/// `uri` with the value of every `token` query parameter replaced, so that the web token
+/// that EventSource has to send in `/api/events?token=` never reaches a log line. Keys are
+/// compared decoded, as axum's `Query` reads them (`?%74oken=` is a token too).
+pub fn redacted_uri(uri: &axum::http::Uri) -> std::borrow::Cow<'_, str> {
+    let Some(query) = uri.query() else {
+        return uri.to_string().into();
+    };
+    let is_token = |pair: &str| {
+        url::form_urlencoded::parse(pair.as_bytes())
+            .next()
+            .is_some_and(|(key, _)| key == "token")
+    };
+    if !query.split('&').any(is_token) {
+        return uri.to_string().into();
+    }
+    let query: Vec<&str> = query
+        .split('&')
+        .map(|pair| {
+            if is_token(pair) {
+                "token=[redacted]"
+            } else {
+                pair
+            }
+        })
+        .collect();
+    let mut text = uri.to_string();
+    let start = text.find('?').expect("the URI has a query");
+    text.truncate(start + 1);
+    text.push_str(&query.join("&"));
+    text.into()
+}
+
+/// The span of one request, as tower-http's default one (DEBUG, same target, so the
+/// `tower_http=…` filters still apply; method, URI, version) but with the URI's token
+/// redacted. Fields are formatted only when the span is enabled.
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> Span {
+    tracing::debug_span!(
+        target: "tower_http::trace::make_span",
+        "request",
+        method = %req.method(),
+        uri = %redacted_uri(req.uri()),
+        version = ?req.version(),
+    )
 }
 
 /// How long a request body may take to arrive and how large it may be.
@@ -62,6 +112,7 @@ async fn whole_body(
     use axum::http::{StatusCode, header};
     use axum::response::IntoResponse as _;
     use http_body_util::BodyExt as _;
+    let error = |message: String| axum::Json(serde_json::json!({ "error": message }));
     let (parts, body) = req.into_parts();
     let limited = http_body_util::Limited::new(body, rules.limit);
     match tokio::time::timeout(rules.deadline, limited.collect()).await {
@@ -72,14 +123,18 @@ async fn whole_body(
         }
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => (
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body larger than {} bytes", rules.limit),
+            error(format!("request body larger than {} bytes", rules.limit)),
         )
             .into_response(),
-        Ok(Err(_)) => (StatusCode::BAD_REQUEST, "unreadable request body").into_response(),
+        Ok(Err(_)) => (
+            StatusCode::BAD_REQUEST,
+            error("unreadable request body".into()),
+        )
+            .into_response(),
         Err(_) => (
             StatusCode::REQUEST_TIMEOUT,
             [(header::CONNECTION, "close")],
-            "request body too slow",
+            error("request body too slow".into()),
         )
             .into_response(),
     }
@@ -94,6 +149,7 @@ impl App {
         // before any client is built, or rustls cannot choose. A second call is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
         crate::telemetry::metrics();
+        crate::telemetry::register_series();
         crate::core::phone::PhoneNumber::warm_up(settings.region());
         let listener = TcpListener::bind(settings.server.bind)
             .await
@@ -222,6 +278,7 @@ impl App {
         let web = Arc::new(WebState {
             ctx: ctx.clone(),
             token: settings.server.web_token.clone(),
+            hosts: web::AllowedHosts::new(local, &public_url),
         });
         #[cfg_attr(
             not(any(feature = "telegram", feature = "slack")),
@@ -253,7 +310,12 @@ impl App {
                 },
                 whole_body,
             ))
-            .layer(TraceLayer::new_for_http());
+            .layer(TraceLayer::new_for_http().make_span_with(request_span));
+        let limits = ConnectionLimits {
+            header_timeout: Duration::from_millis(settings.server.header_timeout_ms),
+            idle_timeout: Duration::from_secs(settings.server.idle_timeout_secs),
+            max_connections: serve::fitted_max_connections(settings.server.max_connections),
+        };
 
         Ok(Self {
             listener,
@@ -263,6 +325,7 @@ impl App {
             shutdown,
             dialer,
             grace,
+            limits,
         })
     }
 
@@ -290,10 +353,14 @@ impl App {
     /// Serves until the shutdown token is cancelled, then lets the dialer settle.
     pub async fn run(self) -> anyhow::Result<()> {
         info!(addr = %self.local_addr(), public_url = %self.public_url, "callbot listening");
-        let shutdown = self.shutdown.clone();
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await?;
+        serve::serve(
+            self.listener,
+            self.router,
+            self.limits,
+            self.shutdown.clone(),
+            self.grace,
+        )
+        .await;
         if tokio::time::timeout(self.grace + Duration::from_secs(1), self.dialer)
             .await
             .is_err()
@@ -302,5 +369,29 @@ impl App {
         }
         info!("callbot stopped");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_uri;
+
+    #[test]
+    fn token_values_are_redacted_from_uris() {
+        let cases = [
+            ("/api/events?token=s3cret", "/api/events?token=[redacted]"),
+            (
+                "/api/events?a=1&token=s3cret&b=2",
+                "/api/events?a=1&token=[redacted]&b=2",
+            ),
+            ("/api/events?%74oken=s3cret", "/api/events?token=[redacted]"),
+            ("/api/events?token", "/api/events?token=[redacted]"),
+            ("/api/calls?limit=5", "/api/calls?limit=5"),
+            ("/api/calls?tokens=x", "/api/calls?tokens=x"),
+            ("/healthz", "/healthz"),
+        ];
+        for (uri, want) in cases {
+            assert_eq!(redacted_uri(&uri.parse().unwrap()), want, "{uri}");
+        }
     }
 }

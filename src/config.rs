@@ -286,6 +286,15 @@ pub struct ServerSettings {
     pub webhook_body_limit: usize,
     /// Milliseconds a client gets to send a request body; slower bodies get 408.
     pub body_timeout_ms: u64,
+    /// Milliseconds a connection gets to send a request's headers, counted from when it
+    /// opens or its previous answer was sent (so it also ends idle keep-alive connections).
+    pub header_timeout_ms: u64,
+    /// Seconds a connection may keep an answer waiting because it does not read it; then
+    /// it is closed.
+    pub idle_timeout_secs: u64,
+    /// Connections open at once; beyond it new ones wait to be accepted. Lowered at start
+    /// to fit the process's open-file limit.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -801,6 +810,13 @@ impl Settings {
                 self.named("server.bind", self.server.bind)
             )),
             _ => {}
+        }
+        let sv = &self.server;
+        if sv.header_timeout_ms == 0 || sv.idle_timeout_secs == 0 || sv.max_connections == 0 {
+            problems.push(
+                "server.header_timeout_ms, server.idle_timeout_secs and server.max_connections must be at least 1"
+                    .into(),
+            );
         }
         if let Err(e) = self.telephony() {
             refuse(e);

@@ -62,6 +62,39 @@ pub fn metrics() -> &'static PrometheusHandle {
     })
 }
 
+/// Registers every series documented above at zero, so a fresh instance's `/metrics` lists
+/// them all (a dashboard or alert on a series that appears only after first use sees "no
+/// data" instead of 0). Registering is idempotent and touches no value, so several apps in
+/// one process (tests) keep their counts.
+pub fn register_series() {
+    for status in crate::core::call::CallStatus::ALL
+        .into_iter()
+        .filter(|s| s.is_terminal())
+    {
+        metrics::counter!("callbot_calls_total", "status" => status.as_str()).increment(0);
+    }
+    metrics::counter!("callbot_dial_attempts_total").increment(0);
+    metrics::counter!("callbot_dial_retries_total").increment(0);
+    for op in ["create", "hangup", "fetch", "list"] {
+        // Registered without a sample: the exporter lists the histogram with empty buckets.
+        let _ = metrics::histogram!("callbot_telephony_request_seconds", "op" => op);
+    }
+    for route in ["status", "twiml"] {
+        for result in ["accepted", "unknown_call", "bad_signature"] {
+            metrics::counter!("callbot_webhook_requests_total", "route" => route, "result" => result)
+                .increment(0);
+        }
+    }
+    for platform in ["telegram", "slack"] {
+        for result in ["ok", "error"] {
+            metrics::counter!("callbot_chat_posts_total", "platform" => platform, "result" => result)
+                .increment(0);
+        }
+    }
+    metrics::gauge!("callbot_queue_depth").increment(0.0);
+    metrics::gauge!("callbot_active_calls").increment(0.0);
+}
+
 /// Counts a message posted back to a chat platform.
 pub fn chat_post(platform: &'static str, ok: bool) {
     metrics::counter!(

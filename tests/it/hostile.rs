@@ -557,3 +557,217 @@ async fn secrets_never_appear_in_logs_or_answers() {
         }
     }
 }
+
+/// Reads from `conn` until the server closes it (EOF or reset); returns the bytes read.
+async fn read_until_closed(conn: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match conn.read(&mut buf).await {
+            Ok(0) | Err(_) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Slow-loris: hundreds of connections that send half their headers and stop are all closed
+/// once the header timeout has passed, and `/healthz` answers throughout.
+#[tokio::test]
+async fn half_sent_headers_are_closed_within_the_header_timeout_while_health_keeps_answering() {
+    let env = spawn(|s| s.server.header_timeout_ms = 1000).await;
+    let addr = env.app.base.trim_start_matches("http://").to_owned();
+    let opened = Instant::now();
+    let mut conns = Vec::new();
+    for _ in 0..300 {
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            .await
+            .unwrap();
+        conns.push(conn);
+    }
+    // With all of them open, a well-behaved client is served at once.
+    let started = Instant::now();
+    let res = env
+        .app
+        .http
+        .get(env.url("/healthz"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .expect("/healthz answers while 300 half-sent requests are open");
+    assert_eq!(res.status().as_u16(), 200);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // Every half-sent request is cut off after the timeout, without an answer to read.
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        for conn in &mut conns {
+            let got = read_until_closed(conn).await;
+            assert!(
+                got.is_empty() || got.starts_with(b"HTTP/1.1 408"),
+                "{:?}",
+                String::from_utf8_lossy(&got)
+            );
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "half-sent requests were still open 5 s after a 1 s header timeout"
+    );
+    let took = opened.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "closed too early: {took:?}"
+    );
+    env.healthy().await;
+}
+
+/// Beyond `max_connections` a new connection waits to be accepted (the process keeps its file
+/// descriptors), and is served as soon as the silent ones are cut off by the header timeout.
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_and_are_served_once_slow_ones_are_cut_off() {
+    let env = spawn(|s| {
+        s.server.header_timeout_ms = 1000;
+        s.server.max_connections = 16;
+    })
+    .await;
+    let addr = env.app.base.trim_start_matches("http://").to_owned();
+    let mut silent = Vec::new();
+    for _ in 0..16 {
+        silent.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let opened = Instant::now();
+    // A fresh client each time: a pooled connection accepted earlier would skip the queue.
+    let health = |timeout: Duration| {
+        reqwest::Client::new()
+            .get(env.url("/healthz"))
+            .timeout(timeout)
+            .send()
+    };
+    let waited = health(Duration::from_millis(400)).await;
+    assert!(
+        waited.is_err(),
+        "a 17th connection was served while 16 were open: {waited:?}"
+    );
+    let res = health(Duration::from_secs(5))
+        .await
+        .expect("served once the silent connections are closed");
+    assert_eq!(res.status().as_u16(), 200);
+    assert!(opened.elapsed() >= Duration::from_millis(600));
+    for conn in &mut silent {
+        tokio::time::timeout(Duration::from_secs(3), read_until_closed(conn))
+            .await
+            .expect("silent connections are closed");
+    }
+    env.healthy().await;
+}
+
+/// A client that stops reading (a dead peer, a suspended laptop) holds its connection only
+/// for the idle timeout once its answers no longer fit in the socket buffers; then it is
+/// closed instead of waiting for the client forever.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_after_the_idle_timeout() {
+    use callbot::calls::service::CallRequest;
+    use callbot::core::call::{Origin, Platform};
+    use callbot::core::phone::{PhoneNumber, Region};
+
+    let env = spawn(|s| {
+        s.server.idle_timeout_secs = 1;
+        // Long enough that only the idle timeout can close the connection here.
+        s.server.header_timeout_ms = 60_000;
+        s.limits.per_destination_hour = 10_000;
+        s.limits.message_max_chars = 4000;
+    })
+    .await;
+    // 300 calls with 4,000-character messages make each /api/calls answer over a megabyte.
+    let say = "a".repeat(4000);
+    let region = Region::parse("IN").unwrap();
+    for i in 0..300 {
+        let to = PhoneNumber::parse(&format!("+91 98765 {:05}", 10000 + i), region).unwrap();
+        env.app
+            .service
+            .request(CallRequest {
+                to,
+                message: Some(say.clone()),
+                origin: Origin::new(Platform::Web, "web"),
+            })
+            .await
+            .unwrap();
+    }
+    let addr: std::net::SocketAddr = env.app.base.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut conn = socket.connect(addr).await.unwrap();
+    // Ten pipelined requests: far more than loopback socket buffers hold (4 MB each way).
+    let request = format!(
+        "GET /api/calls?limit=1000 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {WEB_TOKEN}\r\n\r\n"
+    );
+    conn.write_all(request.repeat(10).as_bytes()).await.unwrap();
+    // Not reading for three idle timeouts.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = tokio::time::timeout(Duration::from_secs(10), read_until_closed(&mut conn))
+        .await
+        .expect("the server closed the connection of a client that did not read");
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "{}",
+        &text[..text.len().min(200)]
+    );
+    let answers = text.matches("HTTP/1.1 200").count();
+    assert!(answers < 10, "all {answers} answers waited for the client");
+    env.healthy().await;
+}
+
+/// The web token travels in `/api/events?token=` (EventSource cannot send headers); it never
+/// reaches a log line, at any level: request spans show `token=[redacted]`.
+#[tokio::test(flavor = "current_thread")]
+async fn the_web_token_in_a_query_never_reaches_a_log_line_even_at_trace_level() {
+    let logs = Captured::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let env = spawn(|_| {}).await;
+    for query in [
+        format!("token={WEB_TOKEN}"),
+        format!("a=1&token={WEB_TOKEN}&b=2"),
+        format!("%74oken={WEB_TOKEN}"),
+    ] {
+        let mut res = env
+            .app
+            .http
+            .get(env.url(&format!("/api/events?{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200, "?{query} opens the live log");
+        drop(res.chunk());
+    }
+    let res = env
+        .app
+        .http
+        .get(env.url(&format!("/api/calls?token={WEB_TOKEN}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status().as_u16(),
+        401,
+        "a query token is for the live log only"
+    );
+    env.healthy().await;
+    let logs = logs.text();
+    for line in logs.lines() {
+        assert!(
+            !line.contains(WEB_TOKEN),
+            "the web token in the logs: {line}"
+        );
+    }
+    assert!(
+        logs.contains("/api/events?token=[redacted]") && logs.contains("a=1&token=[redacted]&b=2"),
+        "request spans were captured:\n{logs}"
+    );
+}

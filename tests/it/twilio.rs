@@ -380,6 +380,7 @@ async fn cancel_hangs_up_at_twilio() {
     let res = app
         .http
         .post(format!("{}/api/calls/{id}/cancel", app.base))
+        .json(&serde_json::json!({}))
         .send()
         .await
         .unwrap();
@@ -401,6 +402,7 @@ async fn cancel_hangs_up_at_twilio() {
     let again = app
         .http
         .post(format!("{}/api/calls/{id}/cancel", app.base))
+        .json(&serde_json::json!({}))
         .send()
         .await
         .unwrap();

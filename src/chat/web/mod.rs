@@ -5,20 +5,30 @@
 //! When a web token is configured (required off loopback) every route but the page itself
 //! needs `Authorization: Bearer <token>` (or `?token=` for EventSource, which cannot send
 //! headers).
+//!
+//! Every route here answers only requests whose `Host` is one callbot is known by (the bound
+//! address, `localhost`, the host of `CALLBOT_PUBLIC_URL`): a page in the operator's browser
+//! that rebinds its own name to 127.0.0.1 (DNS rebinding) sends its own name as `Host` and is
+//! refused. The routes that change something (`POST /ai_prompt`, `POST
+//! /api/calls/{id}/cancel`) also need `Content-Type: application/json` (a cross-site form
+//! cannot send it without a CORS preflight, which callbot never grants) and refuse a foreign
+//! `Origin`. Every error is JSON `{"error": "…"}`.
 
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use futures::{Stream, StreamExt as _};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -32,7 +42,7 @@ use crate::calls::service::{CallRequest, CancelError, Cancelled};
 use crate::calls::store::ListFilter;
 use crate::calls::{CallService, RequestError};
 use crate::chat::AdapterContext;
-use crate::core::call::{Call, CallId, CallStatus, Origin, Platform};
+use crate::core::call::{Call, CallError, CallId, CallSid, CallStatus, Origin, Platform};
 use crate::core::command::Command;
 use crate::core::replies;
 
@@ -44,6 +54,65 @@ const MAX_LIST: usize = 1000;
 pub struct WebState {
     pub ctx: AdapterContext,
     pub token: Option<SecretString>,
+    /// The names the console and API answer to.
+    pub hosts: AllowedHosts,
+}
+
+/// The host names a browser may use to reach the console: `localhost`, the bound IP (any
+/// loopback IP when bound to loopback, any IP when bound to all interfaces) and the host of
+/// the public URL. Ports are not compared: a proxy may show another one, and a rebinding
+/// page is told apart by its name, which it cannot choose to be one of these.
+#[derive(Debug, Clone)]
+pub struct AllowedHosts {
+    bound: IpAddr,
+    public_host: Option<String>,
+}
+
+impl AllowedHosts {
+    pub fn new(bound: SocketAddr, public_url: &str) -> Self {
+        let public_host = url::Url::parse(public_url).ok().and_then(|u| {
+            u.host_str()
+                .map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase())
+        });
+        Self {
+            bound: bound.ip(),
+            public_host,
+        }
+    }
+
+    /// Whether `authority` (a `Host` header: `name[:port]`, `[v6][:port]`) is ours.
+    pub fn allows(&self, authority: &str) -> bool {
+        let Ok(authority) = authority.parse::<axum::http::uri::Authority>() else {
+            return false;
+        };
+        let host = authority.host().trim_matches(['[', ']']);
+        let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+        if host == "localhost" || self.public_host.as_deref() == Some(host.as_str()) {
+            return true;
+        }
+        match host.parse::<IpAddr>() {
+            Ok(ip) => {
+                ip == self.bound
+                    || self.bound.is_unspecified()
+                    || (self.bound.is_loopback() && ip.is_loopback())
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Whether an `Origin` header names one of our hosts over http(s).
+    fn allows_origin(&self, origin: &str) -> bool {
+        url::Url::parse(origin).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some_and(|h| {
+                    let authority = match u.port() {
+                        Some(port) => format!("{h}:{port}"),
+                        None => h.to_owned(),
+                    };
+                    self.allows(&authority)
+                })
+        })
+    }
 }
 
 pub fn routes(state: Arc<WebState>) -> Router {
@@ -55,9 +124,85 @@ pub fn routes(state: Arc<WebState>) -> Router {
         .route("/api/stats", get(stats))
         .route("/api/events", get(events))
         .route("/metrics", get(metrics))
+        .route("/api/{*rest}", any(api_not_found))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state);
-    Router::new().route("/", get(index)).merge(api)
+        .route_layer(middleware::from_fn_with_state(state.clone(), guard_writes));
+    Router::new()
+        .route("/", get(index))
+        .merge(api)
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_our_host,
+        ))
+        .with_state(state)
+}
+
+async fn api_not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "No such API route.")
+}
+
+async fn method_not_allowed(method: Method) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on this route."),
+    )
+}
+
+/// Refuses a request whose `Host` (or absolute URI) is not one of ours (DNS rebinding).
+async fn require_our_host(
+    State(state): State<Arc<WebState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        });
+    match host {
+        Some(host) if state.hosts.allows(&host) => next.run(req).await,
+        _ => error(
+            StatusCode::FORBIDDEN,
+            "This host name is not one callbot answers to; use the address it listens on, localhost, or set CALLBOT_PUBLIC_URL to the address you use.",
+        ),
+    }
+}
+
+/// `POST` routes change something: they need a JSON content type and, when a browser sends
+/// an `Origin`, one of ours.
+async fn guard_writes(State(state): State<Arc<WebState>>, req: Request, next: Next) -> Response {
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        if !origin.to_str().is_ok_and(|o| state.hosts.allows_origin(o)) {
+            return error(
+                StatusCode::FORBIDDEN,
+                "Requests from another site are not allowed (Origin).",
+            );
+        }
+    }
+    if !is_json(req.headers()) {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Send Content-Type: application/json.",
+        );
+    }
+    next.run(req).await
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
 /// Prometheus text format.
@@ -74,7 +219,7 @@ async fn index() -> impl IntoResponse {
 
 async fn require_token(
     State(state): State<Arc<WebState>>,
-    Query(q): Query<TokenQuery>,
+    q: Result<Query<TokenQuery>, QueryRejection>,
     headers: HeaderMap,
     req: Request,
     next: Next,
@@ -89,7 +234,10 @@ async fn require_token(
         .map(str::to_owned)
         // EventSource cannot send headers, so the live log alone takes the token in its query
         // (anywhere else a query token would end up in access logs for nothing).
-        .or(q.token.filter(|_| req.uri().path() == "/api/events"));
+        .or(q
+            .ok()
+            .and_then(|Query(q)| q.token)
+            .filter(|_| req.uri().path() == "/api/events"));
     let ok =
         given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.expose_secret().as_bytes())));
     if ok {
@@ -111,20 +259,73 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-/// A call as the API shows it: the record plus human-readable fields.
+/// A call as the API shows it: the record's public fields plus human-readable ones. Fields
+/// are listed one by one, so nothing added to [`Call`] or [`Origin`] reaches the API by
+/// itself; in particular not Slack's `response_url` (`Origin::reply_url`), which lets
+/// whoever holds it post into the channel.
 #[derive(Serialize)]
 pub struct CallView<'a> {
-    #[serde(flatten)]
-    call: &'a Call,
+    id: &'a CallId,
+    to: &'a crate::core::phone::PhoneNumber,
+    from: &'a str,
+    message: &'a str,
+    voice: &'a str,
+    language: &'a str,
+    status: CallStatus,
+    history: &'a [(CallStatus, chrono::DateTime<chrono::Utc>)],
+    created_at: chrono::DateTime<chrono::Utc>,
+    placed_at: Option<chrono::DateTime<chrono::Utc>>,
+    duration_secs: Option<u32>,
+    sid: Option<&'a CallSid>,
+    error: Option<&'a CallError>,
+    answered_by: Option<&'a str>,
+    sip_response_code: Option<u16>,
+    attempts: u32,
+    origin: OriginView<'a>,
     to_display: String,
     status_text: String,
     error_text: Option<String>,
 }
 
+/// Who asked and where, without reply handles.
+#[derive(Serialize)]
+struct OriginView<'a> {
+    platform: Platform,
+    team: Option<&'a str>,
+    chat: &'a str,
+    thread: Option<&'a str>,
+    requester: &'a str,
+    requester_name: Option<&'a str>,
+}
+
 impl<'a> CallView<'a> {
     pub fn new(call: &'a Call) -> Self {
+        let o = &call.origin;
         Self {
-            call,
+            id: &call.id,
+            to: &call.to,
+            from: &call.from,
+            message: &call.message,
+            voice: &call.voice,
+            language: &call.language,
+            status: call.status,
+            history: &call.history,
+            created_at: call.created_at,
+            placed_at: call.placed_at,
+            duration_secs: call.duration_secs,
+            sid: call.sid.as_ref(),
+            error: call.error.as_deref(),
+            answered_by: call.answered_by.as_deref(),
+            sip_response_code: call.sip_response_code,
+            attempts: call.attempts,
+            origin: OriginView {
+                platform: o.platform,
+                team: o.team.as_deref(),
+                chat: &o.chat,
+                thread: o.thread.as_deref(),
+                requester: &o.requester,
+                requester_name: o.requester_name.as_deref(),
+            },
             to_display: call.to.display(),
             status_text: replies::status_line(call),
             error_text: (call.status == CallStatus::Failed).then(|| replies::failure_reason(call)),
@@ -138,12 +339,7 @@ struct PromptBody {
 }
 
 async fn prompt(State(state): State<Arc<WebState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !json {
+    if !is_json(&headers) {
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Send Content-Type: application/json.",
@@ -239,7 +435,18 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-async fn list_calls(State(state): State<Arc<WebState>>, Query(q): Query<ListQuery>) -> Response {
+async fn list_calls(
+    State(state): State<Arc<WebState>>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "limit must be a whole number (at most {MAX_LIST} are listed), as in /api/calls?limit=50."
+            ),
+        );
+    };
     let limit = q.limit.unwrap_or(100).min(MAX_LIST);
     match state.ctx.service.list(limit, &ListFilter::default()).await {
         Ok(calls) => Json(calls.iter().map(CallView::new).collect::<Vec<_>>()).into_response(),
@@ -247,7 +454,13 @@ async fn list_calls(State(state): State<Arc<WebState>>, Query(q): Query<ListQuer
     }
 }
 
-async fn get_call(State(state): State<Arc<WebState>>, Path(id): Path<String>) -> Response {
+async fn get_call(
+    State(state): State<Arc<WebState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let Ok(Path(id)) = id else {
+        return error(StatusCode::NOT_FOUND, "No such call.");
+    };
     match find(&state.ctx.service, Some(&id)).await {
         Ok(Some(call)) => Json(CallView::new(&call)).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, "No such call."),
@@ -255,8 +468,11 @@ async fn get_call(State(state): State<Arc<WebState>>, Path(id): Path<String>) ->
     }
 }
 
-async fn cancel_call(State(state): State<Arc<WebState>>, Path(id): Path<String>) -> Response {
-    let Some(id) = CallId::parse(&id) else {
+async fn cancel_call(
+    State(state): State<Arc<WebState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let Some(id) = id.ok().and_then(|Path(id)| CallId::parse(&id)) else {
         return error(StatusCode::NOT_FOUND, "No such call.");
     };
     cancel_response(state.ctx.service.cancel(&id).await)
@@ -304,4 +520,58 @@ async fn events(
     // (the page reconnects by itself once callbot is back).
     let stream = stream.take_until(state.ctx.shutdown.clone().cancelled_owned());
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AllowedHosts;
+
+    #[test]
+    fn host_names_callbot_answers_to() {
+        let loopback =
+            AllowedHosts::new("127.0.0.1:8080".parse().unwrap(), "http://127.0.0.1:8080");
+        for host in [
+            "127.0.0.1:8080",
+            "127.0.0.1",
+            "127.0.0.2:9",
+            "localhost",
+            "LocalHost.:8080",
+            "[::1]:8080",
+        ] {
+            assert!(loopback.allows(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "localhost.evil.example",
+            "10.0.0.1:8080",
+            "",
+            "a b",
+            "127.0.0.1.nip.io",
+        ] {
+            assert!(!loopback.allows(host), "{host}");
+        }
+        let public = AllowedHosts::new(
+            "0.0.0.0:8080".parse().unwrap(),
+            "https://Callbot.Example.com/",
+        );
+        for host in [
+            "callbot.example.com",
+            "CALLBOT.example.com:443",
+            "10.0.0.1:8080",
+            "localhost",
+        ] {
+            assert!(public.allows(host), "{host}");
+        }
+        assert!(!public.allows("example.com"));
+        assert!(public.allows_origin("https://callbot.example.com"));
+        assert!(public.allows_origin("http://localhost:8080"));
+        for origin in [
+            "null",
+            "https://evil.example",
+            "file:///x",
+            "chrome-extension://abc",
+        ] {
+            assert!(!public.allows_origin(origin), "{origin}");
+        }
+    }
 }
