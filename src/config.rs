@@ -812,11 +812,14 @@ impl Settings {
             _ => {}
         }
         let sv = &self.server;
-        if sv.header_timeout_ms == 0 || sv.idle_timeout_secs == 0 || sv.max_connections == 0 {
-            problems.push(
-                "server.header_timeout_ms, server.idle_timeout_secs and server.max_connections must be at least 1"
-                    .into(),
-            );
+        for (key, value) in [
+            ("server.header_timeout_ms", sv.header_timeout_ms),
+            ("server.idle_timeout_secs", sv.idle_timeout_secs),
+            ("server.max_connections", sv.max_connections as u64),
+        ] {
+            if value == 0 {
+                refuse(format!("{} must be at least 1", self.named(key, value)));
+            }
         }
         if let Err(e) = self.telephony() {
             refuse(e);
