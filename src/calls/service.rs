@@ -167,6 +167,7 @@ impl CallService {
             metrics::gauge!("callbot_active_calls").set(usage.active() as f64);
             usage.users.prune(now);
             usage.destinations.prune(now);
+            usage.everyone.prune(now);
         }
         let message = req
             .message

@@ -440,13 +440,10 @@ impl Slack {
 
     /// Interprets a text and does what it asks.
     async fn act(&self, who: &Who, text: &str) -> Answer {
-        let allowed = self
-            .ctx
-            .service
-            .policy()
-            .check_identity(&who.origin())
-            .is_ok();
-        match self.ctx.interpreter.interpret(text, allowed).await {
+        let origin = who.origin();
+        let allowed = self.ctx.service.policy().check_identity(&origin).is_ok();
+        let asker = allowed.then(|| crate::core::policy::requester_key(&origin));
+        match self.ctx.interpreter.interpret(text, asker.as_deref()).await {
             Ok(Some(cmd)) => self.run(who, cmd).await,
             Ok(None) => Answer::Say(Reply::text(format!(
                 "I didn't understand that.\n{}",
