@@ -478,6 +478,9 @@ impl WindowLog {
         window: Duration,
         now: DateTime<Utc>,
     ) -> Option<Duration> {
+        if limit == 0 {
+            return Some(window);
+        }
         let times = self.times.get(key)?;
         // Times are in order: the window's first entry is found by bisection, so a check
         // costs O(log n) however many calls the key made (the load bench's one requester
@@ -487,14 +490,8 @@ impl WindowLog {
         if recent < limit as usize {
             return None;
         }
-        // The oldest entry that must expire before one more fits (a limit of 0 never fits).
-        let Some(oldest) = times
-            .len()
-            .checked_sub(limit as usize)
-            .and_then(|i| times.get(i))
-        else {
-            return Some(window);
-        };
+        // The oldest entry that must expire before one more fits.
+        let oldest = times.get(times.len() - limit as usize)?;
         Some(*oldest + window - now)
     }
 
@@ -851,6 +848,15 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(r.code(), "global_daily_limit");
+    }
+
+    #[test]
+    fn a_limit_of_zero_refuses_even_the_first_request() {
+        let log = WindowLog::default();
+        assert_eq!(
+            log.full("a", 0, Duration::hours(1), t0()),
+            Some(Duration::hours(1))
+        );
     }
 
     #[test]

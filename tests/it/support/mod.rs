@@ -54,6 +54,7 @@ pub fn settings() -> Settings {
     s.limits.max_concurrent = 100_000;
     s.limits.global_hour = u32::MAX;
     s.limits.global_day = u32::MAX;
+    s.limits.llm_per_user_minute = 1_000_000;
     s
 }
 
