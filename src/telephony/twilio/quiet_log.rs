@@ -51,6 +51,12 @@ impl QuietLog {
     /// One more occurrence. `Some(n)`: write the line now, noting the `n` left out before
     /// it; `None`: counted, not written (a timer writes the count later).
     pub fn hit(self: &Arc<Self>) -> Option<u64> {
+        // While a timer waits for the next allowed line the throttle is spent: count only
+        // (no clock read, no compare-and-swap on the limiter during a flood).
+        if self.timer.load(Ordering::Acquire) {
+            self.left_out.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
         if self.limiter.check().is_ok() {
             return Some(self.left_out.swap(0, Ordering::Relaxed));
         }
