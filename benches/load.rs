@@ -156,6 +156,8 @@ async fn callbacks(duration: Duration, rounds: usize, calls: usize) {
     s.calls.cps = 1_000_000;
     s.calls.queue_capacity = calls + 16;
     s.limits.max_concurrent = 1_000_000;
+    s.limits.global_hour = u32::MAX;
+    s.limits.global_day = u32::MAX;
     s.limits.per_user_hour = u32::MAX;
     s.limits.per_user_day = u32::MAX;
     s.limits.per_destination_hour = u32::MAX;
@@ -317,6 +319,8 @@ async fn pacing(n: usize, cps: u32) {
     s.twilio.api_base = fake_url;
     s.calls.cps = cps;
     s.limits.max_concurrent = 1_000_000;
+    s.limits.global_hour = u32::MAX;
+    s.limits.global_day = u32::MAX;
     s.limits.per_destination_hour = 1_000_000;
     let app = App::build(s).await.unwrap();
     let service = app.service();

@@ -43,7 +43,10 @@ pub struct App {
 fn interpreter(settings: &Settings) -> Interpreter {
     let interpreter = Interpreter::new(settings.region());
     #[cfg(feature = "llm")]
-    let interpreter = interpreter.with_llm(crate::llm::LlmParser::from_settings(&settings.llm));
+    let interpreter = interpreter.with_llm(crate::llm::LlmParser::from_settings(
+        &settings.llm,
+        &settings.limits,
+    ));
     interpreter
 }
 

@@ -181,6 +181,13 @@ pub struct LimitSettings {
     pub per_user_day: u32,
     /// Calls to one number per hour, whoever asks.
     pub per_destination_hour: u32,
+    /// Calls per hour across all requesters, web and CLI included (CALLBOT_LIMITS__GLOBAL_HOUR).
+    pub global_hour: u32,
+    /// Calls per day across all requesters, web and CLI included (CALLBOT_LIMITS__GLOBAL_DAY).
+    pub global_day: u32,
+    /// Language-model requests per requester per minute (CALLBOT_LIMITS__LLM_PER_USER_MINUTE);
+    /// 0: the model is never asked.
+    pub llm_per_user_minute: u32,
     /// Calls live at once.
     pub max_concurrent: u32,
     /// Longest spoken message, characters (Twilio's TwiML cap is 4000).
@@ -1074,6 +1081,8 @@ impl Settings {
                 per_user_hour: l.per_user_hour,
                 per_user_day: l.per_user_day,
                 per_destination_hour: l.per_destination_hour,
+                global_hour: l.global_hour,
+                global_day: l.global_day,
                 max_concurrent: l.max_concurrent,
                 message_max_chars: l.message_max_chars,
             },

@@ -5,6 +5,7 @@
 //! order, in the user's own text (spelled-out English digits and "double"/"triple" count),
 //! and it then passes the same validation and access policy as any other.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -17,12 +18,13 @@ use async_openai::types::chat::{
     ChatCompletionRequestUserMessage, CreateChatCompletionRequestArgs, ResponseFormat,
     ResponseFormatJsonSchema,
 };
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use moka::sync::Cache;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use crate::config::LlmSettings;
+use crate::config::{LimitSettings, LlmSettings};
 use crate::core::command::{Command, ParseError};
 use crate::core::phone::{PhoneNumber, Region};
 
@@ -31,6 +33,9 @@ const CACHE_TTL: Duration = Duration::from_secs(600);
 const CACHE_CAPACITY: u64 = 10_000;
 /// Longest text sent to the model.
 const MAX_INPUT_CHARS: usize = 2000;
+/// Requesters the per-requester model limiter remembers before it forgets those whose
+/// allowance has refilled (bounded memory however many people write).
+const LIMITER_KEYS: usize = 10_000;
 
 const SYSTEM_PROMPT: &str = "You turn chat messages into commands for callbot, a bot that places phone calls. \
 Reply with one JSON object: {\"intent\": \"call\"|\"status\"|\"cancel\"|\"list\"|\"help\"|\"none\", \
@@ -61,11 +66,14 @@ pub struct LlmParser {
     cache: Cache<String, Interpretation>,
     /// Cleared after a server refused `json_schema`; then plain JSON mode is used.
     schema_supported: AtomicBool,
+    /// Model requests per requester per minute (`limits.llm_per_user_minute`); `None` when
+    /// the limit is 0, which means the model is never asked.
+    per_requester: Option<DefaultKeyedRateLimiter<String>>,
 }
 
 impl LlmParser {
     /// `None` when neither a key nor a base URL is configured.
-    pub fn from_settings(settings: &LlmSettings) -> Option<Arc<Self>> {
+    pub fn from_settings(settings: &LlmSettings, limits: &LimitSettings) -> Option<Arc<Self>> {
         if settings.api_key.is_none() && settings.base_url.is_none() {
             return None;
         }
@@ -88,27 +96,48 @@ impl LlmParser {
                 .time_to_live(CACHE_TTL)
                 .build(),
             schema_supported: AtomicBool::new(true),
+            per_requester: NonZeroU32::new(limits.llm_per_user_minute)
+                .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
         }))
     }
 
-    /// The model's reading of `text` as a command. `Err(NotUnderstood)` when the model could
-    /// not be asked or answered nonsense; `Err(Unverified)` when it named a number the user
-    /// did not write.
+    /// The model's reading of `text`, sent by `requester`, as a command.
+    /// `Err(NotUnderstood)` when the model could not be asked or answered nonsense;
+    /// `Err(TooManyRequests)` when this requester already had its model requests for the
+    /// minute (a cached answer is still given); `Err(Unverified)` when it named a number
+    /// the user did not write.
     pub async fn interpret(
         &self,
         text: &str,
         region: Region,
+        requester: &str,
     ) -> Result<Option<Command>, ParseError> {
         let key: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
         let interpretation = match self.cache.get(&key) {
             Some(hit) => hit,
             None => {
+                if !self.may_ask(requester) {
+                    info!(target: "callbot::llm", requester, "model request refused: per-requester limit");
+                    metrics::counter!("callbot_llm_requests_limited_total").increment(1);
+                    return Err(ParseError::TooManyRequests);
+                }
                 let fresh = self.ask_with_retry(&key).await?;
                 self.cache.insert(key, fresh.clone());
                 fresh
             }
         };
         to_command(&interpretation, text, region)
+    }
+
+    /// Takes one model request from `requester`'s allowance.
+    fn may_ask(&self, requester: &str) -> bool {
+        let Some(limiter) = &self.per_requester else {
+            return false;
+        };
+        if limiter.len() >= LIMITER_KEYS {
+            limiter.retain_recent();
+        }
+        limiter.check_key(&requester.to_owned()).is_ok()
     }
 
     async fn ask_with_retry(&self, text: &str) -> Result<Interpretation, ParseError> {

@@ -167,6 +167,7 @@ impl CallService {
             metrics::gauge!("callbot_active_calls").set(usage.active() as f64);
             usage.users.prune(now);
             usage.destinations.prune(now);
+            usage.everyone.prune(now);
         }
         let message = req
             .message
@@ -263,7 +264,7 @@ impl CallService {
     pub async fn on_status(
         &self,
         id: Option<&CallId>,
-        update: StatusUpdate,
+        update: &StatusUpdate,
     ) -> Result<StatusOutcome, StoreError> {
         let id = match id {
             Some(id) => Some(id.clone()),
@@ -277,7 +278,7 @@ impl CallService {
         };
         let now = Utc::now();
         Ok(
-            match self.change(&id, |call| call.apply(&update, now)).await? {
+            match self.change(&id, |call| call.apply(update, now)).await? {
                 Some((_, applied)) => StatusOutcome::Applied(applied),
                 None => StatusOutcome::UnknownCall,
             },
@@ -409,7 +410,7 @@ impl CallService {
             let Some(sid) = &call.sid else { continue };
             let result = match self.telephony.fetch(sid).await {
                 Ok(update) if update.status.is_some_and(CallStatus::is_terminal) => {
-                    self.on_status(Some(&call.id), update).await?;
+                    self.on_status(Some(&call.id), &update).await?;
                     true
                 }
                 Ok(_) => {

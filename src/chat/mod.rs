@@ -51,18 +51,20 @@ impl Interpreter {
     }
 
     /// `Ok(None)`: not for us. `Err`: a call request we cannot accept (show the reason).
-    /// The model is asked only for someone who may place calls (`allowed`): a stranger's
-    /// messages must not spend the operator's tokens.
+    /// The model is asked only for someone who may place calls (`requester` is `Some`, the
+    /// key of [`crate::core::policy::requester_key`]): a stranger's messages must not spend
+    /// the operator's tokens; and each requester only `limits.llm_per_user_minute` times a
+    /// minute.
     pub async fn interpret(
         &self,
         text: &str,
-        allowed: bool,
+        requester: Option<&str>,
     ) -> Result<Option<Command>, ParseError> {
         let grammar = command::parse(text, self.region);
         #[cfg(not(feature = "llm"))]
-        let _ = allowed;
+        let _ = requester;
         #[cfg(feature = "llm")]
-        if let Some(llm) = self.llm.as_ref().filter(|_| allowed) {
+        if let (Some(llm), Some(requester)) = (self.llm.as_ref(), requester) {
             let ask_model = match &grammar {
                 Ok(None) => true,
                 Err(
@@ -72,7 +74,7 @@ impl Interpreter {
                 _ => false,
             };
             if ask_model && !text.trim().is_empty() {
-                return llm.interpret(text, self.region).await;
+                return llm.interpret(text, self.region, requester).await;
             }
         }
         grammar

@@ -3,7 +3,8 @@
 //! ```text
 //! request  := polite* (call | status | list | cancel | help) polite*
 //! call     := ("/call" | "call" | "dial" | "ring" | "phone" | "place a call to" | "make a call to")
-//!             ["to" | "up" | "on" | "at" | "number"] NUMBER [message]
+//!             lead? lead? NUMBER [message]
+//! lead     := "to" | "up" | "on" | "at" | "the number" | "number" | "no."   ("call to the number …")
 //! message  := ("and say" | "say" | "say:" | "saying" | "and tell them" | "with message" | "message:" | ",")
 //!             TEXT  |  "quoted text"  |  “quoted text”
 //! status   := "/status" | "status" [ID]        list   := "/calls" | "calls" | "list" | "history"
@@ -49,6 +50,12 @@ pub enum ParseError {
     /// Neither the grammar nor the language model could make sense of it.
     #[error("I couldn't understand that.\n{}", super::replies::help())]
     NotUnderstood,
+    /// The grammar could not read it and this requester has had its language-model
+    /// requests for the minute (`limits.llm_per_user_minute`).
+    #[error(
+        "I couldn't understand that, and you have sent too many messages I'd need the language model for in the last minute. Please wait a minute, or write it as: call <number> and say <message>"
+    )]
+    TooManyRequests,
     /// The language model named a number that is not in the text: never dialed.
     #[error(
         "I understood you want to call {number}, but I can't find that number in your message, so I won't dial it. Please write the number in digits."
@@ -296,12 +303,16 @@ fn strip_call_verb(core: &str) -> Option<&str> {
         .map(strip_number_lead)
 }
 
+/// Strips up to two leads: "call to the number +91…" has "to" then "the number".
 fn strip_number_lead(s: &str) -> &str {
     let mut s = s.trim_start();
-    for lead in NUMBER_LEADS {
-        if let Some(rest) = strip_word_prefix(s, lead) {
-            s = rest;
-            break;
+    for _ in 0..2 {
+        match NUMBER_LEADS
+            .iter()
+            .find_map(|lead| strip_word_prefix(s, lead))
+        {
+            Some(rest) => s = rest,
+            None => break,
         }
     }
     s
@@ -525,6 +536,15 @@ mod tests {
             ),
             ("make a call to 9876543210", Call("+919876543210", None)),
             ("call the number 9876543210", Call("+919876543210", None)),
+            (
+                "Call to the number +91 9876543210",
+                Call("+919876543210", None),
+            ),
+            ("call to number 9876543210", Call("+919876543210", None)),
+            (
+                "please ring up the number +91 9876543210 and say hi",
+                Call("+919876543210", Some("hi")),
+            ),
             ("call on 9876543210", Call("+919876543210", None)),
             ("call   +91    9876543210", Call("+919876543210", None)),
             (

@@ -1,6 +1,7 @@
 //! The pure domain: no network, no clocks of its own, no I/O.
 //!
 //! - [`command`]: the chat grammar ("Call to +91 9876543210 and say …").
+//! - [`countries`]: English names of regions, for refusals (generated from iso-codes).
 //! - [`phone`]: [`phone::PhoneNumber`], an E.164 number validated with libphonenumber's data.
 //! - [`call`]: the [`call::Call`] record, its [`call::CallStatus`] state machine and [`call::Origin`].
 //! - [`policy`]: who may call what — identities, destinations, limits (pure, clock injected).
@@ -8,6 +9,7 @@
 
 pub mod call;
 pub mod command;
+pub mod countries;
 pub mod phone;
 pub mod policy;
 pub mod replies;

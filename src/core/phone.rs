@@ -222,64 +222,10 @@ fn country_of_code(written: &str) -> Option<String> {
     })
 }
 
-/// English names of the regions people most often call; other regions show their code.
-/// (libphonenumber's metadata carries no names.)
+/// The region's name in English ("Guernsey", "the United Kingdom"); its code only if
+/// neither ISO 3166-1 nor the table's extras know it.
 fn country_name(code: &str) -> String {
-    const NAMES: &[(&str, &str)] = &[
-        ("AE", "the United Arab Emirates"),
-        ("AR", "Argentina"),
-        ("AT", "Austria"),
-        ("AU", "Australia"),
-        ("BD", "Bangladesh"),
-        ("BE", "Belgium"),
-        ("BR", "Brazil"),
-        ("CA", "Canada"),
-        ("CH", "Switzerland"),
-        ("CN", "China"),
-        ("DE", "Germany"),
-        ("DK", "Denmark"),
-        ("EG", "Egypt"),
-        ("ES", "Spain"),
-        ("FI", "Finland"),
-        ("FR", "France"),
-        ("GB", "the United Kingdom"),
-        ("GR", "Greece"),
-        ("HK", "Hong Kong"),
-        ("ID", "Indonesia"),
-        ("IE", "Ireland"),
-        ("IL", "Israel"),
-        ("IN", "India"),
-        ("IT", "Italy"),
-        ("JP", "Japan"),
-        ("KE", "Kenya"),
-        ("KR", "South Korea"),
-        ("LK", "Sri Lanka"),
-        ("MX", "Mexico"),
-        ("MY", "Malaysia"),
-        ("NG", "Nigeria"),
-        ("NL", "the Netherlands"),
-        ("NO", "Norway"),
-        ("NP", "Nepal"),
-        ("NZ", "New Zealand"),
-        ("PH", "the Philippines"),
-        ("PK", "Pakistan"),
-        ("PL", "Poland"),
-        ("PT", "Portugal"),
-        ("RU", "Russia"),
-        ("SA", "Saudi Arabia"),
-        ("SE", "Sweden"),
-        ("SG", "Singapore"),
-        ("TH", "Thailand"),
-        ("TR", "Turkey"),
-        ("UA", "Ukraine"),
-        ("US", "the United States"),
-        ("VN", "Vietnam"),
-        ("ZA", "South Africa"),
-    ];
-    NAMES
-        .iter()
-        .find(|(c, _)| *c == code)
-        .map_or_else(|| code.to_owned(), |(_, name)| (*name).to_owned())
+    super::countries::name(code).map_or_else(|| code.to_owned(), str::to_owned)
 }
 
 #[cfg(test)]
@@ -337,6 +283,37 @@ mod tests {
     fn unknown_region_is_none() {
         assert!(Region::parse("XX").is_none());
         assert!(Region::parse("us").is_some());
+    }
+
+    #[test]
+    fn every_region_libphonenumber_knows_has_a_name_in_words() {
+        let mut named = 0;
+        for meta in phonenumber::metadata::DATABASE.iter() {
+            let id = meta.id();
+            // "001" holds the non-geographic services (+800, +808, …): no country.
+            if id == "001" {
+                continue;
+            }
+            let name = country_name(id);
+            assert!(
+                name != id && name.chars().count() > 3,
+                "region {id} has no name ({name:?})"
+            );
+            named += 1;
+        }
+        assert!(named > 240, "only {named} regions");
+        assert_eq!(country_name("GG"), "Guernsey");
+        assert_eq!(country_name("GB"), "the United Kingdom");
+        assert_eq!(country_name("KR"), "South Korea");
+    }
+
+    #[test]
+    fn the_country_table_is_sorted_for_binary_search() {
+        let codes: Vec<_> = crate::core::countries::NAMES
+            .iter()
+            .map(|(c, _)| *c)
+            .collect();
+        assert!(codes.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub struct Limits {
     pub per_user_hour: u32,
     pub per_user_day: u32,
     pub per_destination_hour: u32,
+    /// Calls per hour, whoever asks (chat, console and CLI together).
+    pub global_hour: u32,
+    /// Calls per day, whoever asks.
+    pub global_day: u32,
     pub max_concurrent: u32,
     pub message_max_chars: usize,
 }
@@ -89,6 +93,16 @@ pub enum Refusal {
     Concurrent {
         max: u32,
     },
+    /// The cap across all requesters for the last hour.
+    GlobalHour {
+        limit: u32,
+        retry_in: Duration,
+    },
+    /// The cap across all requesters for the last 24 hours.
+    GlobalDay {
+        limit: u32,
+        retry_in: Duration,
+    },
 }
 
 /// The families of refusals, for HTTP statuses and audit logs.
@@ -126,6 +140,8 @@ impl Refusal {
             Self::UserDay { .. } => "user_daily_limit",
             Self::Destination { .. } => "destination_limit",
             Self::Concurrent { .. } => "concurrent_limit",
+            Self::GlobalHour { .. } => "global_hourly_limit",
+            Self::GlobalDay { .. } => "global_daily_limit",
         }
     }
 }
@@ -206,6 +222,16 @@ impl fmt::Display for Refusal {
             Self::Concurrent { max } => write!(
                 f,
                 "{max} calls are already in progress, the most at once. Try again when one ends."
+            ),
+            Self::GlobalHour { limit, retry_in } => write!(
+                f,
+                "callbot has placed {limit} calls in the last hour, the most it places for everyone together. Try again in {}.",
+                wait(*retry_in)
+            ),
+            Self::GlobalDay { limit, retry_in } => write!(
+                f,
+                "callbot has placed {limit} calls in the last 24 hours, the most it places for everyone together. Try again in {}.",
+                wait(*retry_in)
             ),
         }
     }
@@ -340,6 +366,26 @@ impl Policy {
                 });
             }
         }
+        // The caps across everyone: chat, console and CLI alike.
+        if let Some(retry_in) =
+            usage
+                .everyone
+                .full(EVERYONE, l.global_hour, Duration::hours(1), now)
+        {
+            return Err(Refusal::GlobalHour {
+                limit: l.global_hour,
+                retry_in,
+            });
+        }
+        if let Some(retry_in) = usage
+            .everyone
+            .full(EVERYONE, l.global_day, Duration::days(1), now)
+        {
+            return Err(Refusal::GlobalDay {
+                limit: l.global_day,
+                retry_in,
+            });
+        }
         if let Some(retry_in) = usage.destinations.full(
             req.to.e164(),
             l.per_destination_hour,
@@ -372,7 +418,7 @@ impl Policy {
              telegram:        users {}; chats {}\n\
              slack:           teams {}; users {}; channels {}\n\
              destinations:    countries {}; always allowed {}; denied {}; never premium-rate, shared-cost, UAN, VoIP, personal, pager, voicemail\n\
-             limits:          {}/hour and {}/day per requester, {}/hour per number, {} at once, messages up to {} characters",
+             limits:          {}/hour and {}/day per requester, {}/hour per number, {}/hour and {}/day for everyone together, {} at once, messages up to {} characters",
             if self.open {
                 "OPEN: anyone may call (demo mode)"
             } else {
@@ -389,6 +435,8 @@ impl Policy {
             l.per_user_hour,
             l.per_user_day,
             l.per_destination_hour,
+            l.global_hour,
+            l.global_day,
             l.max_concurrent,
             l.message_max_chars,
         )
@@ -430,6 +478,9 @@ impl WindowLog {
         window: Duration,
         now: DateTime<Utc>,
     ) -> Option<Duration> {
+        if limit == 0 {
+            return Some(window);
+        }
         let times = self.times.get(key)?;
         // Times are in order: the window's first entry is found by bisection, so a check
         // costs O(log n) however many calls the key made (the load bench's one requester
@@ -439,14 +490,8 @@ impl WindowLog {
         if recent < limit as usize {
             return None;
         }
-        // The oldest entry that must expire before one more fits (a limit of 0 never fits).
-        let Some(oldest) = times
-            .len()
-            .checked_sub(limit as usize)
-            .and_then(|i| times.get(i))
-        else {
-            return Some(window);
-        };
+        // The oldest entry that must expire before one more fits.
+        let oldest = times.get(times.len() - limit as usize)?;
         Some(*oldest + window - now)
     }
 
@@ -457,11 +502,17 @@ impl WindowLog {
     }
 }
 
-/// Usage so far: per requester, per destination, and the calls live right now.
+/// The one key of [`Usage::everyone`].
+const EVERYONE: &str = "*";
+
+/// Usage so far: per requester, per destination, all requests together, and the calls live
+/// right now.
 #[derive(Debug, Default, Clone)]
 pub struct Usage {
     pub users: WindowLog,
     pub destinations: WindowLog,
+    /// Every accepted request, whoever asked (for the global caps).
+    pub everyone: WindowLog,
     pub live: HashSet<String>,
 }
 
@@ -474,6 +525,7 @@ impl Usage {
     pub fn record(&mut self, origin: &Origin, to: &PhoneNumber, call_id: &str, now: DateTime<Utc>) {
         self.users.record(&requester_key(origin), now);
         self.destinations.record(to.e164(), now);
+        self.everyone.record(EVERYONE, now);
         self.live.insert(call_id.to_owned());
     }
 
@@ -502,6 +554,8 @@ mod tests {
                 per_user_hour: 2,
                 per_user_day: 3,
                 per_destination_hour: 2,
+                global_hour: 1000,
+                global_day: 1000,
                 max_concurrent: 5,
                 message_max_chars: 20,
             },
@@ -744,6 +798,65 @@ mod tests {
         assert_eq!(r.code(), "concurrent_limit");
         u.ended("c0");
         assert!(check(&p, &telegram("114", "-100500"), "+919876543212", &u, t0()).is_ok());
+    }
+
+    #[test]
+    fn global_caps_count_every_requester_and_platform() {
+        let p = Policy {
+            limits: Limits {
+                global_hour: 3,
+                global_day: 4,
+                per_destination_hour: 100,
+                ..policy().limits
+            },
+            ..policy()
+        };
+        let mut u = Usage::default();
+        let origins = [
+            telegram("111", "5"),
+            Origin::new(Platform::Web, "web"),
+            Origin::new(Platform::Cli, "cli"),
+        ];
+        for (i, o) in origins.iter().enumerate() {
+            let now = t0() + Duration::minutes(i as i64);
+            check(&p, o, "+919876543210", &u, now).unwrap();
+            u.record(o, &num("+919876543210"), &format!("c{i}"), now);
+            u.ended(&format!("c{i}"));
+        }
+        let r = check(
+            &p,
+            &Origin::new(Platform::Web, "web"),
+            "+919876543211",
+            &u,
+            t0() + Duration::minutes(10),
+        )
+        .unwrap_err();
+        assert_eq!(
+            r.to_string(),
+            "callbot has placed 3 calls in the last hour, the most it places for everyone together. Try again in 50 minutes."
+        );
+        assert_eq!(r.kind(), RefusalKind::Limit);
+        let later = t0() + Duration::minutes(61);
+        check(&p, &origins[2], "+919876543211", &u, later).unwrap();
+        u.record(&origins[2], &num("+919876543211"), "c3", later);
+        let r = check(
+            &p,
+            &origins[2],
+            "+919876543212",
+            &u,
+            later + Duration::hours(2),
+        )
+        .unwrap_err();
+        assert_eq!(r.code(), "global_daily_limit");
+    }
+
+    #[test]
+    fn a_limit_of_zero_refuses_even_the_first_request() {
+        let log = WindowLog::default();
+        assert_eq!(
+            log.full("a", 0, Duration::hours(1), t0()),
+            Some(Duration::hours(1))
+        );
     }
 
     #[test]

@@ -1,5 +1,9 @@
 //! The web console in a real headless Chromium (Debian's chromium + chromedriver), driven over
 //! WebDriver with fantoccini: type, press Enter, watch the row go live, without reloading.
+//!
+//! Without the browser the test is skipped and says so on the test output (even without
+//! `--nocapture`); with `CI=true` a missing browser fails it. `CALLBOT_TEST_CHROMIUM` and
+//! `CALLBOT_TEST_CHROMEDRIVER` override the two paths.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -13,6 +17,21 @@ use crate::support::{TestApp, settings};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const SKIPPED: &str = "SKIPPED: the browser test needs Debian's chromium and chromium-driver";
+
+/// The browser's and the driver's paths.
+fn paths() -> (String, String) {
+    let path = |var, default: &str| std::env::var(var).unwrap_or_else(|_| default.to_owned());
+    (
+        path("CALLBOT_TEST_CHROMIUM", CHROMIUM),
+        path("CALLBOT_TEST_CHROMEDRIVER", CHROMEDRIVER),
+    )
+}
+
+/// CI systems set `CI=true` (GitHub Actions, GitLab, …); `1` counts too, `false` does not.
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
 
 struct Driver(Child);
 
@@ -26,12 +45,19 @@ impl Drop for Driver {
 /// Starts chromedriver and a fresh headless Chromium session. `None` (skip) only outside CI
 /// when the browser is not installed; in CI its absence fails the test.
 async fn browser(profile: &Path) -> Option<(Driver, Client)> {
-    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+    let (chromium, chromedriver) = paths();
+    if !Path::new(&chromium).exists() || !Path::new(&chromedriver).exists() {
         assert!(
-            std::env::var_os("CI").is_none(),
-            "CI needs Debian's chromium and chromium-driver (.ci/run installs them)"
+            !in_ci(),
+            "CI=true and {chromium} or {chromedriver} is missing: CI needs Debian's chromium and chromium-driver (.ci/run installs them)"
         );
-        eprintln!("SKIPPED: browser test needs `apt-get install chromium chromium-driver`");
+        // Straight to the process's stderr: the test harness captures `eprintln!` of a
+        // passing test, and a skip must not read as a plain `ok`.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n{SKIPPED} ({chromium}, {chromedriver}): apt-get install chromium chromium-driver"
+        );
         return None;
     }
     let port = TcpListener::bind("127.0.0.1:0")
@@ -40,7 +66,7 @@ async fn browser(profile: &Path) -> Option<(Driver, Client)> {
         .unwrap()
         .port();
     let driver = Driver(
-        Command::new(CHROMEDRIVER)
+        Command::new(&chromedriver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -51,7 +77,7 @@ async fn browser(profile: &Path) -> Option<(Driver, Client)> {
     caps.insert(
         "goog:chromeOptions".into(),
         json!({
-            "binary": CHROMIUM,
+            "binary": chromium,
             "args": [
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -221,4 +247,35 @@ async fn console_places_a_call_shows_errors_and_cancels_in_a_real_browser() {
     )
     .unwrap();
     client.close().await.unwrap();
+}
+
+/// Runs the browser test in this test binary, with the browser missing and `ci` as `CI`.
+fn run_browser_test_without_a_browser(ci: &str) -> (bool, String) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "browser::console_places_a_call_shows_errors_and_cancels_in_a_real_browser",
+            "--exact",
+        ])
+        .env("CALLBOT_TEST_CHROMIUM", "/nonexistent/chromium")
+        .env("CI", ci)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn a_missing_browser_is_a_visible_skip_outside_ci_and_a_failure_in_ci() {
+    let (passed, text) = run_browser_test_without_a_browser("false");
+    assert!(passed, "{text}");
+    assert!(text.contains(SKIPPED), "the skip is in the output: {text}");
+    assert!(text.contains("1 passed"), "{text}");
+
+    let (passed, text) = run_browser_test_without_a_browser("true");
+    assert!(!passed, "{text}");
+    assert!(text.contains("CI=true and /nonexistent/chromium"), "{text}");
 }

@@ -210,3 +210,69 @@ async fn a_slow_model_never_delays_the_slack_acknowledgement() {
         .await;
     assert_eq!(late.path, "late");
 }
+
+fn list_answer(_: &str) -> serde_json::Value {
+    json!({"intent": "list", "number": null, "message": null, "language": null})
+}
+
+#[tokio::test]
+async fn model_requests_beyond_the_per_requester_limit_answer_too_many_without_asking_it() {
+    let (openai, twilio) = (FakeOpenAi::start().await, FakeTwilio::start().await);
+    openai.understand(list_answer);
+    let mut s = twilio_settings(&twilio);
+    s.llm.base_url = Some(openai.base.clone());
+    s.llm.model = "test-model".into();
+    s.limits.llm_per_user_minute = 2;
+    let app = TestApp::spawn(s).await;
+
+    for text in ["what calls did I make today?", "show me what I called"] {
+        let (status, body) = app.prompt(text).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(openai.requests().len(), 2);
+    let (status, body) = app.prompt("anything new with my calls?").await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("too many messages I'd need the language model for"),
+        "{body}"
+    );
+    assert_eq!(openai.requests().len(), 2, "the model was not asked");
+    // An answer already cached costs the model nothing and is still given.
+    let (status, _) = app.prompt("what calls did I make today?").await;
+    assert_eq!(status, 200);
+    // The grammar never needs the model and is never limited.
+    app.place("call +91 98765 43210").await;
+    assert_eq!(openai.requests().len(), 2);
+}
+
+/// The limit is per requester: the console's spent allowance leaves a Telegram user's alone.
+#[cfg(feature = "telegram")]
+#[tokio::test]
+async fn the_model_limit_of_one_requester_leaves_another_requester_alone() {
+    use crate::support::fake_telegram::{Chat, FakeTelegram, TOKEN};
+    use crate::telegram::ALICE;
+
+    let (openai, twilio) = (FakeOpenAi::start().await, FakeTwilio::start().await);
+    let tg = FakeTelegram::start().await;
+    openai.understand(list_answer);
+    let mut s = twilio_settings(&twilio);
+    s.llm.base_url = Some(openai.base.clone());
+    s.limits.llm_per_user_minute = 1;
+    s.telegram.bot_token = Some(TOKEN.to_owned().into());
+    s.telegram.api_url = tg.base.clone();
+    s.access.telegram_users = vec![ALICE.id.to_string()];
+    let app = TestApp::spawn(s).await;
+
+    assert_eq!(app.prompt("what calls did I make today?").await.0, 200);
+    assert_eq!(app.prompt("show me what I called").await.0, 429);
+    tg.push(tg.text(Chat::Private, ALICE, "anything new with my calls?"));
+    tg.wait_message("No calls yet").await;
+    assert_eq!(openai.requests().len(), 2);
+    tg.push(tg.text(Chat::Private, ALICE, "what did I ring lately?"));
+    tg.wait_message("too many messages I'd need the language model for")
+        .await;
+    assert_eq!(openai.requests().len(), 2);
+}

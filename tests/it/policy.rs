@@ -230,3 +230,83 @@ async fn every_request_writes_one_audit_event_without_the_message_text() {
         "no message text at info"
     );
 }
+
+#[tokio::test]
+async fn a_refusal_names_the_country_in_words() {
+    let twilio = FakeTwilio::start().await;
+    let app = TestApp::spawn(twilio_settings(&twilio)).await;
+    let (status, body) = app.prompt("call +44 7911 123456").await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        body["error"],
+        "+44 7911 123456 is in Guernsey; calls are allowed only to India."
+    );
+    let (status, body) = app.prompt("call +82 2 312 3456").await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        body["error"],
+        "+82 2-312-3456 is in South Korea; calls are allowed only to India."
+    );
+}
+
+/// The global hourly cap counts the console and chat together, answers 429 on the web API
+/// and a reply in chat, and dials nothing more.
+#[cfg(feature = "telegram")]
+#[tokio::test]
+async fn the_global_hourly_cap_counts_web_and_chat_together_and_dials_nothing_beyond_it() {
+    use crate::support::fake_telegram::{Chat, FakeTelegram, TOKEN};
+    use crate::telegram::ALICE;
+
+    let twilio = FakeTwilio::start().await;
+    let tg = FakeTelegram::start().await;
+    let mut s = twilio_settings(&twilio);
+    s.telegram.bot_token = Some(TOKEN.to_owned().into());
+    s.telegram.api_url = tg.base.clone();
+    s.access.telegram_users = vec![ALICE.id.to_string()];
+    s.limits.global_hour = 2;
+    let app = TestApp::spawn(s).await;
+
+    app.place("call +91 98765 43210").await;
+    tg.push(tg.text(Chat::Private, ALICE, "call +91 98765 43211"));
+    assert_eq!(twilio.wait_creates(2).await.len(), 2);
+
+    let (status, body) = app.prompt("call +91 98765 43212").await;
+    assert_eq!(status, 429, "{body}");
+    let reason = "callbot has placed 2 calls in the last hour, the most it places for everyone together. Try again in";
+    assert!(
+        body["error"].as_str().unwrap().starts_with(reason),
+        "{body}"
+    );
+    tg.push(tg.text(Chat::Private, ALICE, "call +91 98765 43213"));
+    tg.wait_message(reason).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(twilio.creates().len(), 2, "nothing dialed beyond the cap");
+}
+
+/// `callbot call` is counted too: with the daily cap at 0 (set the way an operator would,
+/// in the environment) the terminal is refused with the reason and nothing is dialed.
+#[test]
+fn the_global_daily_cap_from_the_environment_refuses_the_cli() {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_callbot"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CALLBOT_") || k.starts_with("TWILIO_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd
+        .args(["call", "+91 98765 43210"])
+        .env("CALLBOT_LIMITS__GLOBAL_DAY", "0")
+        .env("CALLBOT_SIMULATOR__SPEED", "0.01")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "callbot has placed 0 calls in the last 24 hours, the most it places for everyone together."
+        ),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty());
+}

@@ -432,3 +432,194 @@ async fn callback_that_overtakes_a_slow_create_response_is_not_lost() {
     assert_eq!(call.status, CallStatus::Initiated);
     assert_eq!(twilio.creates().len(), 1);
 }
+
+/// `callbot serve` as a user starts it: the built binary, settings from the environment and
+/// a config file, default logging (no RUST_LOG). Its stderr lines are collected.
+struct Served {
+    child: std::process::Child,
+    base: String,
+    lines: std::sync::Arc<parking_lot::Mutex<Vec<String>>>,
+    _config: tempfile::NamedTempFile,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The text of a log line without its colours.
+fn plain(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Served {
+    fn start() -> Self {
+        use std::io::{BufRead as _, Write as _};
+        let mut config = tempfile::NamedTempFile::new().unwrap();
+        writeln!(config, "[twilio]\nfrom_number = \"{FROM}\"").unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_callbot"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CALLBOT_") || k.starts_with("TWILIO_") || k == "RUST_LOG" {
+                cmd.env_remove(k);
+            }
+        }
+        let mut child = cmd
+            .arg("--config")
+            .arg(config.path())
+            .arg("serve")
+            .env("CALLBOT_BIND", "127.0.0.1:0")
+            .env("TWILIO_ACCOUNT_SID", ACCOUNT_SID)
+            .env("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
+            // Nothing is dialed in these tests; a closed port, never the internet.
+            .env("TWILIO_API_BASE", "http://127.0.0.1:9")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let lines = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let line = plain(&line);
+                if let Some(rest) = line.split("web console at ").nth(1) {
+                    let _ = addr_tx.send(rest.trim_end_matches('/').to_owned());
+                }
+                sink.lock().push(line);
+            }
+        });
+        let base = addr_rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("callbot did not start: {:#?}", lines.lock()));
+        Self {
+            child,
+            base,
+            lines,
+            _config: config,
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().clone()
+    }
+}
+
+/// `left_out=N` of a log line, 0 without one.
+fn left_out(line: &str) -> u64 {
+    line.split("left_out=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// After a restart with the memory store every callback of the calls in flight is for an
+/// unknown call, and anyone can post forged ones. A burst of each writes a few lines that
+/// account for every request, not a line per request.
+#[tokio::test]
+async fn a_burst_of_unknown_call_and_forged_callbacks_writes_a_few_lines_with_a_count() {
+    use futures::StreamExt as _;
+    const UNKNOWN: u64 = 2_000;
+    const FORGED: u64 = 500;
+    let served = Served::start();
+    let http = reqwest::Client::new();
+    let post = |i: u64, token: &'static str| {
+        let url = format!("{}/webhooks/status?call_id=gone{i}", served.base);
+        let form: Vec<(String, String)> = [
+            ("AccountSid", ACCOUNT_SID.to_owned()),
+            ("CallSid", format!("CA{i:032x}")),
+            ("CallStatus", "completed".to_owned()),
+            ("SequenceNumber", "3".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let signature = callbot::telephony::twilio::signature::sign(token, &url, &form);
+        let request = http
+            .post(url)
+            .header("X-Twilio-Signature", signature)
+            .form(&form);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let statuses: Vec<u16> = futures::stream::iter(0..UNKNOWN)
+        .map(|i| post(i, AUTH_TOKEN))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 200), "unknown calls get 200");
+    let statuses: Vec<u16> = futures::stream::iter(0..FORGED)
+        .map(|i| post(i, "not-the-auth-token"))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 403), "forged ones get 403");
+
+    // Each kind's lines, and the requests they account for: one per line plus its count
+    // of those left out before it.
+    let kind = |lines: &[String], line_text: &str, count_text: &str| {
+        let mine: Vec<String> = lines
+            .iter()
+            .filter(|l| l.contains(line_text) || l.contains(count_text))
+            .cloned()
+            .collect();
+        let told = mine
+            .iter()
+            .map(|l| left_out(l) + u64::from(l.contains(line_text)))
+            .sum::<u64>();
+        (mine, told)
+    };
+    let unknown_text = (
+        "status callback for an unknown call",
+        "more status callbacks for unknown calls",
+    );
+    let forged_text = (
+        "Twilio request with a bad signature",
+        "more Twilio requests with a missing or bad signature",
+    );
+    // The counts come with the next line the throttle allows (within about ten seconds).
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let lines = served.lines();
+        let (_, unknown) = kind(&lines, unknown_text.0, unknown_text.1);
+        let (_, forged) = kind(&lines, forged_text.0, forged_text.1);
+        if unknown >= UNKNOWN && forged >= FORGED {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log accounts for {unknown} of {UNKNOWN} unknown-call and {forged} of {FORGED} forged callbacks: {lines:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lines = served.lines();
+    let (unknown_lines, unknown) = kind(&lines, unknown_text.0, unknown_text.1);
+    let (forged_lines, forged) = kind(&lines, forged_text.0, forged_text.1);
+    assert_eq!((unknown, forged), (UNKNOWN, FORGED), "{lines:#?}");
+    assert!(unknown_lines.len() <= 5, "{unknown_lines:#?}");
+    assert!(forged_lines.len() <= 5, "{forged_lines:#?}");
+    assert!(
+        unknown_lines
+            .iter()
+            .any(|l| l.contains("more status callbacks for unknown calls not logged one by one")),
+        "the count is written: {unknown_lines:#?}"
+    );
+    assert!(lines.len() < 25, "a handful of lines in all: {lines:#?}");
+}

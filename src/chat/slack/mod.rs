@@ -549,7 +549,10 @@ impl Slack {
     /// Interprets a text and does what it asks.
     async fn act(&self, who: &Who, text: &str) -> Answer {
         let identity = self.identity(who);
-        match self.ctx.interpreter.interpret(text, identity.is_ok()).await {
+        let asker = identity
+            .is_ok()
+            .then(|| crate::core::policy::requester_key(&who.origin()));
+        match self.ctx.interpreter.interpret(text, asker.as_deref()).await {
             Ok(Some(Command::Help)) => self.run(who, Command::Help).await,
             // Someone who may not call reads nothing either (a call's number, its status).
             Ok(Some(cmd)) => match identity {

@@ -194,7 +194,13 @@ impl Telegram {
             let mut requester = Origin::new(Platform::Telegram, from.id.0.to_string());
             requester.chat = msg.chat.id.0.to_compact_string();
             let allowed = self.ctx.service.policy().check_identity(&requester).is_ok();
-            let command = match self.ctx.interpreter.interpret(&body, allowed).await {
+            let asker = allowed.then(|| crate::core::policy::requester_key(&requester));
+            let command = match self
+                .ctx
+                .interpreter
+                .interpret(&body, asker.as_deref())
+                .await
+            {
                 Ok(Some(command)) => command,
                 Ok(None) => {
                     self.reply(target, ParseError::NotUnderstood.to_string(), None)

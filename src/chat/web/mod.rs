@@ -351,13 +351,22 @@ async fn prompt(State(state): State<Arc<WebState>>, headers: HeaderMap, body: By
             r#"Send JSON like {"command": "Call to +91 9876543210"}."#,
         );
     };
-    let parsed = match state.ctx.interpreter.interpret(&body.command, true).await {
+    // The console is one requester (behind its token): its model requests are limited as one.
+    let parsed = match state
+        .ctx
+        .interpreter
+        .interpret(&body.command, Some("web:web"))
+        .await
+    {
         Ok(Some(cmd)) => cmd,
         Ok(None) => {
             return error(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("I didn't understand that.\n{}", replies::help()),
             );
+        }
+        Err(reason @ crate::core::command::ParseError::TooManyRequests) => {
+            return error(StatusCode::TOO_MANY_REQUESTS, reason.to_string());
         }
         Err(reason) => return error(StatusCode::UNPROCESSABLE_ENTITY, reason.to_string()),
     };

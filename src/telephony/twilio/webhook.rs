@@ -1,6 +1,10 @@
 //! Twilio's inbound routes: `GET|POST /twiml/{id}` and `POST /webhooks/status`.
 //! Both are authenticated by [`TwilioRequest`], an extractor that bounds the body, checks
 //! `X-Twilio-Signature` against our public URL and hands the handler the form params.
+//!
+//! Forged callbacks and callbacks for calls we do not know (normal after a restart with the
+//! memory store) are answered without further work and logged through a [`QuietLog`]: a
+//! few lines a minute with a count, never one line each.
 
 use std::sync::Arc;
 
@@ -16,6 +20,7 @@ use metrics::Counter;
 use tracing::{debug, warn};
 use url::form_urlencoded;
 
+use super::quiet_log::QuietLog;
 use super::signature::SignatureVerifier;
 use super::twiml;
 use crate::calls::CallService;
@@ -55,6 +60,10 @@ pub struct TwilioHooks {
     verifier: SignatureVerifier,
     body_limit: usize,
     counters: Counters,
+    /// Requests without a valid signature.
+    forged: Arc<QuietLog>,
+    /// Signed status callbacks for a call this instance does not know.
+    unknown: Arc<QuietLog>,
 }
 
 impl TwilioHooks {
@@ -65,6 +74,8 @@ impl TwilioHooks {
             verifier,
             body_limit,
             counters: Counters::new(),
+            forged: QuietLog::new("Twilio requests with a missing or bad signature"),
+            unknown: QuietLog::new("status callbacks for unknown calls"),
         }
     }
 }
@@ -139,12 +150,16 @@ impl FromRequest<Arc<TwilioHooks>> for TwilioRequest {
         };
         let Some(signature) = signature else {
             hooks.counters.count(route, "bad_signature");
-            warn!(path = %path_and_query, "Twilio request without signature");
+            if let Some(left_out) = hooks.forged.hit() {
+                warn!(path = %parts.uri.path(), left_out, "Twilio request without signature");
+            }
             return Err((StatusCode::FORBIDDEN, "missing X-Twilio-Signature").into_response());
         };
         if !hooks.verifier.verify(path_and_query, &params, signature) {
             hooks.counters.count(route, "bad_signature");
-            warn!(path = %path_and_query, "Twilio request with a bad signature");
+            if let Some(left_out) = hooks.forged.hit() {
+                warn!(path = %parts.uri.path(), left_out, "Twilio request with a bad signature");
+            }
             return Err((StatusCode::FORBIDDEN, "bad X-Twilio-Signature").into_response());
         }
         Ok(Self { params, query })
@@ -208,8 +223,7 @@ async fn status_handler(State(hooks): State<Arc<TwilioHooks>>, req: TwilioReques
     let update = parse_status(&req);
     let id = req.param("call_id").and_then(CallId::parse);
     debug!(call_id = ?id, sid = ?update.sid, status = ?update.status, seq = ?update.sequence, "status callback");
-    let sid = update.sid.clone();
-    match hooks.service.on_status(id.as_ref(), update).await {
+    match hooks.service.on_status(id.as_ref(), &update).await {
         Ok(StatusOutcome::Applied(_)) => {
             hooks.counters.count("status", "accepted");
             StatusCode::OK.into_response()
@@ -217,7 +231,9 @@ async fn status_handler(State(hooks): State<Arc<TwilioHooks>>, req: TwilioReques
         Ok(StatusOutcome::UnknownCall) => {
             hooks.counters.count("status", "unknown_call");
             // 200 so Twilio stops retrying; there is nothing to update.
-            warn!(call_id = ?id, ?sid, "status callback for an unknown call");
+            if let Some(left_out) = hooks.unknown.hit() {
+                warn!(call_id = ?id, sid = ?update.sid, left_out, "status callback for an unknown call");
+            }
             StatusCode::OK.into_response()
         }
         Err(e) => {

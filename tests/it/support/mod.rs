@@ -49,8 +49,12 @@ pub fn settings() -> Settings {
     s.calls.backoff_base_ms = 20;
     s.calls.backoff_max_ms = 200;
     s.simulator.speed = 0.01;
-    // Load tests place many calls that never end; policy tests set their own limits.
+    // Load tests place many calls that never end; policy tests set their own limits (the
+    // global caps too).
     s.limits.max_concurrent = 100_000;
+    s.limits.global_hour = u32::MAX;
+    s.limits.global_day = u32::MAX;
+    s.limits.llm_per_user_minute = 1_000_000;
     s
 }
 

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Signed Twilio status callbacks against callbot, measured from outside the process with wrk
+# (one thread, 32 connections), beside a bare axum endpoint on the same machine.
+#
+#   bash benches/wrk_callbacks.sh            20 alternating rounds of 3 s per scenario
+#   bash benches/wrk_callbacks.sh --smoke    2 rounds of 1 s (CI: checks it runs, not the ratio)
+#   ROUNDS=10 SECONDS_PER_ROUND=5 bash benches/wrk_callbacks.sh
+#   SCENARIOS=unknown PERF_DATA=cb.data bash benches/wrk_callbacks.sh
+#                    one scenario, callbot profiled with `perf record -g` during the rounds
+#
+# Two scenarios, each compared with the bare endpoint (examples/wrk_peer.rs, POST answers
+# 200) receiving the same path, headers and body:
+#   unknown   callbacks for a call callbot does not know (normal after a restart with the
+#             memory store): signature checked, 200, nothing to update;
+#   repeated  the same callback of a known, live call again and again (Twilio retries):
+#             signature checked, the call found and the status change ignored.
+# callbot is the release binary as a user starts it: Twilio credentials in the environment,
+# default logging (no RUST_LOG), stderr to a file whose size is reported; the known call's
+# time limit is 4 hours so the stale-call reaper does not end it during a run. Rounds alternate
+# callbot / bare so that the host's drift hits both alike; the ratio printed is the median
+# of the per-round ratios. Needs wrk and curl (apt-get install wrk curl).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-20}
+SECONDS_PER_ROUND=${SECONDS_PER_ROUND:-3}
+if [ "${1:-}" = "--smoke" ]; then
+  ROUNDS=2
+  SECONDS_PER_ROUND=1
+fi
+CONNECTIONS=32
+SCENARIOS=${SCENARIOS:-unknown repeated}
+
+for tool in wrk curl; do
+  command -v "$tool" >/dev/null || { echo "wrk_callbacks: $tool is not installed (apt-get install $tool)" >&2; exit 1; }
+done
+
+cargo build --release --quiet --bin callbot --example wrk_peer
+BIN=target/release
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Waits until FILE has a first line; prints it.
+first_line() {
+  for _ in $(seq 1 200); do
+    if [ -s "$1" ]; then head -n1 "$1"; return; fi
+    sleep 0.05
+  done
+  echo "wrk_callbacks: $1 stayed empty" >&2
+  exit 1
+}
+
+"$BIN/examples/wrk_peer" serve >"$WORK/peer.out" &
+PIDS+=($!)
+PEER=$(first_line "$WORK/peer.out")
+
+SID="AC$(printf '0%.0s' $(seq 1 30))be"
+TOKEN="bench-auth-token-0123456789abcdef"
+FROM="+15005550006"
+printf '[twilio]\nfrom_number = "%s"\n' "$FROM" >"$WORK/callbot.toml"
+env -u RUST_LOG \
+  CALLBOT_BIND=127.0.0.1:0 \
+  TWILIO_ACCOUNT_SID="$SID" \
+  TWILIO_AUTH_TOKEN="$TOKEN" \
+  TWILIO_API_BASE="$PEER" \
+  CALLBOT_CALLS__TIME_LIMIT_SECS=14400 \
+  "$BIN/callbot" --config "$WORK/callbot.toml" serve >"$WORK/callbot.out" 2>"$WORK/callbot.err" &
+CALLBOT_PID=$!
+PIDS+=("$CALLBOT_PID")
+for _ in $(seq 1 200); do
+  grep -q "web console at" "$WORK/callbot.err" 2>/dev/null && break
+  sleep 0.05
+done
+CALLBOT=$(grep -o "web console at http://[0-9.:]*" "$WORK/callbot.err" | head -n1 | sed 's/web console at //')
+[ -n "$CALLBOT" ] || { echo "wrk_callbacks: callbot did not start:" >&2; cat "$WORK/callbot.err" >&2; exit 1; }
+
+# The known call: placed through the console, created at the fake Twilio.
+curl -fsS -X POST "$CALLBOT/ai_prompt" -H 'Content-Type: application/json' \
+  -d '{"command": "call +91 98765 43210"}' >/dev/null
+CALLBACK=""
+for _ in $(seq 1 200); do
+  CALLBACK=$(curl -fsS "$PEER/last-callback")
+  [ -n "$CALLBACK" ] && break
+  sleep 0.05
+done
+[ -n "$CALLBACK" ] || { echo "wrk_callbacks: the call was never created" >&2; exit 1; }
+QUERY="/webhooks/status?${CALLBACK#*\?}"
+UNKNOWN_QUERY="/webhooks/status?call_id=lost-in-a-restart-0123"
+
+fields() { # status sid
+  printf 'AccountSid=%s&ApiVersion=2010-04-01&CallSid=%s&CallStatus=%s&CallbackSource=call-progress-events&Direction=outbound-api&From=%%2B15005550006&SequenceNumber=1&Timestamp=Tue%%2C+01+Dec+2026+10%%3A00%%3A00+%%2B0000&To=%%2B919876543210' "$SID" "$2" "$1"
+}
+KNOWN_BODY=$(fields ringing CA0000000000000000000000000000beef)
+UNKNOWN_BODY=$(fields completed CA00000000000000000000000000000bad)
+KNOWN_SIG=$("$BIN/examples/wrk_peer" sign "$TOKEN" "$CALLBOT$QUERY" "$KNOWN_BODY")
+UNKNOWN_SIG=$("$BIN/examples/wrk_peer" sign "$TOKEN" "$CALLBOT$UNKNOWN_QUERY" "$UNKNOWN_BODY")
+
+# The first one applies "ringing"; every later one is a repeat.
+curl -fsS -X POST "$CALLBOT$QUERY" -H "X-Twilio-Signature: $KNOWN_SIG" \
+  -H 'Content-Type: application/x-www-form-urlencoded' --data "$KNOWN_BODY" >/dev/null
+
+cat >"$WORK/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = os.getenv("WRK_BODY")
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.headers["X-Twilio-Signature"] = os.getenv("WRK_SIG")
+LUA
+
+# One wrk round; prints requests per second. Fails on any non-2xx answer (a signature
+# callbot refused would measure the wrong path).
+round() { # base path body sig
+  local out
+  out=$(WRK_BODY="$3" WRK_SIG="$4" wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_ROUND}s" \
+    -s "$WORK/post.lua" "$1$2")
+  if grep -q "Non-2xx" <<<"$out"; then
+    echo "wrk_callbacks: non-2xx answers from $1:" >&2
+    echo "$out" >&2
+    exit 1
+  fi
+  awk '/Requests\/sec:/ {print $2}' <<<"$out"
+}
+
+median() { sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
+
+echo "callbot $CALLBOT vs bare axum $PEER: $ROUNDS alternating rounds of ${SECONDS_PER_ROUND}s," \
+  "wrk -t1 -c$CONNECTIONS, $(nproc) CPUs"
+if [ -n "${PERF_DATA:-}" ]; then
+  perf record -F 999 -g -p "$CALLBOT_PID" -o "$PERF_DATA" 2>"$WORK/perf.err" &
+  PERF_PID=$!
+fi
+for scenario in $SCENARIOS; do
+  if [ "$scenario" = unknown ]; then
+    path=$UNKNOWN_QUERY body=$UNKNOWN_BODY sig=$UNKNOWN_SIG
+  else
+    path=$QUERY body=$KNOWN_BODY sig=$KNOWN_SIG
+  fi
+  : >"$WORK/$scenario.rates"
+  log_before=$(stat -c %s "$WORK/callbot.err")
+  for i in $(seq 1 "$ROUNDS"); do
+    c=$(round "$CALLBOT" "$path" "$body" "$sig")
+    b=$(round "$PEER" "$path" "$body" "$sig")
+    echo "$c $b" >>"$WORK/$scenario.rates"
+    printf '  %-8s round %2d: callbot %9.0f/s  bare %9.0f/s  ratio %.2f\n' \
+      "$scenario" "$i" "$c" "$b" "$(awk -v c="$c" -v b="$b" 'BEGIN {print c/b}')"
+  done
+  log_bytes=$(($(stat -c %s "$WORK/callbot.err") - log_before))
+  c_med=$(awk '{print $1}' "$WORK/$scenario.rates" | median)
+  b_med=$(awk '{print $2}' "$WORK/$scenario.rates" | median)
+  r_med=$(awk '{print $1/$2}' "$WORK/$scenario.rates" | median)
+  printf '%-8s median: callbot %.0f/s, bare %.0f/s, ratio %.2f (median of per-round ratios); log written: %d bytes\n' \
+    "$scenario" "$c_med" "$b_med" "$r_med" "$log_bytes"
+done
+if [ -n "${PERF_DATA:-}" ]; then
+  kill -INT "$PERF_PID"
+  wait "$PERF_PID" || true
+  echo "profile of callbot: perf report -i $PERF_DATA --no-children"
+fi
