@@ -82,6 +82,8 @@ async fn soak_on_the_simulator_with_chaos_and_chat_faults_ends_every_call_once_a
         .env("CALLBOT_LIMITS__PER_USER_DAY", "1000000")
         .env("CALLBOT_LIMITS__PER_DESTINATION_HOUR", "1000000")
         .env("CALLBOT_LIMITS__MAX_CONCURRENT", "100000")
+        .env("CALLBOT_LIMITS__GLOBAL_HOUR", "1000000")
+        .env("CALLBOT_LIMITS__GLOBAL_DAY", "1000000")
         .env("TELEGRAM_BOT_TOKEN", TOKEN)
         .env("TELEGRAM_API_URL", &tg.base)
         .env("TELEGRAM_MODE", "webhook")
