@@ -536,7 +536,13 @@ impl Sources {
                     path.push(field);
                 }
                 let key = path.join(".");
-                let shown = self.find(&key).map(|s| s.shown.clone());
+                // An unknown key's value is never shown: it may be a secret under a misspelt
+                // name (`CALLBOT_TWILO__AUTH_TOKEN`), which `is_secret` cannot recognise.
+                let unknown = matches!(e.kind, Kind::UnknownField(..));
+                let shown = self
+                    .find(&key)
+                    .filter(|_| !unknown)
+                    .map(|s| s.shown.clone());
                 let named = match &shown {
                     Some(shown) => self.named(&key, shown),
                     None => self.name(&key),
@@ -819,13 +825,17 @@ impl Settings {
             _ => {}
         }
         let sv = &self.server;
-        for (key, value) in [
-            ("server.header_timeout_ms", sv.header_timeout_ms),
-            ("server.idle_timeout_secs", sv.idle_timeout_secs),
-            ("server.max_connections", sv.max_connections as u64),
+        // Upper bounds keep the durations and the semaphore within what tokio accepts.
+        for (key, value, most) in [
+            ("server.header_timeout_ms", sv.header_timeout_ms, 3_600_000),
+            ("server.idle_timeout_secs", sv.idle_timeout_secs, 86_400),
+            ("server.max_connections", sv.max_connections as u64, 1 << 20),
         ] {
-            if value == 0 {
-                refuse(format!("{} must be at least 1", self.named(key, value)));
+            if !(1..=most).contains(&value) {
+                refuse(format!(
+                    "{} must be between 1 and {most}",
+                    self.named(key, value)
+                ));
             }
         }
         if let Err(e) = self.telephony() {
@@ -1392,6 +1402,20 @@ mod tests {
                 ),
                 "{err}"
             );
+            jail.set_env("CALLBOT_BIND", "127.0.0.1:8080");
+            // A secret under a misspelt name is named, never shown.
+            jail.set_env("CALLBOT_TWILO__AUTH_TOKEN", "hunter2-secret");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("CALLBOT_TWILO__AUTH_TOKEN"), "{err}");
+            assert!(!err.contains("hunter"), "{err}");
+            // (sections are read in order, so this one is reported now)
+            jail.set_env("CALLBOT_TWILIO__AUTH", "hunter3-secret");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("CALLBOT_TWILIO__AUTH is not a setting"),
+                "{err}"
+            );
+            assert!(!err.contains("hunter"), "{err}");
             Ok(())
         });
     }

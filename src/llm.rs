@@ -66,17 +66,19 @@ pub struct LlmParser {
     cache: Cache<String, Interpretation>,
     /// Cleared after a server refused `json_schema`; then plain JSON mode is used.
     schema_supported: AtomicBool,
-    /// Model requests per requester per minute (`limits.llm_per_user_minute`); `None` when
-    /// the limit is 0, which means the model is never asked.
-    per_requester: Option<DefaultKeyedRateLimiter<String>>,
+    /// Model requests per requester per minute (`limits.llm_per_user_minute`).
+    per_requester: DefaultKeyedRateLimiter<String>,
 }
 
 impl LlmParser {
-    /// `None` when neither a key nor a base URL is configured.
+    /// `None` when neither a key nor a base URL is configured, or when
+    /// `limits.llm_per_user_minute` is 0 (the model is never asked; the grammar answers
+    /// alone, as without a model).
     pub fn from_settings(settings: &LlmSettings, limits: &LimitSettings) -> Option<Arc<Self>> {
         if settings.api_key.is_none() && settings.base_url.is_none() {
             return None;
         }
+        let per_minute = NonZeroU32::new(limits.llm_per_user_minute)?;
         let mut config = OpenAIConfig::new().with_api_key(
             settings
                 .api_key
@@ -96,8 +98,7 @@ impl LlmParser {
                 .time_to_live(CACHE_TTL)
                 .build(),
             schema_supported: AtomicBool::new(true),
-            per_requester: NonZeroU32::new(limits.llm_per_user_minute)
-                .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
+            per_requester: RateLimiter::keyed(Quota::per_minute(per_minute)),
         }))
     }
 
@@ -131,9 +132,7 @@ impl LlmParser {
 
     /// Takes one model request from `requester`'s allowance.
     fn may_ask(&self, requester: &str) -> bool {
-        let Some(limiter) = &self.per_requester else {
-            return false;
-        };
+        let limiter = &self.per_requester;
         if limiter.len() >= LIMITER_KEYS {
             limiter.retain_recent();
         }

@@ -131,10 +131,13 @@ impl CallService {
     /// Checks the access policy, records the call as queued and hands it to the dialer.
     /// One audit event per request, whatever the decision.
     pub async fn request(&self, req: CallRequest) -> Result<Call, RequestError> {
-        let now = Utc::now();
         let id = CallId::generate();
+        let now;
         {
             let mut usage = self.usage.lock();
+            // Read under the lock, so the shared windows get their times in order (their
+            // checks bisect on that order).
+            now = Utc::now();
             let decision = self.policy.check(
                 &Request {
                     origin: &req.origin,

@@ -61,8 +61,8 @@ impl QuietLog {
             return Some(self.left_out.swap(0, Ordering::Relaxed));
         }
         self.left_out.fetch_add(1, Ordering::Relaxed);
-        if !self.timer.swap(true, Ordering::AcqRel)
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        if let Ok(runtime) = tokio::runtime::Handle::try_current()
+            && !self.timer.swap(true, Ordering::AcqRel)
         {
             let this = self.clone();
             runtime.spawn(async move { this.write_count_when_allowed().await });
