@@ -187,7 +187,9 @@ impl CallService {
         )
         .with_id(id);
         if let Err(e) = self.store.insert(call.clone()).await {
-            self.usage.lock().ended(call.id.as_str());
+            self.usage
+                .lock()
+                .unrecord(&call.origin, &call.to, call.id.as_str(), now);
             return Err(e.into());
         }
         info!(
@@ -210,6 +212,10 @@ impl CallService {
                     }
                     mpsc::error::TrySendError::Closed(_) => RequestError::Stopping,
                 };
+                // Nothing was placed, so nothing counts against the limits.
+                self.usage
+                    .lock()
+                    .unrecord(&call.origin, &call.to, call.id.as_str(), now);
                 self.fail(&call.id, None, err.to_string(), 0).await?;
                 Err(err)
             }

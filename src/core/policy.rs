@@ -495,6 +495,16 @@ impl WindowLog {
         Some(*oldest + window - now)
     }
 
+    /// Takes back the entry `record` made at `at` (a request that was accepted, then could
+    /// not be queued: nothing was placed, so nothing counts).
+    pub fn unrecord(&mut self, key: &str, at: DateTime<Utc>) {
+        if let Some(times) = self.times.get_mut(key)
+            && let Some(i) = times.iter().rposition(|t| *t == at)
+        {
+            times.remove(i);
+        }
+    }
+
     /// Drops keys with nothing inside the longest window (bounded memory).
     pub fn prune(&mut self, now: DateTime<Utc>) {
         self.times
@@ -527,6 +537,20 @@ impl Usage {
         self.destinations.record(to.e164(), now);
         self.everyone.record(EVERYONE, now);
         self.live.insert(call_id.to_owned());
+    }
+
+    /// Takes back what [`Usage::record`] counted for a request that placed nothing.
+    pub fn unrecord(
+        &mut self,
+        origin: &Origin,
+        to: &PhoneNumber,
+        call_id: &str,
+        at: DateTime<Utc>,
+    ) {
+        self.users.unrecord(&requester_key(origin), at);
+        self.destinations.unrecord(to.e164(), at);
+        self.everyone.unrecord(EVERYONE, at);
+        self.live.remove(call_id);
     }
 
     pub fn ended(&mut self, call_id: &str) {
@@ -798,6 +822,25 @@ mod tests {
         assert_eq!(r.code(), "concurrent_limit");
         u.ended("c0");
         assert!(check(&p, &telegram("114", "-100500"), "+919876543212", &u, t0()).is_ok());
+    }
+
+    #[test]
+    fn a_request_taken_back_counts_against_no_limit() {
+        let p = Policy {
+            limits: Limits {
+                global_hour: 1,
+                ..policy().limits
+            },
+            ..policy()
+        };
+        let mut u = Usage::default();
+        let o = telegram("111", "5");
+        let to = num("+919876543210");
+        u.record(&o, &to, "c0", t0());
+        assert!(check(&p, &o, "+919876543210", &u, t0()).is_err());
+        u.unrecord(&o, &to, "c0", t0());
+        check(&p, &o, "+919876543210", &u, t0()).unwrap();
+        assert_eq!(u.active(), 0);
     }
 
     #[test]
