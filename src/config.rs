@@ -361,6 +361,9 @@ pub struct CallSettings {
     pub backoff_max_ms: u64,
     /// Calls waiting to be dialed; beyond it requests are refused.
     pub queue_capacity: usize,
+    /// Call events a slow subscriber (a chat follower, the live log) may fall behind by
+    /// before it skips the oldest and re-reads the store.
+    pub event_bus_capacity: usize,
     /// Ask "Call …? [Call] [Cancel]" in chat before dialing.
     pub confirm: bool,
     /// A call not final `time_limit_secs + reap_margin_secs` after it was created is fetched
@@ -864,6 +867,7 @@ impl Settings {
             ("calls.max_concurrent_requests", c.max_concurrent_requests),
             ("calls.max_tries", c.max_tries as usize),
             ("calls.queue_capacity", c.queue_capacity),
+            ("calls.event_bus_capacity", c.event_bus_capacity),
             ("calls.time_limit_secs", c.time_limit_secs as usize),
             ("limits.max_concurrent", self.limits.max_concurrent as usize),
         ];
