@@ -50,6 +50,9 @@ const ENV_NAMES: &[(&str, &str)] = &[
 /// times beyond a thousand years, and the hours are multiplied into seconds).
 const MAX_TTL_HOURS: u64 = 10 * 365 * 24;
 
+/// Largest `calls.event_bus_capacity` accepted (the bus allocates a slot per event at start).
+const MAX_EVENT_BUS_CAPACITY: usize = 1 << 20;
+
 /// Shortest web token accepted when the console listens off loopback.
 pub const WEB_TOKEN_MIN_CHARS: usize = 16;
 
@@ -867,7 +870,6 @@ impl Settings {
             ("calls.max_concurrent_requests", c.max_concurrent_requests),
             ("calls.max_tries", c.max_tries as usize),
             ("calls.queue_capacity", c.queue_capacity),
-            ("calls.event_bus_capacity", c.event_bus_capacity),
             ("calls.time_limit_secs", c.time_limit_secs as usize),
             ("limits.max_concurrent", self.limits.max_concurrent as usize),
         ];
@@ -875,6 +877,13 @@ impl Settings {
             if value == 0 {
                 refuse(format!("{} must be at least 1", self.named(key, value)));
             }
+        }
+        // The bus allocates its ring up front: a slot per event, rounded up to a power of two.
+        if !(1..=MAX_EVENT_BUS_CAPACITY).contains(&c.event_bus_capacity) {
+            refuse(format!(
+                "{} must be between 1 and {MAX_EVENT_BUS_CAPACITY}",
+                self.named("calls.event_bus_capacity", c.event_bus_capacity)
+            ));
         }
         if c.default_message.trim().is_empty() || c.default_message.chars().count() > 4000 {
             refuse(format!(
