@@ -112,7 +112,11 @@ struct Dispatcher<S: Sink> {
 }
 
 impl<S: Sink> Dispatcher<S> {
-    async fn run(mut self, mut events: broadcast::Receiver<CallEvent>, shutdown: CancellationToken) {
+    async fn run(
+        mut self,
+        mut events: broadcast::Receiver<CallEvent>,
+        shutdown: CancellationToken,
+    ) {
         loop {
             let event = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -173,11 +177,7 @@ impl<S: Sink> Dispatcher<S> {
         let tx = self.workers.entry(call.id.clone()).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             self.count.fetch_add(1, Ordering::AcqRel);
-            tokio::spawn(work(
-                self.sink.clone(),
-                rx,
-                WorkerCount(self.count.clone()),
-            ));
+            tokio::spawn(work(self.sink.clone(), rx, WorkerCount(self.count.clone())));
             tx
         });
         let _ = tx.send(call);
@@ -256,7 +256,11 @@ impl Drop for WorkerCount {
 
 /// Shows one call's states in order, the newest of a backlog only, until its outcome is posted
 /// (or the dispatcher stops following it).
-async fn work<S: Sink>(sink: Arc<S>, mut rx: mpsc::UnboundedReceiver<Arc<Call>>, _count: WorkerCount) {
+async fn work<S: Sink>(
+    sink: Arc<S>,
+    mut rx: mpsc::UnboundedReceiver<Arc<Call>>,
+    _count: WorkerCount,
+) {
     let mut view = S::View::default();
     // Statuses shown so far: a state with fewer is older than what is shown.
     let mut shown = 0;
@@ -304,13 +308,19 @@ mod tests {
     #[async_trait]
     impl Telephony for NoTelephony {
         async fn place(&self, _: &Call) -> Result<Placed, TelephonyError> {
-            Err(TelephonyError::Unreachable("no telephony in this test".into()))
+            Err(TelephonyError::Unreachable(
+                "no telephony in this test".into(),
+            ))
         }
         async fn hangup(&self, _: &CallSid, _: Hangup) -> Result<(), TelephonyError> {
-            Err(TelephonyError::Unreachable("no telephony in this test".into()))
+            Err(TelephonyError::Unreachable(
+                "no telephony in this test".into(),
+            ))
         }
         async fn fetch(&self, _: &CallSid) -> Result<StatusUpdate, TelephonyError> {
-            Err(TelephonyError::Unreachable("no telephony in this test".into()))
+            Err(TelephonyError::Unreachable(
+                "no telephony in this test".into(),
+            ))
         }
         fn is_simulated(&self) -> bool {
             true
@@ -450,7 +460,11 @@ mod tests {
             assert_eq!(outcomes.get(id), Some(&1), "call {id}");
         }
         assert!(others.iter().all(|id| !outcomes.contains_key(id)));
-        assert_eq!(*sink.unseen.lock(), 0, "every outcome follows its final status");
+        assert_eq!(
+            *sink.unseen.lock(),
+            0,
+            "every outcome follows its final status"
+        );
         stop.cancel();
     }
 
@@ -498,9 +512,18 @@ mod tests {
         let mut ended = ringing.clone();
         ended.finish(CallStatus::Canceled, None, Utc::now());
         let (queued, ringing, ended) = (Arc::new(queued), Arc::new(ringing), Arc::new(ended));
-        assert_eq!(newest(queued.clone(), ringing.clone()).status, CallStatus::Ringing);
-        assert_eq!(newest(ringing.clone(), queued.clone()).status, CallStatus::Ringing);
-        assert_eq!(newest(ended.clone(), ringing.clone()).status, CallStatus::Canceled);
+        assert_eq!(
+            newest(queued.clone(), ringing.clone()).status,
+            CallStatus::Ringing
+        );
+        assert_eq!(
+            newest(ringing.clone(), queued.clone()).status,
+            CallStatus::Ringing
+        );
+        assert_eq!(
+            newest(ended.clone(), ringing.clone()).status,
+            CallStatus::Canceled
+        );
         assert_eq!(newest(queued, ended).status, CallStatus::Canceled);
     }
 }

@@ -60,13 +60,19 @@ async fn telegram_outcomes_arrive_once_when_the_bus_overflows() {
             duration_secs: Some(42),
             ..StatusUpdate::default()
         };
-        app.service.on_status(Some(&call.id), &update).await.unwrap();
+        app.service
+            .on_status(Some(&call.id), &update)
+            .await
+            .unwrap();
     }
     assert!(matches!(probe.recv().await, Err(RecvError::Lagged(_))));
 
     tg.wait_for("every outcome", |r| {
         r.iter()
-            .filter(|r| r.method == "sendMessage" && r.body["text"].as_str().is_some_and(|t| t.starts_with("✅")))
+            .filter(|r| {
+                r.method == "sendMessage"
+                    && r.body["text"].as_str().is_some_and(|t| t.starts_with("✅"))
+            })
             .count()
             >= CALLS
     })
@@ -110,7 +116,11 @@ async fn tg_calls(app: &TestApp, n: usize) -> Vec<callbot::core::call::Call> {
             assert_eq!(calls.len(), n);
             return calls;
         }
-        assert!(std::time::Instant::now() < deadline, "{} calls", calls.len());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} calls",
+            calls.len()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -33,7 +33,10 @@ enum Shown {
         text: String,
     },
     /// Posted through the command's response_url (the bot is not in that channel).
-    ResponseUrl { url: String, text: String },
+    ResponseUrl {
+        url: String,
+        text: String,
+    },
     Nowhere,
 }
 
