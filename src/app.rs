@@ -208,7 +208,7 @@ impl App {
         };
 
         let calls = &settings.calls;
-        let (service, queue) = CallService::new(
+        let (service, queue) = CallService::with_bus(
             store,
             telephony.clone(),
             CallDefaults {
@@ -219,6 +219,7 @@ impl App {
             },
             settings.policy(),
             calls.queue_capacity,
+            crate::calls::EventBus::with_capacity(calls.event_bus_capacity),
         );
         if settings.access.open {
             warn!(

@@ -50,6 +50,9 @@ const ENV_NAMES: &[(&str, &str)] = &[
 /// times beyond a thousand years, and the hours are multiplied into seconds).
 const MAX_TTL_HOURS: u64 = 10 * 365 * 24;
 
+/// Largest `calls.event_bus_capacity` accepted (the bus allocates a slot per event at start).
+const MAX_EVENT_BUS_CAPACITY: usize = 1 << 20;
+
 /// Shortest web token accepted when the console listens off loopback.
 pub const WEB_TOKEN_MIN_CHARS: usize = 16;
 
@@ -361,6 +364,9 @@ pub struct CallSettings {
     pub backoff_max_ms: u64,
     /// Calls waiting to be dialed; beyond it requests are refused.
     pub queue_capacity: usize,
+    /// Call events a slow subscriber (a chat follower, the live log) may fall behind by
+    /// before it skips the oldest and re-reads the store.
+    pub event_bus_capacity: usize,
     /// Ask "Call …? [Call] [Cancel]" in chat before dialing.
     pub confirm: bool,
     /// A call not final `time_limit_secs + reap_margin_secs` after it was created is fetched
@@ -871,6 +877,13 @@ impl Settings {
             if value == 0 {
                 refuse(format!("{} must be at least 1", self.named(key, value)));
             }
+        }
+        // The bus allocates its ring up front: a slot per event, rounded up to a power of two.
+        if !(1..=MAX_EVENT_BUS_CAPACITY).contains(&c.event_bus_capacity) {
+            refuse(format!(
+                "{} must be between 1 and {MAX_EVENT_BUS_CAPACITY}",
+                self.named("calls.event_bus_capacity", c.event_bus_capacity)
+            ));
         }
         if c.default_message.trim().is_empty() || c.default_message.chars().count() > 4000 {
             refuse(format!(

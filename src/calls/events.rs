@@ -7,7 +7,7 @@ use tokio::sync::broadcast;
 use crate::core::call::Call;
 
 /// Room for events a slow subscriber has not read yet; beyond it, it skips the oldest
-/// (and should re-read the store).
+/// (and should re-read the store). The production default of `calls.event_bus_capacity`.
 pub const BUS_CAPACITY: usize = 16_384;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -36,9 +36,16 @@ impl Default for EventBus {
 }
 
 impl EventBus {
+    /// A bus with room for [`BUS_CAPACITY`] unread events per subscriber.
     pub fn new() -> Self {
+        Self::with_capacity(BUS_CAPACITY)
+    }
+
+    /// A bus with room for `capacity` unread events per subscriber (at least 1). Tests use a
+    /// tiny one to make subscribers fall behind.
+    pub fn with_capacity(capacity: usize) -> Self {
         Self {
-            tx: broadcast::channel(BUS_CAPACITY).0,
+            tx: broadcast::channel(capacity.max(1)).0,
         }
     }
 

@@ -102,12 +102,31 @@ impl CallService {
         policy: Policy,
         queue_capacity: usize,
     ) -> (Arc<Self>, mpsc::Receiver<CallId>) {
+        Self::with_bus(
+            store,
+            telephony,
+            defaults,
+            policy,
+            queue_capacity,
+            EventBus::new(),
+        )
+    }
+
+    /// [`CallService::new`] publishing on `bus` (`calls.event_bus_capacity`).
+    pub fn with_bus(
+        store: Arc<dyn CallStore>,
+        telephony: Arc<dyn Telephony>,
+        defaults: CallDefaults,
+        policy: Policy,
+        queue_capacity: usize,
+        bus: EventBus,
+    ) -> (Arc<Self>, mpsc::Receiver<CallId>) {
         let (queue, rx) = mpsc::channel(queue_capacity);
         let service = Arc::new(Self {
             policy,
             usage: Mutex::new(Usage::default()),
             store,
-            bus: EventBus::new(),
+            bus,
             queue,
             queue_capacity,
             telephony,

@@ -15,6 +15,7 @@ use crate::core::command::{self, Command, ParseError};
 use crate::core::phone::PhoneError;
 use crate::core::phone::Region;
 
+pub mod follow;
 pub mod health;
 #[cfg(feature = "slack")]
 pub mod slack;

@@ -6,6 +6,8 @@ mod binary;
 mod browser;
 mod cli;
 mod faulted;
+#[cfg(feature = "telegram")]
+mod follow;
 #[cfg(all(feature = "telegram", feature = "slack"))]
 mod fuzz_replay;
 #[cfg(all(feature = "telegram", feature = "slack", feature = "llm"))]

@@ -16,7 +16,7 @@
 //! interactions are acknowledged at once and handled in the background; events are deduped on
 //! `event_id`, so Slack's retries never place a second call.
 //!
-//! Progress reaches Slack only through CallEvents ([`follow`]): a Slack call's first event
+//! Progress reaches Slack only through CallEvents ([`progress`]): a Slack call's first event
 //! posts the status message (chat.postMessage into the channel, or the thread of the
 //! triggering message; `response_url` when the bot cannot post there), later ones chat.update
 //! it, and the final one posts the outcome in its thread mentioning the requester.
@@ -39,11 +39,11 @@
 
 pub mod api;
 mod inbound;
+mod progress;
 mod socket;
 mod texts;
 pub mod verify;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,17 +58,17 @@ use axum::routing::post;
 use serde::Deserialize;
 use serde_json::json;
 use slack_morphism::prelude::SlackBlock;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
-use self::api::{Api, ApiError};
+use self::api::Api;
 use self::inbound::{Envelope, EventCallback, Interaction, SlashCommand};
 use self::texts::escape;
 use self::verify::Verifier;
 use super::AdapterContext;
+use crate::calls::RequestError;
 use crate::calls::service::{CallRequest, Cancelled};
 use crate::calls::store::ListFilter;
-use crate::calls::{CallEvent, EventKind, RequestError};
 use crate::config::SlackSettings;
 use crate::core::call::{Call, CallId, Origin, Platform};
 use crate::core::command::Command;
@@ -139,11 +139,7 @@ pub async fn start(settings: &SlackSettings, ctx: AdapterContext) -> anyhow::Res
             .build(),
         ctx,
     });
-    tokio::spawn(follow(
-        slack.clone(),
-        slack.ctx.service.subscribe(),
-        slack.ctx.shutdown.clone(),
-    ));
+    progress::spawn(slack.clone());
     if let Some(app_token) = &settings.app_token {
         socket::start(slack.clone(), client, app_token);
         info!("Slack: Socket Mode");
@@ -886,216 +882,6 @@ fn slash_text(text: &str) -> String {
         text.to_owned()
     } else {
         format!("call {text}")
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Following calls
-
-/// Routes each Slack call's events to a task of its own, so one slow post never holds up
-/// another call and each call's messages stay in order.
-async fn follow(
-    slack: Arc<Slack>,
-    mut events: broadcast::Receiver<CallEvent>,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    let mut calls: HashMap<CallId, mpsc::UnboundedSender<CallEvent>> = HashMap::new();
-    loop {
-        let event = tokio::select! {
-            () = shutdown.cancelled() => break,
-            event = events.recv() => event,
-        };
-        let event = match event {
-            Ok(e) => e,
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                warn!(
-                    skipped = n,
-                    "Slack follower fell behind; some progress updates are lost"
-                );
-                continue;
-            }
-            Err(broadcast::error::RecvError::Closed) => break,
-        };
-        if event.call.origin.platform != Platform::Slack {
-            continue;
-        }
-        let id = event.call.id.clone();
-        let last = event.kind == EventKind::Final;
-        let tx = calls.entry(id.clone()).or_insert_with(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(follow_call(slack.clone(), rx));
-            tx
-        });
-        let _ = tx.send(event);
-        if last {
-            calls.remove(&id);
-        }
-    }
-}
-
-/// Where a call's status message is.
-#[derive(Debug)]
-enum Shown {
-    Message {
-        channel: String,
-        ts: String,
-        text: String,
-    },
-    /// Posted through the command's response_url (the bot is not in that channel).
-    ResponseUrl {
-        url: String,
-        text: String,
-    },
-    Nowhere,
-}
-
-async fn follow_call(slack: Arc<Slack>, mut events: mpsc::UnboundedReceiver<CallEvent>) {
-    let mut shown: Option<Shown> = None;
-    while let Some(mut event) = events.recv().await {
-        // Only the latest state matters; Final is always the last event.
-        while let Ok(next) = events.try_recv() {
-            event = next;
-        }
-        let call = &event.call;
-        match &mut shown {
-            None => {
-                shown = Some(match &call.origin.status_message {
-                    // Posted earlier (another instance, or before a lag).
-                    Some(ts) => Shown::Message {
-                        channel: call.origin.chat.to_string(),
-                        ts: ts.to_string(),
-                        text: String::new(),
-                    },
-                    None => slack.post_status(call).await,
-                });
-                if let Some(s @ Shown::Message { .. }) = &mut shown
-                    && call.origin.status_message.is_some()
-                {
-                    slack.update_status(s, call).await;
-                }
-            }
-            Some(s) => slack.update_status(s, call).await,
-        }
-        if event.kind == EventKind::Final {
-            if let Some(s) = &mut shown {
-                slack.update_status(s, call).await;
-                slack.post_outcome(s, call).await;
-            }
-            break;
-        }
-    }
-}
-
-impl Slack {
-    async fn post_status(&self, call: &Call) -> Shown {
-        let o = &call.origin;
-        let text = texts::status_text(call);
-        let blocks = texts::status_blocks(call);
-        match self
-            .api
-            .post_message(&o.chat, o.thread.as_deref(), &text, Some(blocks.clone()))
-            .await
-        {
-            Ok(ts) => {
-                if let Err(e) = self
-                    .ctx
-                    .service
-                    .set_status_message(&call.id, ts.clone())
-                    .await
-                {
-                    warn!(call_id = %call.id, error = %e, "could not store the status message ts");
-                }
-                Shown::Message {
-                    channel: o.chat.to_string(),
-                    ts,
-                    text,
-                }
-            }
-            Err(e) if e.is_unreachable_channel() && o.reply_url.is_some() => {
-                let url = o.reply_url.clone().unwrap_or_default();
-                info!(call_id = %call.id, error = %e, "bot cannot post in the channel; using the response_url");
-                let body = json!({ "response_type": "in_channel", "text": text, "blocks": blocks });
-                match self.api.respond(&url, &body).await {
-                    Ok(()) => Shown::ResponseUrl { url, text },
-                    Err(e) => {
-                        warn!(call_id = %call.id, error = %e, "could not post the status message");
-                        Shown::Nowhere
-                    }
-                }
-            }
-            Err(e) => {
-                warn!(call_id = %call.id, error = %e, "could not post the status message");
-                Shown::Nowhere
-            }
-        }
-    }
-
-    /// Edits the status message when its text changed. The last edit (the one that takes
-    /// the Cancel button away) must arrive, so it is tried as long as the outcome is.
-    async fn update_status(&self, shown: &mut Shown, call: &Call) {
-        let new = texts::status_text(call);
-        let blocks = texts::status_blocks(call);
-        let tries = if call.status.is_terminal() {
-            api::MUST_ARRIVE_TRIES
-        } else {
-            api::MAX_TRIES
-        };
-        let result = match shown {
-            Shown::Message { channel, ts, text } if *text != new => {
-                let r = self.api.update(channel, ts, &new, blocks, tries).await;
-                *text = new;
-                r
-            }
-            Shown::ResponseUrl { url, text } if *text != new => {
-                let body = json!({ "replace_original": true, "text": new, "blocks": blocks });
-                let r = self.api.respond_tries(url, &body, tries).await;
-                *text = new;
-                r
-            }
-            _ => Ok(()),
-        };
-        if let Err(e) = result {
-            warn!(call_id = %call.id, error = %e, "could not update the status message");
-        }
-    }
-
-    /// The final outcome, once, in the thread, mentioning the requester.
-    async fn post_outcome(&self, shown: &Shown, call: &Call) {
-        let o = &call.origin;
-        let text = texts::outcome_text(call);
-        const MUST: u32 = api::MUST_ARRIVE_TRIES;
-        let result: Result<(), ApiError> = match shown {
-            Shown::Message { channel, ts, .. } => {
-                let thread = o.thread.as_deref().unwrap_or(ts);
-                self.api
-                    .post_message_tries(channel, Some(thread), &text, None, MUST)
-                    .await
-                    .map(drop)
-            }
-            Shown::ResponseUrl { url, .. } => {
-                let body = json!({ "response_type": "in_channel", "replace_original": false, "text": text });
-                self.api.respond_tries(url, &body, MUST).await
-            }
-            Shown::Nowhere => {
-                match self
-                    .api
-                    .post_message_tries(&o.chat, o.thread.as_deref(), &text, None, MUST)
-                    .await
-                {
-                    Err(e) if e.is_unreachable_channel() && o.reply_url.is_some() => {
-                        let body = json!({ "response_type": "in_channel", "text": text });
-                        self.api
-                            .respond_tries(o.reply_url.as_deref().unwrap_or_default(), &body, MUST)
-                            .await
-                    }
-                    r => r.map(drop),
-                }
-            }
-        };
-        match result {
-            Ok(()) => info!(call_id = %call.id, status = %call.status, "outcome posted to Slack"),
-            Err(e) => warn!(call_id = %call.id, error = %e, "could not post the outcome to Slack"),
-        }
     }
 }
 

@@ -1,0 +1,531 @@
+//! The one call-progress follower every chat adapter uses: it takes the CallEvent bus and
+//! drives a [`Sink`] (Telegram, Slack), which only knows how to show a call's status message
+//! and post its outcome in the call's thread.
+//!
+//! - **One worker per call.** A call's events go to a task of its own, in order; a backlog is
+//!   coalesced to the newest state, so a slow or rate-limited chat never delays another call.
+//!   The worker ends after the outcome is posted (exactly once per call).
+//! - **Falling behind.** The bus keeps a bounded backlog per subscriber
+//!   (`calls.event_bus_capacity`); a follower that falls further behind loses the oldest
+//!   events (`RecvError::Lagged`), possibly some calls' final one. It then re-reads from the
+//!   store the calls it follows and the calls of its platform created since the newest one it
+//!   saw, finishes those that ended (outcome posted once) and starts following the live ones
+//!   it did not know. Events still in the backlog that are older than what the store showed
+//!   are ignored, so no worker is left waiting for a final event that already went by.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::calls::store::ListFilter;
+use crate::calls::{CallEvent, CallService, EventKind};
+use crate::core::call::{Call, CallId, Platform};
+
+/// Where a chat platform shows a call: one status message edited as the call moves (with a
+/// Cancel button while it is live), and the outcome posted once in the call's thread.
+#[async_trait]
+pub trait Sink: Send + Sync + 'static {
+    /// What this call's chat shows so far (the status message's id, its text).
+    type View: Default + Send + 'static;
+
+    /// The platform whose calls this sink follows.
+    fn platform(&self) -> Platform;
+
+    /// Posts the status message the first time, edits it when its text changed (the edit that
+    /// shows an ended call takes the Cancel button away, so it must arrive).
+    async fn show_status(&self, view: &mut Self::View, call: &Call);
+
+    /// Posts the outcome of an ended call in its thread. Called once per call.
+    async fn post_outcome(&self, view: &mut Self::View, call: &Call);
+}
+
+/// A running follower.
+#[derive(Clone)]
+pub struct Follower {
+    workers: Arc<AtomicUsize>,
+}
+
+impl Follower {
+    /// Calls being followed right now (one worker each).
+    pub fn workers(&self) -> usize {
+        self.workers.load(Ordering::Acquire)
+    }
+}
+
+/// Follows `service`'s calls of `sink`'s platform until `shutdown`. Subscribes before
+/// returning, so no event published after this call is missed.
+pub fn spawn<S: Sink>(
+    sink: Arc<S>,
+    service: Arc<CallService>,
+    shutdown: CancellationToken,
+) -> Follower {
+    let events = service.subscribe();
+    let workers = Arc::new(AtomicUsize::new(0));
+    let dispatcher = Dispatcher {
+        platform: sink.platform(),
+        sink,
+        service,
+        workers: HashMap::new(),
+        count: workers.clone(),
+        seen_until: Utc::now(),
+        finished: HashMap::new(),
+        finished_by_resync: HashSet::new(),
+        stale_left: 0,
+    };
+    tokio::spawn(dispatcher.run(events, shutdown));
+    Follower { workers }
+}
+
+/// How far apart two calls' creation times may be from the order their `Created` events were
+/// published in (the time is read before the call is stored; the event follows the store).
+const CREATION_SKEW: TimeDelta = TimeDelta::seconds(5);
+
+/// Most calls one resync reads from the store's newest (when far more were created while the
+/// follower was behind, the oldest of them are not followed).
+const RESYNC_SCAN_MAX: usize = 100_000;
+
+/// Routes each call's events to its worker, and resynchronises from the store after a lag.
+struct Dispatcher<S: Sink> {
+    platform: Platform,
+    sink: Arc<S>,
+    service: Arc<CallService>,
+    /// Live calls being followed.
+    workers: HashMap<CallId, mpsc::UnboundedSender<Arc<Call>>>,
+    count: Arc<AtomicUsize>,
+    /// The newest creation time among the calls of this platform seen on the bus: every call
+    /// created more than [`CREATION_SKEW`] before it has been seen (or found by a resync).
+    seen_until: DateTime<Utc>,
+    /// Calls finished here that were created within [`CREATION_SKEW`] of `seen_until`, by
+    /// creation time: a resync reads those from the store again and must not finish them twice.
+    finished: HashMap<CallId, DateTime<Utc>>,
+    /// Calls a resync finished: events still in the backlog may be older than what it read.
+    finished_by_resync: HashSet<CallId>,
+    /// Events to receive before the backlog read at the last resync is gone.
+    stale_left: usize,
+}
+
+impl<S: Sink> Dispatcher<S> {
+    async fn run(
+        mut self,
+        mut events: broadcast::Receiver<CallEvent>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let event = tokio::select! {
+                () = shutdown.cancelled() => break,
+                event = events.recv() => event,
+            };
+            match event {
+                Ok(event) => self.take(event),
+                Err(RecvError::Lagged(skipped)) => {
+                    warn!(
+                        platform = %self.platform,
+                        skipped,
+                        "call follower fell behind the event bus; re-reading its calls from the store"
+                    );
+                    self.resync(skipped, events.len()).await;
+                    // Everything published before the store was read is in the backlog now.
+                    self.stale_left = events.len();
+                    if self.stale_left == 0 {
+                        self.finished_by_resync.clear();
+                    }
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
+        // Dropping the senders ends every worker once it has shown what it was given.
+    }
+
+    fn take(&mut self, event: CallEvent) {
+        if self.stale_left > 0 {
+            self.stale_left -= 1;
+            if self.stale_left == 0 {
+                // Cleared after this event, which may still be stale.
+                let stale = self.finished_by_resync.contains(&event.call.id);
+                self.finished_by_resync.clear();
+                if stale {
+                    return;
+                }
+            }
+        }
+        let call = event.call;
+        if call.origin.platform != self.platform || self.finished_by_resync.contains(&call.id) {
+            return;
+        }
+        if call.created_at > self.seen_until {
+            self.seen_until = call.created_at;
+            let oldest = self.seen_until - CREATION_SKEW;
+            self.finished.retain(|_, created| *created >= oldest);
+        }
+        if event.kind == EventKind::Final || call.status.is_terminal() {
+            // Final is published once per call, and nothing after it.
+            self.finish(call);
+        } else {
+            self.send(call);
+        }
+    }
+
+    /// Gives `call` to its worker, starting one the first time.
+    fn send(&mut self, call: Arc<Call>) {
+        let tx = self.workers.entry(call.id.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.count.fetch_add(1, Ordering::AcqRel);
+            tokio::spawn(work(self.sink.clone(), rx, WorkerCount(self.count.clone())));
+            tx
+        });
+        let _ = tx.send(call);
+    }
+
+    /// Gives an ended call to its worker (which posts the outcome and ends) and forgets it.
+    fn finish(&mut self, call: Arc<Call>) {
+        let id = call.id.clone();
+        if call.created_at >= self.seen_until - CREATION_SKEW {
+            self.finished.insert(id.clone(), call.created_at);
+        }
+        self.send(call);
+        self.workers.remove(&id);
+    }
+
+    /// After `skipped` events were lost (and `backlog` are waiting): re-reads the calls this
+    /// follower follows, and the calls of its platform it may never have seen.
+    async fn resync(&mut self, skipped: u64, backlog: usize) {
+        let followed: Vec<CallId> = self.workers.keys().cloned().collect();
+        for id in followed {
+            match self.service.get(&id).await {
+                Ok(Some(call)) if call.status.is_terminal() => {
+                    self.finished_by_resync.insert(id);
+                    self.finish(Arc::new(call));
+                }
+                // Still live: show where it is now (its progress events may be lost).
+                Ok(Some(call)) => self.send(Arc::new(call)),
+                Ok(None) => {
+                    warn!(call_id = %id, "a followed call is no longer in the store");
+                    self.workers.remove(&id);
+                }
+                Err(e) => warn!(call_id = %id, error = %e, "could not re-read a followed call"),
+            }
+        }
+        // Calls created since the newest one seen: at most one per lost or waiting event.
+        let limit = usize::try_from(skipped)
+            .unwrap_or(usize::MAX)
+            .saturating_add(backlog)
+            .saturating_add(1)
+            .min(RESYNC_SCAN_MAX);
+        let filter = ListFilter {
+            platform: Some(self.platform),
+            ..ListFilter::default()
+        };
+        let recent = match self.service.list(limit, &filter).await {
+            Ok(calls) => calls,
+            Err(e) => {
+                warn!(error = %e, "could not read the newest calls after falling behind");
+                return;
+            }
+        };
+        let oldest = self.seen_until - CREATION_SKEW;
+        // Newest first.
+        for call in recent.into_iter().take_while(|c| c.created_at >= oldest) {
+            if self.workers.contains_key(&call.id) || self.finished.contains_key(&call.id) {
+                continue;
+            }
+            if call.status.is_terminal() {
+                self.finished_by_resync.insert(call.id.clone());
+                self.finish(Arc::new(call));
+            } else {
+                self.send(Arc::new(call));
+            }
+        }
+    }
+}
+
+/// Counts a worker while it runs.
+struct WorkerCount(Arc<AtomicUsize>);
+
+impl Drop for WorkerCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Shows one call's states in order, the newest of a backlog only, until its outcome is posted
+/// (or the dispatcher stops following it).
+async fn work<S: Sink>(
+    sink: Arc<S>,
+    mut rx: mpsc::UnboundedReceiver<Arc<Call>>,
+    _count: WorkerCount,
+) {
+    let mut view = S::View::default();
+    // Statuses shown so far: a state with fewer is older than what is shown.
+    let mut shown = 0;
+    while let Some(mut call) = rx.recv().await {
+        while let Ok(next) = rx.try_recv() {
+            call = newest(call, next);
+        }
+        if !call.status.is_terminal() && call.history.len() < shown {
+            continue;
+        }
+        shown = call.history.len();
+        sink.show_status(&mut view, &call).await;
+        if call.status.is_terminal() {
+            sink.post_outcome(&mut view, &call).await;
+            break;
+        }
+    }
+}
+
+/// The later of two states of one call (an ended one is the last).
+fn newest(a: Arc<Call>, b: Arc<Call>) -> Arc<Call> {
+    if a.status.is_terminal() || (!b.status.is_terminal() && b.history.len() < a.history.len()) {
+        a
+    } else {
+        b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use parking_lot::Mutex;
+
+    use super::*;
+    use crate::calls::service::{CallDefaults, CallRequest};
+    use crate::calls::{EventBus, Hangup, MemoryStore, Placed, Telephony, TelephonyError};
+    use crate::config::Settings;
+    use crate::core::call::{CallSid, CallStatus, Origin, StatusUpdate};
+    use crate::core::phone::{PhoneNumber, Region};
+
+    /// Never asked: these tests run no dialer.
+    struct NoTelephony;
+
+    #[async_trait]
+    impl Telephony for NoTelephony {
+        async fn place(&self, _: &Call) -> Result<Placed, TelephonyError> {
+            Err(TelephonyError::Unreachable(
+                "no telephony in this test".into(),
+            ))
+        }
+        async fn hangup(&self, _: &CallSid, _: Hangup) -> Result<(), TelephonyError> {
+            Err(TelephonyError::Unreachable(
+                "no telephony in this test".into(),
+            ))
+        }
+        async fn fetch(&self, _: &CallSid) -> Result<StatusUpdate, TelephonyError> {
+            Err(TelephonyError::Unreachable(
+                "no telephony in this test".into(),
+            ))
+        }
+        fn is_simulated(&self) -> bool {
+            true
+        }
+    }
+
+    /// A chat that records what it was asked to show, one await per post (a network).
+    #[derive(Default)]
+    struct Recorder {
+        outcomes: Mutex<HashMap<CallId, usize>>,
+        /// Outcomes posted for a call whose status was never shown.
+        unseen: Mutex<usize>,
+    }
+
+    #[async_trait]
+    impl Sink for Recorder {
+        /// The statuses shown.
+        type View = Vec<CallStatus>;
+
+        fn platform(&self) -> Platform {
+            Platform::Telegram
+        }
+
+        async fn show_status(&self, view: &mut Vec<CallStatus>, call: &Call) {
+            tokio::task::yield_now().await;
+            view.push(call.status);
+        }
+
+        async fn post_outcome(&self, view: &mut Vec<CallStatus>, call: &Call) {
+            tokio::task::yield_now().await;
+            if view.last() != Some(&call.status) {
+                *self.unseen.lock() += 1;
+            }
+            *self.outcomes.lock().entry(call.id.clone()).or_default() += 1;
+        }
+    }
+
+    fn service(bus_capacity: usize) -> (Arc<CallService>, mpsc::Receiver<CallId>) {
+        let mut settings = Settings::defaults();
+        settings.access.open = true;
+        let l = &mut settings.limits;
+        l.max_concurrent = u32::MAX;
+        l.per_user_hour = u32::MAX;
+        l.per_user_day = u32::MAX;
+        l.per_destination_hour = u32::MAX;
+        l.global_hour = u32::MAX;
+        l.global_day = u32::MAX;
+        CallService::with_bus(
+            Arc::new(MemoryStore::new(100_000, Duration::from_secs(3600))),
+            Arc::new(NoTelephony),
+            CallDefaults {
+                from: "+15005550006".into(),
+                voice: "alice".into(),
+                language: "en-US".into(),
+                message: "hello".into(),
+            },
+            settings.policy(),
+            10_000,
+            EventBus::with_capacity(bus_capacity),
+        )
+    }
+
+    async fn place(service: &CallService, platform: Platform, n: usize) -> Vec<CallId> {
+        let region = Region::parse("IN").unwrap();
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let mut origin = Origin::new(platform, format!("user{i}"));
+            origin.chat = format!("{i}").into();
+            let call = service
+                .request(CallRequest {
+                    to: PhoneNumber::parse("+91 98765 43210", region).unwrap(),
+                    message: None,
+                    origin,
+                })
+                .await
+                .unwrap();
+            ids.push(call.id);
+        }
+        ids
+    }
+
+    async fn end(service: &CallService, ids: &[CallId], status: CallStatus) {
+        for id in ids {
+            let update = StatusUpdate {
+                status: Some(status),
+                ..StatusUpdate::default()
+            };
+            service.on_status(Some(id), &update).await.unwrap();
+        }
+    }
+
+    /// Waits (bounded) until `f` holds, giving the follower's tasks the thread meanwhile.
+    async fn until(what: &str, f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// The test: a bus of 4 and 1,000 calls ending at once. Everything here runs on
+    /// one thread, so the follower cannot read a single event while the calls are created or
+    /// while they end: it falls 996 events behind both times, and must find every call (and
+    /// every outcome) in the store.
+    #[tokio::test]
+    async fn a_thousand_calls_ending_at_once_on_a_bus_of_four_get_one_outcome_each() {
+        let (service, _queue) = service(4);
+        let sink = Arc::new(Recorder::default());
+        let stop = CancellationToken::new();
+        let follower = spawn(sink.clone(), service.clone(), stop.clone());
+        let mut probe = service.subscribe();
+
+        let ids = place(&service, Platform::Telegram, 1000).await;
+        // Another platform's calls are not followed.
+        let others = place(&service, Platform::Slack, 10).await;
+        until("a worker for every call", || follower.workers() == 1000).await;
+
+        // The other platform's first, so that the events still waiting after the overflow
+        // are final events of calls the follower has just finished from the store.
+        end(&service, &others, CallStatus::Busy).await;
+        end(&service, &ids, CallStatus::Completed).await;
+        assert!(
+            matches!(probe.recv().await, Err(RecvError::Lagged(_))),
+            "the bus overflowed"
+        );
+        until("every outcome", || sink.outcomes.lock().len() == 1000).await;
+        until("no worker left", || follower.workers() == 0).await;
+
+        // One more call, after the burst: its outcome is the signal that everything before
+        // it has been shown (a second outcome for any call would have come by then).
+        let last = place(&service, Platform::Telegram, 1).await;
+        until("the last call's worker", || follower.workers() == 1).await;
+        end(&service, &last, CallStatus::NoAnswer).await;
+        until("the last outcome", || sink.outcomes.lock().len() == 1001).await;
+        until("no worker left", || follower.workers() == 0).await;
+
+        let outcomes = sink.outcomes.lock().clone();
+        for id in ids.iter().chain(&last) {
+            assert_eq!(outcomes.get(id), Some(&1), "call {id}");
+        }
+        assert!(others.iter().all(|id| !outcomes.contains_key(id)));
+        assert_eq!(
+            *sink.unseen.lock(),
+            0,
+            "every outcome follows its final status"
+        );
+        stop.cancel();
+    }
+
+    /// Calls created and ended while the follower was behind (it never saw them) still get
+    /// their outcome; the events left in the backlog after the resync start no worker.
+    #[tokio::test]
+    async fn calls_born_and_ended_while_behind_get_their_outcome_once() {
+        let (service, _queue) = service(4);
+        let sink = Arc::new(Recorder::default());
+        let stop = CancellationToken::new();
+        let follower = spawn(sink.clone(), service.clone(), stop.clone());
+
+        let ids = place(&service, Platform::Telegram, 50).await;
+        end(&service, &ids, CallStatus::Failed).await;
+        until("every outcome", || sink.outcomes.lock().len() == 50).await;
+        until("no worker left", || follower.workers() == 0).await;
+
+        let last = place(&service, Platform::Telegram, 1).await;
+        end(&service, &last, CallStatus::Completed).await;
+        until("the last outcome", || sink.outcomes.lock().len() == 51).await;
+        until("no worker left", || follower.workers() == 0).await;
+        assert!(sink.outcomes.lock().values().all(|n| *n == 1));
+        stop.cancel();
+    }
+
+    #[test]
+    fn the_newest_state_wins_and_an_ended_one_is_last() {
+        let region = Region::parse("IN").unwrap();
+        let to = PhoneNumber::parse("+91 98765 43210", region).unwrap();
+        let queued = Call::new(
+            to,
+            "+15005550006",
+            "hi".into(),
+            "alice",
+            "en-US",
+            Origin::new(Platform::Telegram, "u"),
+            Utc::now(),
+        );
+        let mut ringing = queued.clone();
+        let ring = StatusUpdate {
+            status: Some(CallStatus::Ringing),
+            ..StatusUpdate::default()
+        };
+        ringing.apply(&ring, Utc::now());
+        let mut ended = ringing.clone();
+        ended.finish(CallStatus::Canceled, None, Utc::now());
+        let (queued, ringing, ended) = (Arc::new(queued), Arc::new(ringing), Arc::new(ended));
+        assert_eq!(
+            newest(queued.clone(), ringing.clone()).status,
+            CallStatus::Ringing
+        );
+        assert_eq!(
+            newest(ringing.clone(), queued.clone()).status,
+            CallStatus::Ringing
+        );
+        assert_eq!(
+            newest(ended.clone(), ringing.clone()).status,
+            CallStatus::Canceled
+        );
+        assert_eq!(newest(queued, ended).status, CallStatus::Canceled);
+    }
+}
