@@ -206,7 +206,8 @@ async fn dial(ctx: &Ctx, id: &CallId) {
             }
             Err(TelephonyError::Unconfirmed(why)) => {
                 warn!(%why, tries, "call created but the provider's answer was lost; waiting for its first callback");
-                let why = "the telephony provider accepted the call but its answer was lost".to_owned();
+                let why =
+                    "the telephony provider accepted the call but its answer was lost".to_owned();
                 tokio::spawn(await_first_callback(
                     ctx.service.clone(),
                     id.clone(),

@@ -99,7 +99,8 @@ impl TelephonyError {
 /// The port to a telephony provider (each one plugs in under `telephony/`).
 #[async_trait]
 pub trait Telephony: Send + Sync + 'static {
-    /// Asks the provider to place `call`; its TwiML and callbacks point back at us.
+    /// Asks the provider to place `call`; it fetches what to say from us and posts its status
+    /// callbacks back to us.
     async fn place(&self, call: &Call) -> Result<Placed, TelephonyError>;
     /// Ends a live call.
     async fn hangup(&self, sid: &CallSid, how: Hangup) -> Result<(), TelephonyError>;
