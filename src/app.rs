@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::Router;
 use axum::routing::get;
-use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -20,14 +19,11 @@ use self::serve::ConnectionLimits;
 
 use crate::calls::dialer::{self, DialerConfig};
 use crate::calls::service::CallDefaults;
-use crate::calls::{CallService, CallStore, MemoryStore, Telephony};
+use crate::calls::{CallService, CallStore, MemoryStore};
 use crate::chat::web::{self, WebState};
 use crate::chat::{AdapterContext, Interpreter};
 use crate::config::{Settings, StoreBackend, TelephonyChoice};
-use crate::telephony::simulator::Simulator;
-use crate::telephony::twilio::client::TwilioConfig;
-use crate::telephony::twilio::webhook::{self, TwilioHooks};
-use crate::telephony::twilio::{SignatureVerifier, TwilioClient};
+use crate::telephony::{Plug, PlugContext, simulator, twilio};
 
 pub struct App {
     listener: TcpListener,
@@ -166,36 +162,32 @@ impl App {
             .trim_end_matches('/')
             .to_owned();
 
-        let (telephony, webhook_token, from): (Arc<dyn Telephony>, SecretString, String) =
-            match settings.telephony().map_err(anyhow::Error::msg)? {
-                TelephonyChoice::Twilio {
+        // The telephony provider: one factory per provider, one line each.
+        let plug_ctx = PlugContext {
+            public_url: &public_url,
+            body_limit: settings.server.webhook_body_limit,
+            calls: &settings.calls,
+        };
+        let Plug {
+            telephony,
+            routes: provider_routes,
+            from,
+        } = match settings.telephony().map_err(anyhow::Error::msg)? {
+            TelephonyChoice::Twilio {
+                account_sid,
+                auth_token,
+                from,
+            } => twilio::plug(
+                twilio::Account {
                     account_sid,
                     auth_token,
                     from,
-                } => {
-                    let client = TwilioClient::new(TwilioConfig {
-                        api_base: settings.twilio.api_base.clone(),
-                        account_sid,
-                        auth_token: auth_token.clone(),
-                        public_url: public_url.clone(),
-                        ring_timeout_secs: settings.calls.ring_timeout_secs,
-                        time_limit_secs: settings.calls.time_limit_secs,
-                        timeout: Duration::from_millis(settings.twilio.request_timeout_ms),
-                    })?;
-                    (Arc::new(client), auth_token, from.e164().to_owned())
-                }
-                TelephonyChoice::Simulator => {
-                    warn!("SIMULATOR: no Twilio credentials are set, so no real calls are placed");
-                    let token: SecretString = format!("{:032x}", rand::random::<u128>()).into();
-                    let sim = Simulator::new(
-                        &public_url,
-                        token.clone(),
-                        settings.simulator.speed,
-                        settings.simulator.chaos,
-                    );
-                    (Arc::new(sim), token, "+15005550006".to_owned())
-                }
-            };
+                },
+                &settings.twilio,
+                plug_ctx,
+            )?,
+            TelephonyChoice::Simulator => simulator::plug(&settings.simulator, plug_ctx),
+        };
 
         let store: Arc<dyn CallStore> = match settings.store.backend {
             StoreBackend::Memory => Arc::new(MemoryStore::new(
@@ -251,7 +243,7 @@ impl App {
         );
 
         // Histogram samples wait in the recorder until upkeep folds them into buckets; with
-        // nobody scraping /metrics they would pile up, one per Twilio request.
+        // nobody scraping /metrics they would pile up, one per provider request.
         let upkeep = shutdown.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(5));
@@ -263,11 +255,6 @@ impl App {
             }
         });
 
-        let hooks = Arc::new(TwilioHooks::new(
-            service.clone(),
-            SignatureVerifier::new(webhook_token, &public_url),
-            settings.server.webhook_body_limit,
-        ));
         let health = crate::chat::health::Health::new(Duration::from_millis(
             settings.health.adapter_down_ms,
         ));
@@ -293,7 +280,7 @@ impl App {
                 "/healthz",
                 get(move || std::future::ready(health.response())),
             )
-            .merge(webhook::routes(hooks))
+            .merge(provider_routes.with_state(service.clone()))
             .merge(web::routes(web));
         #[cfg(feature = "telegram")]
         if settings.telegram.bot_token.is_some() {

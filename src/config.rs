@@ -14,8 +14,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
+use crate::core::call::Platform;
 use crate::core::phone::{PhoneNumber, Region};
-use crate::core::policy::{Limits, Policy};
+use crate::core::policy::{AllowList, Limits, Policy};
 
 /// The defaults, documented key by key.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -1092,11 +1093,27 @@ impl Settings {
         let l = &self.limits;
         Policy {
             open: a.open,
-            telegram_users: set(&a.telegram_users),
-            telegram_chats: set(&a.telegram_chats),
-            slack_teams: set(&a.slack_teams),
-            slack_users: set(&a.slack_users),
-            slack_channels: set(&a.slack_channels),
+            // The public keys (`[access] telegram_users`, …) fill the allow-lists keyed by
+            // platform; an adapter added later gets its own entry here.
+            access: [
+                (
+                    Platform::Telegram,
+                    AllowList {
+                        users: set(&a.telegram_users),
+                        chats: set(&a.telegram_chats),
+                        teams: HashSet::new(),
+                    },
+                ),
+                (
+                    Platform::Slack,
+                    AllowList {
+                        users: set(&a.slack_users),
+                        chats: set(&a.slack_channels),
+                        teams: set(&a.slack_teams),
+                    },
+                ),
+            ]
+            .into(),
             countries,
             allow_numbers: set(&a.allow_numbers),
             deny_numbers: set(&a.deny_numbers),

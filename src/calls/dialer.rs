@@ -25,7 +25,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// How long a call whose create was accepted but whose answer was lost waits for its first
 /// status callback (which carries our call id and so gives the call its sid) before it is
-/// closed as failed. Twilio sends `initiated` within a second or two of the create.
+/// closed as failed. Providers report `initiated` within a second or two of the create.
 const UNCONFIRMED_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
@@ -172,7 +172,7 @@ async fn dial(ctx: &Ctx, id: &CallId) {
             None => ctx.telephony.place(&call).await,
         };
         if let Err(TelephonyError::Timeout(_) | TelephonyError::Network(_)) = &result {
-            // Twilio's clock names the second it took the request; allow for skew.
+            // The provider's clock names the second it took the request; allow for skew.
             unanswered_since.get_or_insert(started - chrono::Duration::seconds(2));
         }
         match result {
@@ -205,8 +205,9 @@ async fn dial(ctx: &Ctx, id: &CallId) {
                 }
             }
             Err(TelephonyError::Unconfirmed(why)) => {
-                warn!(%why, tries, "call created but Twilio's answer was lost; waiting for its first callback");
-                let why = "Twilio accepted the call but its answer was lost".to_owned();
+                warn!(%why, tries, "call created but the provider's answer was lost; waiting for its first callback");
+                let why =
+                    "the telephony provider accepted the call but its answer was lost".to_owned();
                 tokio::spawn(await_first_callback(
                     ctx.service.clone(),
                     id.clone(),
@@ -297,7 +298,7 @@ async fn placed_after_all(
     }
 }
 
-/// A call Twilio accepted without our learning its sid: its first status callback names our
+/// A call the provider accepted without our learning its sid: its first status callback names our
 /// call id and gives it the sid. If none comes, the call is closed with the reason.
 async fn await_first_callback(service: Arc<CallService>, id: CallId, tries: u32, why: String) {
     let start = tokio::time::Instant::now();

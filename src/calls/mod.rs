@@ -29,9 +29,9 @@ pub struct Placed {
 /// How to end a live call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hangup {
-    /// Not answered yet (queued or ringing): Twilio `Status=canceled`.
+    /// Not answered yet (queued or ringing): the call is withdrawn.
     Cancel,
-    /// Answered: Twilio `Status=completed`.
+    /// Answered: the call is ended.
     Complete,
 }
 
@@ -96,10 +96,11 @@ impl TelephonyError {
     }
 }
 
-/// The port to a telephony provider (Twilio, or the built-in simulator).
+/// The port to a telephony provider (each one plugs in under `telephony/`).
 #[async_trait]
 pub trait Telephony: Send + Sync + 'static {
-    /// Asks the provider to place `call`; its TwiML and callbacks point back at us.
+    /// Asks the provider to place `call`; it fetches what to say from us and posts its status
+    /// callbacks back to us.
     async fn place(&self, call: &Call) -> Result<Placed, TelephonyError>;
     /// Ends a live call.
     async fn hangup(&self, sid: &CallSid, how: Hangup) -> Result<(), TelephonyError>;

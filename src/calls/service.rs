@@ -66,7 +66,7 @@ pub enum CancelError {
     NotFound(String),
     #[error("That call already ended ({0}).")]
     AlreadyEnded(CallStatus),
-    #[error("Twilio refused to hang up: {0}")]
+    #[error("the telephony provider refused to hang up: {0}")]
     Telephony(#[from] TelephonyError),
     #[error(transparent)]
     Store(#[from] StoreError),

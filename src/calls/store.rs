@@ -140,7 +140,7 @@ pub trait CallStore: Send + Sync + 'static {
 }
 
 /// Calls in this process. Live calls (queued, ringing, talking) are kept in a DashMap and
-/// never evicted: losing one would lose its callbacks, its TwiML and its outcome message.
+/// never evicted: losing one would lose its callbacks, what the call says and its outcome message.
 /// Their number is bounded by the dialer's queue and `limits.max_concurrent`. A call moves
 /// to a moka cache bounded by count, and forgotten after `ttl` idle, when it ends.
 ///

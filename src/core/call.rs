@@ -1,8 +1,8 @@
 //! The call record and its state machine.
 //!
 //! `queued → initiated → ringing → in-progress → completed | busy | no-answer | failed | canceled`.
-//! A call never moves backwards and terminal states are final, so Twilio's callbacks may arrive
-//! repeated or in any order: [`Call::apply`] reports whether an update changed anything, and
+//! A call never moves backwards and terminal states are final, so the provider's status
+//! callbacks may arrive repeated or in any order: [`Call::apply`] reports whether an update changed anything, and
 //! exactly one update per call is ever [`Applied::Final`].
 
 use std::fmt;
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::phone::PhoneNumber;
 
 /// Our id for a call: 128 random bits, base64url, so it is unguessable (it appears in the
-/// TwiML URL Twilio fetches) and URL-safe.
+/// URLs the telephony provider fetches and posts to) and URL-safe.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct CallId(CompactString);
@@ -52,9 +52,10 @@ impl fmt::Display for CallId {
     }
 }
 
-/// The provider's id for a call (Twilio: two letters and 32 lowercase hex digits).
+/// The provider's id for a call.
 ///
-/// Twilio's form is packed into 18 bytes inline, so the sid of a tracked call costs no
+/// The common form, two capital letters and 32 lowercase hex digits, is packed into 18
+/// bytes inline, so the sid of a tracked call costs no
 /// allocation (BENCHMARKS.md, memory); any other text is kept as it came. The packing is
 /// canonical (only exact lowercase hex is packed), so equality and hashing stay textual.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -119,7 +120,8 @@ impl fmt::Debug for CallSid {
     }
 }
 
-/// Twilio's call statuses, in the order a call moves through them.
+/// A call's statuses, in the order a call moves through them. How a provider spells them
+/// on the wire is its adapter's business (under `telephony/`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CallStatus {
@@ -162,7 +164,7 @@ impl CallStatus {
         self.rank() == 4
     }
 
-    /// Twilio's spelling ("in-progress", "no-answer").
+    /// callbot's name for the status (JSON, metrics labels, logs): "in-progress", "no-answer".
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Queued => "queued",
@@ -176,10 +178,6 @@ impl CallStatus {
             Self::Canceled => "canceled",
         }
     }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s)
-    }
 }
 
 impl fmt::Display for CallStatus {
@@ -188,29 +186,117 @@ impl fmt::Display for CallStatus {
     }
 }
 
-/// Where a request came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// Where a request came from: a chat platform, the web console or the CLI.
+///
+/// The platforms callbot ships with have their own variants; any other (an adapter added
+/// later, "matrix") is [`Platform::Other`], made by [`Platform::named`]. The rules in
+/// `core` never name a platform: they ask [`Platform::is_operator`] and look the platform
+/// up in keyed tables (`policy::Policy::access`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Platform {
     Web,
     Cli,
     Telegram,
     Slack,
+    /// A platform core has no variant for. Built only by [`Platform::named`], so a known
+    /// name always comes back as its own variant.
+    Other(PlatformName),
 }
 
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+/// The name of a platform without its own variant: interned, so [`Platform`] stays `Copy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PlatformName(&'static str);
+
+impl PlatformName {
+    pub fn as_str(self) -> &'static str {
+        self.0
+    }
+
+    /// One leaked copy per distinct name. Hand-written (a dozen lines) rather than an
+    /// interning crate: names come from the few adapters compiled in and from stored calls
+    /// they made, so the table stays tiny, and only [`Platform::named`] adds to it.
+    fn intern(name: &str) -> Self {
+        use std::collections::HashSet;
+        use std::sync::{LazyLock, Mutex};
+        static NAMES: LazyLock<Mutex<HashSet<&'static str>>> = LazyLock::new(Mutex::default);
+        let mut names = NAMES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(known) = names.get(name) {
+            return Self(known);
+        }
+        let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+        names.insert(leaked);
+        Self(leaked)
+    }
+}
+
+/// Why a text is not a platform name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a platform name is 1 to 32 lowercase ASCII letters, digits, '-' or '_'")]
+pub struct BadPlatformName;
+
+impl Platform {
+    /// The platform called `name` ("telegram" is [`Platform::Telegram`], "matrix" is
+    /// `Other`). Names are short lowercase identifiers.
+    pub fn named(name: &str) -> Result<Self, BadPlatformName> {
+        Ok(match name {
+            "web" => Self::Web,
+            "cli" => Self::Cli,
+            "telegram" => Self::Telegram,
+            "slack" => Self::Slack,
+            _ => {
+                let ok = (1..=32).contains(&name.len())
+                    && name.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                    });
+                if !ok {
+                    return Err(BadPlatformName);
+                }
+                Self::Other(PlatformName::intern(name))
+            }
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
             Self::Web => "web",
             Self::Cli => "cli",
             Self::Telegram => "telegram",
             Self::Slack => "slack",
-        })
+            Self::Other(name) => name.as_str(),
+        }
+    }
+
+    /// The operator's own ways in: the web console (behind its token, required off
+    /// loopback) and the CLI. They need no allow-list and no per-requester quota; every
+    /// other platform, known to core or not, is a chat whose people the policy limits.
+    pub fn is_operator(self) -> bool {
+        matches!(self, Self::Web | Self::Cli)
     }
 }
 
-/// Where to reply and who asked: stored on the call, so whichever instance receives
-/// Twilio's callback can post into the right thread.
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Platform {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Platform {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::named(&name).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where to reply and who asked: stored on the call, so whichever instance receives the
+/// provider's callback can post into the right thread.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
     pub platform: Platform,
@@ -255,7 +341,7 @@ impl Origin {
     }
 }
 
-/// Why a call failed, as the provider said it (Twilio's `code` and `message`).
+/// Why a call failed, as the provider said it (its error code and message).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallError {
     pub code: Option<i64>,
@@ -268,7 +354,7 @@ pub struct StatusUpdate {
     pub status: Option<CallStatus>,
     pub sid: Option<CallSid>,
     pub duration_secs: Option<u32>,
-    /// Twilio's SequenceNumber: the order Twilio sent its callbacks in.
+    /// The provider's sequence number: the order it sent its callbacks in.
     pub sequence: Option<u64>,
     pub timestamp: Option<DateTime<Utc>>,
     pub answered_by: Option<String>,
@@ -311,7 +397,7 @@ pub struct Call {
     pub origin: Origin,
     /// Dial attempts made (retries included).
     pub attempts: u32,
-    /// Highest Twilio SequenceNumber applied.
+    /// Highest provider sequence number applied.
     pub last_sequence: Option<u64>,
     /// When the provider accepted the call (its time limit runs from here, not from when it
     /// was queued here).
@@ -516,11 +602,33 @@ mod tests {
     }
 
     #[test]
-    fn statuses_round_trip_twilio_spelling() {
+    fn statuses_serialize_as_their_names() {
         for s in CallStatus::ALL {
-            assert_eq!(CallStatus::parse(s.as_str()), Some(s));
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+            let back: CallStatus = serde_json::from_value(s.as_str().into()).unwrap();
+            assert_eq!(back, s);
         }
+    }
+
+    #[test]
+    fn platforms_by_name_known_or_not() {
+        assert_eq!(Platform::named("telegram"), Ok(Platform::Telegram));
+        assert_eq!(Platform::named("cli"), Ok(Platform::Cli));
+        let matrix = Platform::named("matrix").unwrap();
+        assert!(matches!(matrix, Platform::Other(_)));
+        assert_eq!(matrix, Platform::named("matrix").unwrap(), "interned once");
+        assert_eq!(matrix.to_string(), "matrix");
+        assert!(!matrix.is_operator() && !Platform::Slack.is_operator());
+        assert!(Platform::Web.is_operator() && Platform::Cli.is_operator());
+        for bad in ["", "Matrix", "ma trix", &"x".repeat(33)] {
+            assert!(Platform::named(bad).is_err(), "{bad:?}");
+        }
+        for p in [Platform::Slack, Platform::Web, matrix] {
+            let json = serde_json::to_value(p).unwrap();
+            assert_eq!(json, p.as_str());
+            assert_eq!(serde_json::from_value::<Platform>(json).unwrap(), p);
+        }
+        assert!(serde_json::from_value::<Platform>("Not A Name".into()).is_err());
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //!
 //! Input: who asks ([`Origin`]), the destination, the message, the clock and the usage so far
 //! ([`Usage`]); output: allow, or a [`Refusal`] whose Display is the reply. Every adapter gets
-//! the same decisions. Deny by default: a chat platform with empty allow-lists refuses
-//! everyone; `open` lifts only the identity check, never the destination rules or limits.
+//! the same decisions. Deny by default: a chat platform with no allow-list, or an empty one,
+//! refuses everyone; `open` lifts only the identity check, never the destination rules or
+//! limits. The rules name no platform: allow-lists are keyed by [`Platform`], and only the
+//! operator's own ways in ([`Platform::is_operator`]) skip them and the per-requester quotas.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -38,15 +40,32 @@ pub struct Limits {
     pub message_max_chars: usize,
 }
 
+/// Who may call from one platform: any listed person, anyone in a listed chat (Telegram
+/// chat, Slack channel, …), anyone in a listed team (Slack workspace, …).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowList {
+    pub users: HashSet<String>,
+    pub chats: HashSet<String>,
+    pub teams: HashSet<String>,
+}
+
+impl AllowList {
+    pub fn allows(&self, origin: &Origin) -> bool {
+        self.users.contains(origin.requester.as_str())
+            || self.chats.contains(origin.chat.as_str())
+            || origin
+                .team
+                .as_ref()
+                .is_some_and(|t| self.teams.contains(t.as_str()))
+    }
+}
+
 /// The effective policy (built from `[access]` and `[limits]`).
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub open: bool,
-    pub telegram_users: HashSet<String>,
-    pub telegram_chats: HashSet<String>,
-    pub slack_teams: HashSet<String>,
-    pub slack_users: HashSet<String>,
-    pub slack_channels: HashSet<String>,
+    /// Allow-lists by platform; a platform without an entry refuses everyone (unless `open`).
+    pub access: HashMap<Platform, AllowList>,
     /// Allowed destination regions (ISO codes, upper case).
     pub countries: HashSet<String>,
     pub allow_numbers: HashSet<String>,
@@ -176,7 +195,7 @@ impl fmt::Display for Refusal {
                 let what = match platform {
                     Platform::Telegram => "Telegram id",
                     Platform::Slack => "Slack user id",
-                    Platform::Web | Platform::Cli => "id",
+                    Platform::Web | Platform::Cli | Platform::Other(_) => "id",
                 };
                 write!(
                     f,
@@ -267,23 +286,13 @@ impl Policy {
     }
 
     pub fn check_identity(&self, origin: &Origin) -> Result<(), Refusal> {
+        // The console is guarded by its token (required off loopback); the CLI is the operator.
         let allowed = self.open
-            || match origin.platform {
-                // The console is guarded by its token (required off loopback); the CLI is the operator.
-                Platform::Web | Platform::Cli => true,
-                Platform::Telegram => {
-                    self.telegram_users.contains(origin.requester.as_str())
-                        || self.telegram_chats.contains(origin.chat.as_str())
-                }
-                Platform::Slack => {
-                    self.slack_users.contains(origin.requester.as_str())
-                        || self.slack_channels.contains(origin.chat.as_str())
-                        || origin
-                            .team
-                            .as_ref()
-                            .is_some_and(|t| self.slack_teams.contains(t.as_str()))
-                }
-            };
+            || origin.platform.is_operator()
+            || self
+                .access
+                .get(&origin.platform)
+                .is_some_and(|list| list.allows(origin));
         if allowed {
             Ok(())
         } else {
@@ -342,9 +351,10 @@ impl Policy {
                 max: l.max_concurrent,
             });
         }
-        // Per-requester quotas are for chat users; the console (behind its token) and the
-        // CLI are the operator's. Destination and concurrency limits apply to everyone.
-        if matches!(req.origin.platform, Platform::Telegram | Platform::Slack) {
+        // Per-requester quotas are for every chat platform, known to core or not; the
+        // operator's own ways in (console behind its token, CLI) have none. Destination and
+        // concurrency limits apply to everyone.
+        if !req.origin.platform.is_operator() {
             let user = requester_key(req.origin);
             if let Some(retry_in) =
                 usage
@@ -413,10 +423,23 @@ impl Policy {
             }
         };
         let l = &self.limits;
+        let mut platforms: Vec<_> = self.access.iter().collect();
+        platforms.sort_by_key(|(p, _)| p.as_str());
+        let access: String = platforms
+            .into_iter()
+            .map(|(platform, a)| {
+                format!(
+                    "{:<17}users {}; chats {}; teams {}\n",
+                    format!("{platform}:"),
+                    list(&a.users),
+                    list(&a.chats),
+                    list(&a.teams)
+                )
+            })
+            .collect();
         format!(
             "access:          {}\n\
-             telegram:        users {}; chats {}\n\
-             slack:           teams {}; users {}; channels {}\n\
+             {access}\
              destinations:    countries {}; always allowed {}; denied {}; never premium-rate, shared-cost, UAN, VoIP, personal, pager, voicemail\n\
              limits:          {}/hour and {}/day per requester, {}/hour per number, {}/hour and {}/day for everyone together, {} at once, messages up to {} characters",
             if self.open {
@@ -424,11 +447,6 @@ impl Policy {
             } else {
                 "allow-lists only (deny by default)"
             },
-            list(&self.telegram_users),
-            list(&self.telegram_chats),
-            list(&self.slack_teams),
-            list(&self.slack_users),
-            list(&self.slack_channels),
             list(&self.countries),
             list(&self.allow_numbers),
             list(&self.deny_numbers),
@@ -562,15 +580,40 @@ impl Usage {
 mod tests {
     use super::*;
 
+    fn set(v: &[&str]) -> HashSet<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
     fn policy() -> Policy {
-        let set = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect();
         Policy {
             open: false,
-            telegram_users: set(&["111"]),
-            telegram_chats: set(&["-100500"]),
-            slack_teams: set(&["T1"]),
-            slack_users: set(&["U1"]),
-            slack_channels: set(&["C1"]),
+            access: [
+                (
+                    Platform::Telegram,
+                    AllowList {
+                        users: set(&["111"]),
+                        chats: set(&["-100500"]),
+                        teams: set(&[]),
+                    },
+                ),
+                (
+                    Platform::Slack,
+                    AllowList {
+                        users: set(&["U1"]),
+                        chats: set(&["C1"]),
+                        teams: set(&["T1"]),
+                    },
+                ),
+                (
+                    matrix(),
+                    AllowList {
+                        users: set(&["@ann:example.org"]),
+                        chats: set(&["!room:example.org"]),
+                        teams: set(&[]),
+                    },
+                ),
+            ]
+            .into(),
             countries: set(&["IN"]),
             allow_numbers: set(&["+14155550100"]),
             deny_numbers: set(&["+919876543219"]),
@@ -596,6 +639,17 @@ mod tests {
         let mut o = Origin::new(Platform::Slack, user);
         o.chat = channel.into();
         o.team = Some(team.into());
+        o
+    }
+
+    /// A platform core has no variant for.
+    fn matrix() -> Platform {
+        Platform::named("matrix").unwrap()
+    }
+
+    fn on_matrix(user: &str, room: &str) -> Origin {
+        let mut o = Origin::new(matrix(), user);
+        o.chat = room.into();
         o
     }
 
@@ -652,11 +706,8 @@ mod tests {
                 .to_string(),
             "You're not allowed to place calls yet. Ask the admin to add your Slack user id U9."
         );
-        let empty = Policy {
-            telegram_users: HashSet::new(),
-            telegram_chats: HashSet::new(),
-            ..policy()
-        };
+        let mut empty = policy();
+        empty.access.remove(&Platform::Telegram);
         assert!(
             check(&empty, &telegram("111", "5"), india, &u, t0()).is_err(),
             "empty list refuses everyone"
@@ -891,6 +942,90 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(r.code(), "global_daily_limit");
+    }
+
+    #[test]
+    fn a_platform_core_does_not_know_has_its_allow_list_and_quotas() {
+        let p = policy();
+        let mut u = Usage::default();
+        let india = "+919876543210";
+        assert!(check(&p, &on_matrix("@ann:example.org", "!dm"), india, &u, t0()).is_ok());
+        assert!(
+            check(
+                &p,
+                &on_matrix("@bob:example.org", "!room:example.org"),
+                india,
+                &u,
+                t0()
+            )
+            .is_ok(),
+            "allowed room"
+        );
+        let stranger =
+            check(&p, &on_matrix("@eve:example.org", "!dm"), india, &u, t0()).unwrap_err();
+        assert_eq!(stranger.code(), "not_allowed");
+        assert_eq!(
+            stranger,
+            Refusal::NotAllowed {
+                platform: matrix(),
+                id: "@eve:example.org".into()
+            }
+        );
+        // Another platform's lists do not let a Matrix user in under the same id.
+        let telegram_id = on_matrix("111", "-100500");
+        assert!(check(&p, &telegram_id, india, &u, t0()).is_err());
+
+        // Per-requester quotas: 2 an hour for Ann, whoever else calls.
+        let ann = on_matrix("@ann:example.org", "!dm");
+        for (i, n) in ["+919876543210", "+919876543211"].iter().enumerate() {
+            check(&p, &ann, n, &u, t0()).unwrap();
+            u.record(&ann, &num(n), &format!("m{i}"), t0());
+            u.ended(&format!("m{i}"));
+        }
+        let r = check(&p, &ann, "+919876543213", &u, t0()).unwrap_err();
+        assert_eq!(r.code(), "user_hourly_limit");
+        // Keyed by platform and id: the same id on Telegram has its own quota.
+        assert!(
+            check(
+                &p,
+                &telegram("@ann:example.org", "-100500"),
+                "+919876543213",
+                &u,
+                t0()
+            )
+            .is_ok()
+        );
+        // The operator's own ways in have no per-requester quota.
+        for operator in [Platform::Web, Platform::Cli] {
+            let me = Origin::new(operator, "@ann:example.org");
+            for (i, n) in ["+919876543214", "+919876543215", "+919876543216"]
+                .iter()
+                .enumerate()
+            {
+                check(&p, &me, n, &u, t0()).unwrap();
+                u.record(&me, &num(n), &format!("{operator}{i}"), t0());
+                u.ended(&format!("{operator}{i}"));
+            }
+        }
+    }
+
+    #[test]
+    fn describe_lists_every_platform_keyed() {
+        let text = policy().describe();
+        assert!(
+            text.contains(
+                "matrix:          users @ann:example.org; chats !room:example.org; teams none\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("slack:           users U1; chats C1; teams T1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("telegram:        users 111; chats -100500; teams none\n"),
+            "{text}"
+        );
     }
 
     #[test]

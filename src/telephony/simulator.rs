@@ -26,10 +26,37 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::twilio::signature::sign;
-use super::{status_callback_url, twiml_url};
+use super::twilio::signature::{SignatureVerifier, sign};
+use super::twilio::webhook::{self, TwilioHooks, status_callback_url, twiml_url};
+use super::twilio::wire;
+use super::{Plug, PlugContext};
 use crate::calls::{Hangup, Placed, Telephony, TelephonyError};
+use crate::config::SimulatorSettings;
 use crate::core::call::{Call, CallId, CallSid, CallStatus, StatusUpdate};
+
+/// The caller id of simulated calls (Twilio's magic test number).
+pub const SIMULATOR_FROM: &str = "+15005550006";
+
+/// The simulator plugged in: it posts Twilio-shaped callbacks, so Twilio's webhook routes
+/// serve it, checking signatures made with a token drawn at random for this run.
+pub fn plug(section: &SimulatorSettings, ctx: PlugContext<'_>) -> Plug {
+    warn!("SIMULATOR: no Twilio credentials are set, so no real calls are placed");
+    let token: SecretString = format!("{:032x}", rand::random::<u128>()).into();
+    let hooks = TwilioHooks::new(
+        SignatureVerifier::new(token.clone(), ctx.public_url),
+        ctx.body_limit,
+    );
+    Plug {
+        telephony: Arc::new(Simulator::new(
+            ctx.public_url,
+            token,
+            section.speed,
+            section.chaos,
+        )),
+        routes: webhook::routes(Arc::new(hooks)),
+        from: SIMULATOR_FROM.to_owned(),
+    }
+}
 
 /// The account sid the simulator signs its callbacks as.
 pub const SIMULATOR_ACCOUNT: &str = "ACsimulator0000000000000000000000";
@@ -280,7 +307,7 @@ impl Script {
             ("AccountSid", SIMULATOR_ACCOUNT.to_owned()),
             ("ApiVersion", "2010-04-01".to_owned()),
             ("CallSid", self.sid.to_string()),
-            ("CallStatus", status.as_str().to_owned()),
+            ("CallStatus", wire::status_name(status).to_owned()),
             ("CallbackSource", "call-progress-events".to_owned()),
             ("Direction", "outbound-api".to_owned()),
             ("From", self.from.clone()),

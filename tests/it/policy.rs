@@ -310,3 +310,138 @@ fn the_global_daily_cap_from_the_environment_refuses_the_cli() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).is_empty());
 }
+
+/// A chat platform core has no variant for ("matrix": an adapter not written yet) is
+/// allow-listed and held to the per-requester quotas like any chat, through the real engine:
+/// the service and the dialer placing calls through the Twilio plug against the fake.
+#[tokio::test]
+async fn a_platform_core_does_not_know_is_allow_listed_and_limited_like_any_chat() {
+    use std::sync::Arc;
+
+    use callbot::calls::dialer::{self, DialerConfig};
+    use callbot::calls::service::{CallDefaults, CallRequest};
+    use callbot::calls::{CallService, MemoryStore, RequestError};
+    use callbot::core::call::{Origin, Platform};
+    use callbot::core::phone::PhoneNumber;
+    use callbot::core::policy::AllowList;
+    use callbot::telephony::{PlugContext, twilio};
+    use tokio_util::sync::CancellationToken;
+
+    use crate::support::{ACCOUNT_SID, AUTH_TOKEN, FROM};
+
+    let fake = FakeTwilio::start().await;
+    let mut s = twilio_settings(&fake);
+    s.access.telegram_users = vec!["111".into()];
+    s.limits.per_user_hour = 2;
+    let matrix = Platform::named("matrix").unwrap();
+    let mut policy = s.policy();
+    policy.access.insert(
+        matrix,
+        AllowList {
+            users: ["@ann:example.org".to_owned()].into(),
+            chats: ["!ops:example.org".to_owned()].into(),
+            teams: Default::default(),
+        },
+    );
+    let plug = twilio::plug(
+        twilio::Account {
+            account_sid: ACCOUNT_SID.into(),
+            auth_token: AUTH_TOKEN.to_owned().into(),
+            from: PhoneNumber::from_e164(FROM).unwrap(),
+        },
+        &s.twilio,
+        PlugContext {
+            public_url: "http://127.0.0.1:9",
+            body_limit: s.server.webhook_body_limit,
+            calls: &s.calls,
+        },
+    )
+    .unwrap();
+    let (service, queue) = CallService::new(
+        Arc::new(MemoryStore::new(1000, Duration::from_secs(3600))),
+        plug.telephony.clone(),
+        CallDefaults {
+            from: plug.from.clone(),
+            voice: s.calls.voice.clone(),
+            language: s.calls.language.clone(),
+            message: s.calls.default_message.clone(),
+        },
+        policy,
+        100,
+    );
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    dialer::spawn(
+        service.clone(),
+        queue,
+        plug.telephony,
+        DialerConfig {
+            cps: 100,
+            max_concurrent: 4,
+            max_tries: 1,
+            backoff_base: Duration::from_millis(20),
+            backoff_max: Duration::from_millis(200),
+            grace: Duration::from_secs(1),
+        },
+        stop,
+    );
+    let ask = |user: &str, room: &str, to: &str| {
+        let mut origin = Origin::new(matrix, user);
+        origin.chat = room.into();
+        service.request(CallRequest {
+            to: PhoneNumber::from_e164(to).unwrap(),
+            message: None,
+            origin,
+        })
+    };
+
+    // Allowed by name, and by room.
+    ask("@ann:example.org", "!dm", "+919876543210")
+        .await
+        .unwrap();
+    ask("@bob:example.org", "!ops:example.org", "+919876543211")
+        .await
+        .unwrap();
+    // A stranger is refused and told their id; Telegram's list does not admit id 111 here.
+    for stranger in ["@eve:example.org", "111"] {
+        let refused = ask(stranger, "!dm", "+919876543212").await.unwrap_err();
+        assert!(matches!(refused, RequestError::Refused(..)), "{refused}");
+        assert!(refused.to_string().contains(stranger), "{refused}");
+    }
+    // Ann's second call is within her quota, the third is not.
+    ask("@ann:example.org", "!dm", "+919876543213")
+        .await
+        .unwrap();
+    let limited = ask("@ann:example.org", "!dm", "+919876543214")
+        .await
+        .unwrap_err();
+    assert!(matches!(limited, RequestError::Limited(..)), "{limited}");
+    assert!(
+        limited
+            .to_string()
+            .starts_with("You have placed 2 calls in the last hour, the limit."),
+        "{limited}"
+    );
+    // Bob has his own quota.
+    ask("@bob:example.org", "!ops:example.org", "+919876543215")
+        .await
+        .unwrap();
+
+    // The accepted four were dialed; the refused ones were never even stored.
+    let dialed: Vec<String> = fake
+        .wait_creates(4)
+        .await
+        .iter()
+        .map(|c| c.get("To").unwrap().to_owned())
+        .collect();
+    assert_eq!(dialed.len(), 4, "{dialed:?}");
+    for to in [
+        "+919876543210",
+        "+919876543211",
+        "+919876543213",
+        "+919876543215",
+    ] {
+        assert!(dialed.iter().any(|d| d == to), "{to} in {dialed:?}");
+    }
+    assert_eq!(service.stats().await.unwrap().total, 4);
+}

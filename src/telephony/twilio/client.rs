@@ -10,9 +10,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use super::webhook::{status_callback_url, twiml_url};
+use super::wire;
 use crate::calls::{Hangup, Placed, Telephony, TelephonyError};
 use crate::core::call::{Call, CallSid, CallStatus, StatusUpdate};
-use crate::telephony::{status_callback_url, twiml_url};
 
 /// The events we ask Twilio to report (`StatusCallbackEvent`, one form key each).
 const STATUS_EVENTS: [&str; 4] = ["initiated", "ringing", "answered", "completed"];
@@ -243,7 +244,7 @@ impl Telephony for TwilioClient {
             .await?;
         Ok(Placed {
             sid: CallSid::from(resource.sid),
-            status: CallStatus::parse(&resource.status).unwrap_or(CallStatus::Queued),
+            status: wire::status(&resource.status).unwrap_or(CallStatus::Queued),
         })
     }
 
@@ -266,7 +267,7 @@ impl Telephony for TwilioClient {
             .send("fetch", self.http.get(self.call_url(sid)))
             .await?;
         Ok(StatusUpdate {
-            status: CallStatus::parse(&resource.status),
+            status: wire::status(&resource.status),
             sid: Some(CallSid::from(resource.sid)),
             duration_secs: resource.duration.and_then(|d| d.parse().ok()),
             ..StatusUpdate::default()
@@ -301,7 +302,7 @@ impl Telephony for TwilioClient {
             })
             .map(|c| Placed {
                 sid: CallSid::from(c.sid),
-                status: CallStatus::parse(&c.status).unwrap_or(CallStatus::Queued),
+                status: wire::status(&c.status).unwrap_or(CallStatus::Queued),
             })
             .collect())
     }

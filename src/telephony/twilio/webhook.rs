@@ -1,6 +1,8 @@
 //! Twilio's inbound routes: `GET|POST /twiml/{id}` and `POST /webhooks/status`.
-//! Both are authenticated by [`TwilioRequest`], an extractor that bounds the body, checks
+//! Both are authenticated by [`TwilioRequest::read`], which bounds the body, checks
 //! `X-Twilio-Signature` against our public URL and hands the handler the form params.
+//! The routes' state is the engine ([`CallService`]): the provider is built before the
+//! engine (which places calls through it), so `app.rs` supplies it with `with_state`.
 //!
 //! Forged callbacks and callbacks for calls we do not know (normal after a restart with the
 //! memory store) are answered without further work and logged through a [`QuietLog`]: a
@@ -10,7 +12,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,10 +24,10 @@ use url::form_urlencoded;
 
 use super::quiet_log::QuietLog;
 use super::signature::SignatureVerifier;
-use super::twiml;
+use super::{twiml, wire};
 use crate::calls::CallService;
 use crate::calls::service::StatusOutcome;
-use crate::core::call::{CallError, CallId, CallSid, CallStatus, StatusUpdate};
+use crate::core::call::{CallError, CallId, CallSid, StatusUpdate};
 
 /// `callbot_webhook_requests_total` for the two routes, registered once: `counter!` hashes
 /// the name and labels to find its handle on every call.
@@ -55,8 +57,19 @@ impl Counters {
     }
 }
 
+/// Where Twilio fetches the TwiML of a call.
+pub fn twiml_url(public_url: &str, id: &CallId) -> String {
+    format!("{public_url}/twiml/{id}")
+}
+
+/// Where Twilio posts a call's status. Our call id rides along, so a callback that arrives
+/// before the create request has returned its sid still finds its call.
+pub fn status_callback_url(public_url: &str, id: &CallId) -> String {
+    format!("{public_url}/webhooks/status?call_id={id}")
+}
+
+/// What the routes need besides the engine: the signature check, limits and counters.
 pub struct TwilioHooks {
-    service: Arc<CallService>,
     verifier: SignatureVerifier,
     body_limit: usize,
     counters: Counters,
@@ -68,9 +81,8 @@ pub struct TwilioHooks {
 
 impl TwilioHooks {
     /// Registers the routes' metrics; call it after the metrics recorder is installed.
-    pub fn new(service: Arc<CallService>, verifier: SignatureVerifier, body_limit: usize) -> Self {
+    pub fn new(verifier: SignatureVerifier, body_limit: usize) -> Self {
         Self {
-            service,
             verifier,
             body_limit,
             counters: Counters::new(),
@@ -80,11 +92,21 @@ impl TwilioHooks {
     }
 }
 
-pub fn routes(hooks: Arc<TwilioHooks>) -> Router {
+/// Twilio's routes, waiting for the engine as their state.
+pub fn routes(hooks: Arc<TwilioHooks>) -> Router<Arc<CallService>> {
+    let status_hooks = hooks.clone();
+    let twiml =
+        move |State(service): State<Arc<CallService>>, Path(id): Path<String>, req: Request| {
+            let hooks = hooks.clone();
+            async move { twiml_handler(&hooks, &service, &id, req).await }
+        };
+    let status = move |State(service): State<Arc<CallService>>, req: Request| {
+        let hooks = status_hooks.clone();
+        async move { status_handler(&hooks, &service, req).await }
+    };
     Router::new()
-        .route("/twiml/{id}", get(twiml_handler).post(twiml_handler))
-        .route("/webhooks/status", post(status_handler))
-        .with_state(hooks)
+        .route("/twiml/{id}", get(twiml.clone()).post(twiml))
+        .route("/webhooks/status", post(status))
 }
 
 /// One form field. Twilio's names and most of its values fit in a `CompactString` inline
@@ -116,10 +138,9 @@ impl TwilioRequest {
     }
 }
 
-impl FromRequest<Arc<TwilioHooks>> for TwilioRequest {
-    type Rejection = Response;
-
-    async fn from_request(req: Request, hooks: &Arc<TwilioHooks>) -> Result<Self, Self::Rejection> {
+impl TwilioRequest {
+    /// Reads the request and checks its signature; the error is the answer to send.
+    pub async fn read(req: Request, hooks: &TwilioHooks) -> Result<Self, Response> {
         // The head is kept and read in place while the body arrives.
         let (parts, body) = req.into_parts();
         let path_and_query = parts.uri.path_and_query().map_or("", |p| p.as_str());
@@ -167,14 +188,18 @@ impl FromRequest<Arc<TwilioHooks>> for TwilioRequest {
 }
 
 async fn twiml_handler(
-    State(hooks): State<Arc<TwilioHooks>>,
-    Path(id): Path<String>,
-    _signed: TwilioRequest,
+    hooks: &TwilioHooks,
+    service: &CallService,
+    id: &str,
+    req: Request,
 ) -> Response {
-    let Some(id) = CallId::parse(&id) else {
+    if let Err(refused) = TwilioRequest::read(req, hooks).await {
+        return refused;
+    }
+    let Some(id) = CallId::parse(id) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    match hooks.service.get(&id).await {
+    match service.get(&id).await {
         Ok(Some(call)) => {
             hooks.counters.count("twiml", "accepted");
             (
@@ -205,7 +230,7 @@ pub fn parse_status(req: &TwilioRequest) -> StatusUpdate {
             .unwrap_or_else(|| format!("Twilio error {code}")),
     });
     StatusUpdate {
-        status: req.param("CallStatus").and_then(CallStatus::parse),
+        status: req.param("CallStatus").and_then(wire::status),
         sid: req.param("CallSid").map(CallSid::new),
         duration_secs: num("CallDuration").and_then(|d| u32::try_from(d).ok()),
         sequence: num("SequenceNumber"),
@@ -219,11 +244,15 @@ pub fn parse_status(req: &TwilioRequest) -> StatusUpdate {
     }
 }
 
-async fn status_handler(State(hooks): State<Arc<TwilioHooks>>, req: TwilioRequest) -> Response {
+async fn status_handler(hooks: &TwilioHooks, service: &CallService, req: Request) -> Response {
+    let req = match TwilioRequest::read(req, hooks).await {
+        Ok(req) => req,
+        Err(refused) => return refused,
+    };
     let update = parse_status(&req);
     let id = req.param("call_id").and_then(CallId::parse);
     debug!(call_id = ?id, sid = ?update.sid, status = ?update.status, seq = ?update.sequence, "status callback");
-    match hooks.service.on_status(id.as_ref(), &update).await {
+    match service.on_status(id.as_ref(), &update).await {
         Ok(StatusOutcome::Applied(_)) => {
             hooks.counters.count("status", "accepted");
             StatusCode::OK.into_response()
