@@ -25,9 +25,9 @@ use serde::Deserialize;
 use tracing::{info, warn};
 
 use crate::config::{LimitSettings, LlmSettings};
-use crate::retry::{self, Policy, Verdict};
 use crate::core::command::{Command, ParseError};
 use crate::core::phone::{PhoneNumber, Region};
+use crate::retry::{self, Policy, Verdict};
 
 /// How long an interpretation is reused for the same text (redelivered chat messages).
 const CACHE_TTL: Duration = Duration::from_secs(600);

@@ -285,7 +285,10 @@ mod tests {
     #[test]
     fn jitter_spreads_the_waits() {
         let waits: Vec<Duration> = (0..50).map(|_| policy().backoff(3)).collect();
-        assert!(waits.iter().all(|w| *w >= 399 * MS && *w <= 800 * MS), "{waits:?}");
+        assert!(
+            waits.iter().all(|w| *w >= 399 * MS && *w <= 800 * MS),
+            "{waits:?}"
+        );
         let distinct: std::collections::HashSet<_> = waits.iter().collect();
         assert!(distinct.len() > 10, "jittered: {waits:?}");
         assert!(policy().backoff(40) <= 5000 * MS);
@@ -295,9 +298,15 @@ mod tests {
     #[test]
     fn retry_after_replaces_the_backoff_and_does_not_advance_it() {
         let mut s = policy().schedule();
-        assert_eq!(s.next_wait(Some(3 * Duration::from_secs(1))), Ok(Duration::from_secs(3)));
+        assert_eq!(
+            s.next_wait(Some(3 * Duration::from_secs(1))),
+            Ok(Duration::from_secs(3))
+        );
         let wait = s.next_wait(None).unwrap();
-        assert!(wait <= 200 * MS, "the backoff starts from the first step: {wait:?}");
+        assert!(
+            wait <= 200 * MS,
+            "the backoff starts from the first step: {wait:?}"
+        );
         assert_eq!(s.waited(), Duration::from_secs(3) + wait);
     }
 
@@ -306,7 +315,10 @@ mod tests {
         let mut s = policy()
             .with_max_retry_after(Duration::from_secs(10))
             .schedule();
-        assert_eq!(s.next_wait(Some(Duration::from_secs(10))), Ok(Duration::from_secs(10)));
+        assert_eq!(
+            s.next_wait(Some(Duration::from_secs(10))),
+            Ok(Duration::from_secs(10))
+        );
         assert_eq!(
             s.next_wait(Some(Duration::from_secs(11))),
             Err(GiveUp::RetryAfter(Duration::from_secs(11)))
@@ -340,12 +352,18 @@ mod tests {
     #[test]
     fn retry_after_headers_are_read() {
         assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         let later = (chrono::Utc::now() + chrono::Duration::seconds(30))
             .format("%a, %d %b %Y %H:%M:%S GMT")
             .to_string();
         let wait = parse_retry_after(&later).unwrap();
-        assert!(wait > Duration::from_secs(27) && wait <= Duration::from_secs(30), "{wait:?}");
+        assert!(
+            wait > Duration::from_secs(27) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 

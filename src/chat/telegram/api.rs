@@ -115,7 +115,10 @@ mod tests {
     #[test]
     fn rate_limits_wait_transient_errors_back_off_and_refusals_are_final() {
         let after = RequestError::RetryAfter(teloxide::types::Seconds::from_seconds(3));
-        assert_eq!(verdict(&after), Verdict::Retry(Some(Duration::from_secs(3))));
+        assert_eq!(
+            verdict(&after),
+            Verdict::Retry(Some(Duration::from_secs(3)))
+        );
         let down = RequestError::Api(teloxide::ApiError::Unknown("Bad Gateway".into()));
         assert_eq!(verdict(&down), Verdict::Retry(None));
         let blocked = RequestError::Api(teloxide::ApiError::BotBlocked);
