@@ -132,7 +132,7 @@ impl fmt::Display for GiveUp {
         match self {
             Self::Tries(n) => write!(f, "gave up after {n} tries"),
             Self::Budget(total) => write!(f, "gave up after waiting {total:?} in all"),
-            Self::RetryAfter(after) => write!(f, "asked to wait {after:?}; gave up"),
+            Self::RetryAfter(after) => write!(f, "asked to wait {}s; gave up", after.as_secs()),
         }
     }
 }
@@ -331,6 +331,7 @@ mod tests {
         assert!(s.next_wait(None).is_ok());
         assert!(s.next_wait(None).is_ok());
         assert_eq!(s.next_wait(None), Err(GiveUp::Tries(3)));
+        assert_eq!(GiveUp::Tries(3).to_string(), "gave up after 3 tries");
         // One try only: no retry at all.
         assert_eq!(
             policy().with_tries(1).schedule().next_wait(Some(MS)),

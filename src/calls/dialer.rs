@@ -198,6 +198,7 @@ async fn dial(ctx: &Ctx, id: &CallId) {
             }
             Err(err) => err,
         };
+        let mut gave_up = None;
         if err.is_retryable() {
             match retries.next_wait(err.retry_after()) {
                 Ok(delay) => {
@@ -220,12 +221,16 @@ async fn dial(ctx: &Ctx, id: &CallId) {
                     }
                     continue;
                 }
-                Err(why) => warn!(error = %err, tries, %why, "create call failed; not retrying"),
+                Err(why) => {
+                    warn!(error = %err, tries, %why, "create call failed; not retrying");
+                    gave_up = Some(why);
+                }
             }
         }
         let mut reason = err.to_call_error();
-        if err.is_retryable() {
-            reason.message = format!("{} (gave up after {tries} tries)", reason.message);
+        if let Some(why) = gave_up {
+            // "(gave up after 3 tries)", "(asked to wait 120s; gave up)"
+            reason.message = format!("{} ({why})", reason.message);
         }
         if let Some(since) = unanswered_since {
             // One last look: a create that went unanswered may have placed it.
