@@ -10,6 +10,7 @@ pub mod config;
 pub mod core;
 #[cfg(feature = "llm")]
 pub mod llm;
+pub mod retry;
 pub mod telemetry;
 pub mod telephony;
 

@@ -27,10 +27,16 @@ use tracing::{info, warn};
 use crate::config::{LimitSettings, LlmSettings};
 use crate::core::command::{Command, ParseError};
 use crate::core::phone::{PhoneNumber, Region};
+use crate::retry::{self, Policy, Verdict};
 
 /// How long an interpretation is reused for the same text (redelivered chat messages).
 const CACHE_TTL: Duration = Duration::from_secs(600);
 const CACHE_CAPACITY: u64 = 10_000;
+/// Model requests, by the one retry policy: someone waits in the chat, so two tries with a
+/// short jittered pause (the per-request timeout bounds each try). async-openai does not
+/// show an error answer's headers, so a 429's Retry-After is not known here: it backs off.
+const RETRY: Policy = Policy::new(Duration::from_millis(200), Duration::from_millis(200), 2)
+    .with_total(Duration::from_millis(200));
 /// Longest text sent to the model.
 const MAX_INPUT_CHARS: usize = 2000;
 /// Requesters the per-requester model limiter remembers before it forgets those whose
@@ -140,27 +146,25 @@ impl LlmParser {
     }
 
     async fn ask_with_retry(&self, text: &str) -> Result<Interpretation, ParseError> {
-        let mut last = String::new();
-        for attempt in 1..=2 {
-            match self.ask(text).await {
-                Ok(i) => return Ok(i),
-                Err(e) => {
-                    warn!(target: "callbot::llm", attempt, error = %e, "language model failed");
-                    last = e;
-                }
-            }
-        }
-        warn!(target: "callbot::llm", error = %last, "giving up on the language model");
-        Err(ParseError::NotUnderstood)
+        let verdict = |e: &AskError| match e {
+            AskError::Transient(_) => Verdict::Retry(None),
+            AskError::Permanent(_) => Verdict::Fatal,
+        };
+        retry::run(&RETRY, "language model", || self.ask(text), verdict)
+            .await
+            .map_err(|failure| {
+                warn!(target: "callbot::llm", error = %failure.error, tries = failure.tries, "giving up on the language model");
+                ParseError::NotUnderstood
+            })
     }
 
-    async fn ask(&self, text: &str) -> Result<Interpretation, String> {
+    async fn ask(&self, text: &str) -> Result<Interpretation, AskError> {
         let text: String = text.chars().take(MAX_INPUT_CHARS).collect();
         let with_schema = self.schema_supported.load(Ordering::Relaxed);
         let started = Instant::now();
         let result = self.request(&text, with_schema).await;
         let response = match result {
-            Err(OpenAIError::ApiError(e))
+            Err(RequestError::Api(OpenAIError::ApiError(e)))
                 if with_schema && matches!(e.status_code.as_u16(), 400 | 422) =>
             {
                 info!(target: "callbot::llm", "server refused json_schema; using plain JSON mode");
@@ -169,15 +173,17 @@ impl LlmParser {
             }
             other => other,
         }
-        .map_err(|e| e.to_string())?;
+        .map_err(AskError::from)?;
         let usage = response.usage.as_ref();
         let content = response
             .choices
             .first()
             .and_then(|c| c.message.content.clone())
-            .ok_or("the model returned no content")?;
-        let parsed: Interpretation = serde_json::from_str(strip_fences(&content))
-            .map_err(|e| format!("the model's answer is not the expected JSON: {e}"))?;
+            .ok_or_else(|| AskError::Transient("the model returned no content".into()))?;
+        // A model may answer better the next time (temperature 0 is not a promise).
+        let parsed: Interpretation = serde_json::from_str(strip_fences(&content)).map_err(|e| {
+            AskError::Transient(format!("the model's answer is not the expected JSON: {e}"))
+        })?;
         info!(
             target: "callbot::llm",
             model = %self.model,
@@ -194,7 +200,7 @@ impl LlmParser {
         &self,
         text: &str,
         with_schema: bool,
-    ) -> Result<async_openai::types::chat::CreateChatCompletionResponse, OpenAIError> {
+    ) -> Result<async_openai::types::chat::CreateChatCompletionResponse, RequestError> {
         let format = if with_schema {
             ResponseFormat::JsonSchema {
                 json_schema: ResponseFormatJsonSchema {
@@ -217,13 +223,50 @@ impl LlmParser {
                 ChatCompletionRequestMessage::User(ChatCompletionRequestUserMessage::from(text)),
             ])
             .response_format(format)
-            .build()?;
+            .build()
+            .map_err(RequestError::Api)?;
         match tokio::time::timeout(self.timeout, self.client.chat().create(request)).await {
-            Ok(result) => result,
-            Err(_) => Err(OpenAIError::InvalidArgument(format!(
-                "no answer within {:?}",
-                self.timeout
-            ))),
+            Ok(result) => result.map_err(RequestError::Api),
+            Err(_) => Err(RequestError::Timeout(self.timeout)),
+        }
+    }
+}
+
+/// A model request that failed.
+#[derive(Debug)]
+enum RequestError {
+    Api(OpenAIError),
+    Timeout(Duration),
+}
+
+/// Why the model gave no interpretation, and whether asking again may help.
+#[derive(Debug, thiserror::Error)]
+enum AskError {
+    /// A timeout, a dropped connection, 408/409/429/5xx, an answer we could not read.
+    #[error("{0}")]
+    Transient(String),
+    /// A refusal that another try will not change (a bad key, an unknown model).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl From<RequestError> for AskError {
+    fn from(e: RequestError) -> Self {
+        match e {
+            RequestError::Timeout(t) => Self::Transient(format!("no answer within {t:?}")),
+            RequestError::Api(OpenAIError::ApiError(api)) => {
+                let status = api.status_code.as_u16();
+                let message = api.to_string();
+                if matches!(status, 408 | 409 | 429) || status >= 500 {
+                    Self::Transient(message)
+                } else {
+                    Self::Permanent(message)
+                }
+            }
+            RequestError::Api(e @ OpenAIError::InvalidArgument(_)) => {
+                Self::Permanent(e.to_string())
+            }
+            RequestError::Api(e) => Self::Transient(e.to_string()),
         }
     }
 }

@@ -1,6 +1,9 @@
 //! The dialer: takes queued calls in order and creates them at the provider no faster than
 //! `cps` per second (governor), with at most `max_concurrent` create requests in flight, and
-//! retries 429 / 5xx / timeouts / connection errors with exponential backoff and jitter.
+//! retries 429 / 5xx / timeouts / connection errors by the one retry policy
+//! ([`crate::retry`]: jittered exponential backoff, Retry-After honoured, `max_tries` tries).
+//! A create is never retried blindly: after one that went unanswered, Twilio's call list is
+//! asked first, and the store is read between tries.
 //! On shutdown it stops taking calls, fails what is still queued with a reason, and waits
 //! up to `grace` for requests in flight.
 
@@ -10,7 +13,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use rand::Rng as _;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -19,8 +21,9 @@ use tracing::{Instrument as _, info, info_span, warn};
 use super::service::CallService;
 use super::{Telephony, TelephonyError};
 use crate::core::call::{CallId, CallStatus};
+use crate::retry::Policy;
 
-/// Longest wait a 429's Retry-After may impose on one call.
+/// Longest wait a 429's or 503's Retry-After may impose on one call; a longer one fails it.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// How long a call whose create was accepted but whose answer was lost waits for its first
@@ -131,13 +134,13 @@ async fn fail_unplaced(ctx: &Ctx, id: &CallId) {
     }
 }
 
-/// Exponential backoff with jitter: base·2^(try-1), capped, times a random 0.5–1.0.
-fn backoff(cfg: &DialerConfig, tries: u32) -> Duration {
-    let exp = cfg
-        .backoff_base
-        .saturating_mul(2u32.saturating_pow(tries.saturating_sub(1)))
-        .min(cfg.backoff_max);
-    exp.mul_f64(rand::rng().random_range(0.5..=1.0))
+impl DialerConfig {
+    /// The retry policy of create requests: `calls.max_tries`, `calls.backoff_base_ms`
+    /// doubling up to `calls.backoff_max_ms`.
+    pub fn retry_policy(&self) -> Policy {
+        Policy::new(self.backoff_base, self.backoff_max, self.max_tries)
+            .with_max_retry_after(MAX_RETRY_AFTER)
+    }
 }
 
 async fn dial(ctx: &Ctx, id: &CallId) {
@@ -149,6 +152,7 @@ async fn dial(ctx: &Ctx, id: &CallId) {
             return;
         }
     };
+    let mut retries = ctx.cfg.retry_policy().schedule();
     let mut tries = 0;
     // Set once a create may have reached the provider without our hearing back.
     let mut unanswered_since: Option<DateTime<Utc>> = None;
@@ -175,34 +179,11 @@ async fn dial(ctx: &Ctx, id: &CallId) {
             // The provider's clock names the second it took the request; allow for skew.
             unanswered_since.get_or_insert(started - chrono::Duration::seconds(2));
         }
-        match result {
+        let err = match result {
             Ok(placed) => {
                 info!(sid = %placed.sid, tries, "call created");
                 record_placed(ctx, id, &placed, tries).await;
                 return;
-            }
-            Err(err) if err.is_retryable() && tries < ctx.cfg.max_tries => {
-                let delay = err
-                    .retry_after()
-                    .map(|d| d.min(MAX_RETRY_AFTER))
-                    .unwrap_or_else(|| backoff(&ctx.cfg, tries));
-                warn!(error = %err, tries, ?delay, "create call failed; retrying");
-                let stopping = tokio::select! {
-                    () = ctx.shutdown.cancelled() => true,
-                    () = async {
-                        tokio::time::sleep(delay).await;
-                        ctx.limiter.until_ready().await;
-                    } => false,
-                };
-                // Checked last thing before the next try: a callback may have come meanwhile.
-                if !still_unplaced(ctx, id, &err).await {
-                    return;
-                }
-                if stopping {
-                    // Between tries when the service stops: told, not left queued.
-                    fail_unplaced(ctx, id).await;
-                    return;
-                }
             }
             Err(TelephonyError::Unconfirmed(why)) => {
                 warn!(%why, tries, "call created but the provider's answer was lost; waiting for its first callback");
@@ -216,44 +197,73 @@ async fn dial(ctx: &Ctx, id: &CallId) {
                 ));
                 return;
             }
-            Err(err) => {
-                let mut reason = err.to_call_error();
-                if err.is_retryable() {
-                    reason.message = format!("{} (gave up after {tries} tries)", reason.message);
-                }
-                if let Some(since) = unanswered_since {
-                    // One last look: a create that went unanswered may have placed it.
-                    match placed_after_all(ctx, &call, since).await {
-                        Ok(Some(placed)) => {
-                            info!(sid = %placed.sid, tries, "an unanswered create had placed the call");
-                            record_placed(ctx, id, &placed, tries).await;
-                            return;
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            warn!(error = %e, "cannot tell whether the call was placed; waiting for a callback");
-                            let service = ctx.service.clone();
-                            tokio::spawn(await_first_callback(
-                                service,
-                                id.clone(),
-                                tries,
-                                reason.message,
-                            ));
-                            return;
-                        }
+            Err(err) => err,
+        };
+        let mut gave_up = None;
+        if err.is_retryable() {
+            match retries.next_wait(err.retry_after()) {
+                Ok(delay) => {
+                    warn!(error = %err, tries, ?delay, "create call failed; retrying");
+                    let stopping = tokio::select! {
+                        () = ctx.shutdown.cancelled() => true,
+                        () = async {
+                            tokio::time::sleep(delay).await;
+                            ctx.limiter.until_ready().await;
+                        } => false,
+                    };
+                    // Checked last thing before the next try: a callback may have come meanwhile.
+                    if !still_unplaced(ctx, id, &err).await {
+                        return;
                     }
+                    if stopping {
+                        // Between tries when the service stops: told, not left queued.
+                        fail_unplaced(ctx, id).await;
+                        return;
+                    }
+                    continue;
                 }
-                warn!(error = %err, tries, "call not placed");
-                if let Err(e) = ctx
-                    .service
-                    .fail(id, reason.code, reason.message, tries)
-                    .await
-                {
-                    warn!(error = %e, "could not record the failed call");
+                Err(why) => {
+                    warn!(error = %err, tries, %why, "create call failed; not retrying");
+                    gave_up = Some(why);
                 }
-                return;
             }
         }
+        let mut reason = err.to_call_error();
+        if let Some(why) = gave_up {
+            // "(gave up after 3 tries)", "(asked to wait 120s; gave up)"
+            reason.message = format!("{} ({why})", reason.message);
+        }
+        if let Some(since) = unanswered_since {
+            // One last look: a create that went unanswered may have placed it.
+            match placed_after_all(ctx, &call, since).await {
+                Ok(Some(placed)) => {
+                    info!(sid = %placed.sid, tries, "an unanswered create had placed the call");
+                    record_placed(ctx, id, &placed, tries).await;
+                    return;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(error = %e, "cannot tell whether the call was placed; waiting for a callback");
+                    let service = ctx.service.clone();
+                    tokio::spawn(await_first_callback(
+                        service,
+                        id.clone(),
+                        tries,
+                        reason.message,
+                    ));
+                    return;
+                }
+            }
+        }
+        warn!(error = %err, tries, "call not placed");
+        if let Err(e) = ctx
+            .service
+            .fail(id, reason.code, reason.message, tries)
+            .await
+        {
+            warn!(error = %e, "could not record the failed call");
+        }
+        return;
     }
 }
 

@@ -231,6 +231,49 @@ async fn rate_limited_create_waits_for_retry_after() {
 }
 
 #[tokio::test]
+async fn unavailable_twilio_is_retried_after_its_retry_after() {
+    let twilio = FakeTwilio::start().await;
+    twilio.plan([Plan::Error {
+        status: 503,
+        code: 20503,
+        message: "Service Unavailable",
+        retry_after: Some(1),
+    }]);
+    let app = TestApp::spawn(twilio_settings(&twilio)).await;
+    let id = app.place("call +91 9876543210").await;
+    app.wait_for(&id, Duration::from_secs(5), |c| c.sid.is_some())
+        .await;
+    let creates = twilio.creates();
+    assert_eq!(creates.len(), 2);
+    let waited = creates[1].at - creates[0].at;
+    assert!(
+        waited >= Duration::from_millis(950),
+        "retried after {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_beyond_the_cap_fails_the_call_at_once() {
+    // Waiting less than Twilio asked would only earn another 429; the requester is told.
+    let twilio = FakeTwilio::start().await;
+    twilio.plan([Plan::Error {
+        status: 429,
+        code: 20429,
+        message: "Too Many Requests",
+        retry_after: Some(120),
+    }]);
+    let app = TestApp::spawn(twilio_settings(&twilio)).await;
+    let id = app.place("call +91 9876543210").await;
+    let call = app.wait_final(&id).await;
+    assert_eq!(call.status, CallStatus::Failed);
+    assert_eq!(
+        call.error.unwrap().message,
+        "Too Many Requests (asked to wait 120s; gave up)"
+    );
+    assert_eq!(twilio.creates().len(), 1);
+}
+
+#[tokio::test]
 async fn timeouts_are_retried_then_fail_with_a_clear_reason() {
     let twilio = FakeTwilio::start().await;
     twilio.plan(std::iter::repeat_n(Plan::Slow(Duration::from_secs(2)), 3));

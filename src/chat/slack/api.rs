@@ -1,11 +1,12 @@
 //! The Slack Web API calls callbot makes (chat.postMessage, chat.update) through
-//! slack-morphism, and posts to a command's `response_url` through reqwest, each with the
-//! same retry policy: 429 waits for `Retry-After`, network errors and 5xx back off
-//! exponentially, Slack's own errors (`not_in_channel`, …) are returned at once.
+//! slack-morphism, and posts to a command's `response_url` through reqwest, each by the one
+//! retry policy ([`crate::retry`]): 429 waits for `Retry-After`, network errors and 5xx back
+//! off exponentially with jitter, Slack's own errors (`not_in_channel`, …) are returned at once.
 //!
 //! Also the start-up checks: `auth.test` with the bot token and `apps.connections.open` with
 //! the app token, so a token Slack rejects stops the start instead of leaving callbot deaf.
 
+use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,14 +16,15 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use secrecy::{ExposeSecret as _, SecretString};
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
-use tracing::{debug, warn};
+
+use crate::retry::{self, GiveUp, Policy, Verdict};
 
 /// Attempts per API call (the first included).
 pub const MAX_TRIES: u32 = 5;
 /// Attempts for a message that must arrive (a call's outcome): with the back-off capped at
-/// [`BACKOFF_MAX`], about a minute and a half of trying.
+/// [`BACKOFF_MAX`], about a minute of trying.
 pub const MUST_ARRIVE_TRIES: u32 = 20;
-/// First back-off after a network error or 5xx; doubles each time.
+/// Longest back-off after a first network error or 5xx; doubles each time (jittered).
 pub const BACKOFF_BASE: Duration = Duration::from_millis(200);
 /// Longest back-off between tries.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -30,6 +32,10 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
 /// `Retry-After` assumed when a 429 carries none.
 pub const RETRY_AFTER_DEFAULT: Duration = Duration::from_secs(1);
+
+/// Web API calls and `response_url` posts: the caps of this call site.
+const POLICY: Policy =
+    Policy::new(BACKOFF_BASE, BACKOFF_MAX, MAX_TRIES).with_max_retry_after(RETRY_AFTER_MAX);
 
 pub type Connector = SlackClientHyperConnector<HttpsConnector<HttpConnector>>;
 pub type Client = SlackClient<Connector>;
@@ -57,6 +63,15 @@ enum Try {
     Fatal(ApiError),
     /// Retry after this long (from Retry-After) or after the back-off.
     Again(Option<Duration>, String),
+}
+
+impl fmt::Display for Try {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Fatal(e) => e.fmt(f),
+            Self::Again(_, reason) => f.write_str(reason),
+        }
+    }
 }
 
 /// An HTTPS (and, for tests and proxies, HTTP) connector to `api_url`, which must not end
@@ -215,8 +230,7 @@ impl Api {
                     .headers()
                     .get(reqwest::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse().ok())
-                    .map(Duration::from_secs)
+                    .and_then(retry::parse_retry_after)
                     .unwrap_or(RETRY_AFTER_DEFAULT);
                 return Err(Try::Again(Some(after), "rate limited".into()));
             }
@@ -329,33 +343,18 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<T, Try>>,
 {
-    let mut backoff = BACKOFF_BASE;
-    for n in 1..=tries {
-        match attempt().await {
-            Ok(v) => return Ok(v),
-            Err(Try::Fatal(e)) => return Err(e),
-            Err(Try::Again(after, reason)) => {
-                if n == tries {
-                    warn!(method = what, tries = n, %reason, "Slack call failed; giving up");
-                    return Err(ApiError::Failed(format!("{what}: {reason}")));
-                }
-                let wait = match after {
-                    Some(after) if after > RETRY_AFTER_MAX => {
-                        return Err(ApiError::Failed(format!(
-                            "{what}: rate limited for {after:?}"
-                        )));
-                    }
-                    Some(after) => after,
-                    None => {
-                        let wait = backoff;
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
-                        wait
-                    }
-                };
-                debug!(method = what, try_ = n, ?wait, %reason, "retrying Slack call");
-                tokio::time::sleep(wait).await;
+    let policy = POLICY.with_tries(tries);
+    let verdict = |t: &Try| match t {
+        Try::Fatal(_) => Verdict::Fatal,
+        Try::Again(after, _) => Verdict::Retry(*after),
+    };
+    retry::run(&policy, what, attempt, verdict)
+        .await
+        .map_err(|failure| match (failure.error, failure.gave_up) {
+            (Try::Fatal(e), _) => e,
+            (Try::Again(..), Some(GiveUp::RetryAfter(after))) => {
+                ApiError::Failed(format!("{what}: rate limited for {after:?}"))
             }
-        }
-    }
-    Err(ApiError::Failed(format!("{what}: no tries")))
+            (Try::Again(_, reason), _) => ApiError::Failed(format!("{what}: {reason}")),
+        })
 }

@@ -1,31 +1,35 @@
-//! Sending Bot API requests: 429 `retry_after` is honoured; network errors, timeouts,
-//! server errors and garbled answers are retried with exponential backoff; every retry is
-//! logged.
+//! Sending Bot API requests by the one retry policy ([`crate::retry`]): 429 `retry_after`
+//! is honoured; network errors, timeouts, server errors and garbled answers are retried with
+//! the jittered exponential backoff; every retry is logged.
 
 use std::time::Duration;
 
 use teloxide::RequestError;
 use teloxide::requests::{Output, Request};
-use tracing::warn;
+
+use crate::retry::{self, Policy, Verdict};
 
 /// Attempts per request (the first one included).
 pub(super) const MAX_ATTEMPTS: u32 = 6;
 
 /// Attempts for a message that must arrive (a call's outcome): with the backoff capped at
-/// [`BACKOFF_MAX`] this keeps trying for about two minutes.
+/// [`BACKOFF_MAX`] this keeps trying for a minute to two.
 pub(super) const MUST_ARRIVE_ATTEMPTS: u32 = 16;
 
 /// The longest `retry_after` we wait for one request; longer ones give up.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
-/// First backoff after a network error; doubles per failure up to [`BACKOFF_MAX`].
+/// Longest backoff after a first network error; doubles per failure up to [`BACKOFF_MAX`].
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
-/// Backoff after `failures` consecutive failures (1-based).
+/// Bot API requests: the caps of this call site.
+const POLICY: Policy =
+    Policy::new(BACKOFF_BASE, BACKOFF_MAX, MAX_ATTEMPTS).with_max_retry_after(MAX_RETRY_AFTER);
+
+/// Backoff after `failures` consecutive failures (1-based), jittered as every retry's.
 pub(super) fn backoff(failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(16);
-    BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX)
+    POLICY.backoff(failures)
 }
 
 /// Sends `request`, retrying on 429 (after `retry_after`) and network errors (with backoff).
@@ -80,24 +84,18 @@ async fn send_unmetered<R>(
 where
     R: Request<Err = RequestError>,
 {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let err = match request.send_ref().await {
-            Ok(output) => return Ok(output),
-            Err(e) => e,
-        };
-        let wait = match &err {
-            RequestError::RetryAfter(secs) if secs.duration() <= MAX_RETRY_AFTER => secs.duration(),
-            e if is_transient(e) => backoff(attempt),
-            _ => return Err(err),
-        };
-        if attempt >= max_attempts {
-            warn!(method, attempt, error = %err, "telegram request failed; giving up");
-            return Err(err);
-        }
-        warn!(method, attempt, error = %err, wait_ms = wait.as_millis() as u64, "telegram request failed; retrying");
-        tokio::time::sleep(wait).await;
+    let policy = POLICY.with_tries(max_attempts);
+    retry::run(&policy, method, || request.send_ref(), verdict)
+        .await
+        .map_err(|failure| failure.error)
+}
+
+/// 429 waits for its `retry_after`; transient failures back off; the rest is final.
+fn verdict(err: &RequestError) -> Verdict {
+    match err {
+        RequestError::RetryAfter(secs) => Verdict::Retry(Some(secs.duration())),
+        e if is_transient(e) => Verdict::Retry(None),
+        _ => Verdict::Fatal,
     }
 }
 
@@ -106,10 +104,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        assert_eq!(backoff(1), Duration::from_millis(200));
-        assert_eq!(backoff(2), Duration::from_millis(400));
-        assert_eq!(backoff(4), Duration::from_millis(1600));
-        assert_eq!(backoff(30), BACKOFF_MAX);
+    fn backoff_doubles_up_to_the_cap_with_jitter() {
+        let ms = Duration::from_millis;
+        assert!((ms(99)..=ms(200)).contains(&backoff(1)));
+        assert!((ms(199)..=ms(400)).contains(&backoff(2)));
+        assert!((ms(799)..=ms(1600)).contains(&backoff(4)));
+        assert!((BACKOFF_MAX / 2 - ms(1)..=BACKOFF_MAX).contains(&backoff(30)));
+    }
+
+    #[test]
+    fn rate_limits_wait_transient_errors_back_off_and_refusals_are_final() {
+        let after = RequestError::RetryAfter(teloxide::types::Seconds::from_seconds(3));
+        assert_eq!(
+            verdict(&after),
+            Verdict::Retry(Some(Duration::from_secs(3)))
+        );
+        let down = RequestError::Api(teloxide::ApiError::Unknown("Bad Gateway".into()));
+        assert_eq!(verdict(&down), Verdict::Retry(None));
+        let blocked = RequestError::Api(teloxide::ApiError::BotBlocked);
+        assert_eq!(verdict(&blocked), Verdict::Fatal);
     }
 }

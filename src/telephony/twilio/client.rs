@@ -1,5 +1,9 @@
 //! The Twilio Voice REST client (2010-04-01 Calls API), over reqwest.
 //! Checked against Twilio's OpenAPI description in `shared/reference/`.
+//!
+//! Retries follow the one policy ([`crate::retry`]). Reads (fetch, list) are retried here:
+//! sending them again is harmless. Writes are not: the dialer retries a create itself, after
+//! asking whether an unanswered one placed the call, and a hangup is the caller's to repeat.
 
 use std::time::Duration;
 
@@ -14,6 +18,13 @@ use super::webhook::{status_callback_url, twiml_url};
 use super::wire;
 use crate::calls::{Hangup, Placed, Telephony, TelephonyError};
 use crate::core::call::{Call, CallSid, CallStatus, StatusUpdate};
+use crate::retry::{self, Policy, Verdict};
+
+/// Reads: a few quick tries, so a dialer asking whether a call was placed, or the reaper,
+/// gets its answer within seconds.
+const READ_RETRY: Policy = Policy::new(Duration::from_millis(200), Duration::from_secs(2), 3)
+    .with_total(Duration::from_secs(5))
+    .with_max_retry_after(Duration::from_secs(5));
 
 /// The events we ask Twilio to report (`StatusCallbackEvent`, one form key each).
 const STATUS_EVENTS: [&str; 4] = ["initiated", "ringing", "answered", "completed"];
@@ -141,6 +152,22 @@ impl TwilioClient {
         self.send(op, self.http.post(url).form(form)).await
     }
 
+    /// A GET, retried by [`READ_RETRY`]: failures that may pass, and garbled answers.
+    async fn get<T: DeserializeOwned>(
+        &self,
+        op: &'static str,
+        request: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<T, TelephonyError> {
+        let verdict = |e: &TelephonyError| match e {
+            TelephonyError::Unconfirmed(_) => Verdict::Retry(None),
+            e if e.is_retryable() => Verdict::Retry(e.retry_after()),
+            _ => Verdict::Fatal,
+        };
+        retry::run(&READ_RETRY, op, || self.send(op, request()), verdict)
+            .await
+            .map_err(|failure| failure.error)
+    }
+
     async fn send<T: DeserializeOwned>(
         &self,
         op: &'static str,
@@ -164,12 +191,12 @@ impl TwilioClient {
             .await
             .map_err(|e| self.transport_error(&e))?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
+        // Twilio names a wait on 429 (too many requests) and may on 503 (unavailable).
+        let retry_after = matches!(status.as_u16(), 429 | 503)
+            .then(|| response.headers().get(reqwest::header::RETRY_AFTER))
+            .flatten()
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(retry::parse_retry_after);
         let body = response.bytes().await.map_err(|e| {
             if status.is_success() {
                 // Twilio acted (for a create: the call exists); only the answer was lost.
@@ -263,9 +290,8 @@ impl Telephony for TwilioClient {
     }
 
     async fn fetch(&self, sid: &CallSid) -> Result<StatusUpdate, TelephonyError> {
-        let resource: CallResource = self
-            .send("fetch", self.http.get(self.call_url(sid)))
-            .await?;
+        let url = self.call_url(sid);
+        let resource: CallResource = self.get("fetch", || self.http.get(&url)).await?;
         Ok(StatusUpdate {
             status: wire::status(&resource.status),
             sid: Some(CallSid::from(resource.sid)),
@@ -286,8 +312,9 @@ impl Telephony for TwilioClient {
             ("From", from.as_str()),
             ("PageSize", "20"),
         ];
+        let url = self.calls_url();
         let page: CallPage = self
-            .send("list", self.http.get(self.calls_url()).query(&query))
+            .get("list", || self.http.get(&url).query(&query))
             .await?;
         Ok(page
             .calls
