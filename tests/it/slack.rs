@@ -504,7 +504,7 @@ async fn dm_places_a_call_and_bots_edits_and_our_own_messages_are_ignored() {
     let help = chat
         .slack
         .wait_for("usage reply", |r| {
-            r.text().starts_with("I didn't understand that.")
+            r.text().starts_with("I couldn't understand that.")
         })
         .await;
     assert_eq!(help.get("thread_ts"), Some("1600000007.0"));
@@ -794,7 +794,7 @@ async fn with_confirmation_only_the_requester_can_confirm_and_a_double_click_cal
         .to_owned();
     chat.click(ALICE, "decline_call", &pending, "no").await;
     let declined = chat.slack.wait_for("declined", |r| r.path == "no").await;
-    assert_eq!(declined.text(), "OK, not calling.");
+    assert_eq!(declined.text(), "✖️ Call not placed.");
     assert_eq!(chat.calls().await.len(), 1);
 }
 
@@ -895,7 +895,7 @@ async fn slash_command_help_list_status_and_cancel_answer_privately() {
         status["text"]
             .as_str()
             .unwrap()
-            .starts_with(&format!("{} · +91 98765 43210 · ", call.id)),
+            .contains(&format!("\n{} · +91 98765 43210 · ", call.id)),
         "{status}"
     );
     let (_, list, _) = chat.command(ALICE, "list", "r").await;
@@ -1203,7 +1203,7 @@ async fn slack_status_list_and_cancel_reach_only_the_calls_of_the_askers_convers
     let list = command_with(&chat, BOB, "list", &elsewhere).await;
     assert_eq!(list["text"], "No calls yet.");
     let latest = command_with(&chat, ALICE, "status", &elsewhere).await;
-    assert_eq!(latest["text"], "You have no calls here yet.");
+    assert_eq!(latest["text"], "No calls yet.");
     let cancel = command_with(&chat, ALICE, &format!("cancel {}", call.id), &elsewhere).await;
     assert_eq!(
         cancel["text"],
@@ -1288,13 +1288,22 @@ async fn a_member_of_a_foreign_team_in_a_shared_channel_is_refused() {
     event["user_team"] = json!(FOREIGN_TEAM);
     event["source_team"] = json!(FOREIGN_TEAM);
     assert_eq!(chat.event("Ev0FOREIGN", event, None).await, 200);
+    // Told privately: the refusal names their id, which is nobody else's business.
     let refusal = chat
         .slack
-        .wait_for("refusal in the thread", |r| {
-            r.method == "chat.postMessage" && r.get("thread_ts") == Some("1600000040.0")
+        .wait_for("refusal to Mallory alone", |r| {
+            r.method == "chat.postEphemeral" && r.get("user") == Some(MALLORY)
         })
         .await;
     assert!(refusal.text().contains("not allowed"), "{}", refusal.text());
+    assert!(
+        !chat
+            .slack
+            .records()
+            .iter()
+            .any(|r| r.get("thread_ts") == Some("1600000040.0")),
+        "nothing in the channel's thread"
+    );
 
     // A member of our own team in the same channel is served.
     let mut ours = mention(

@@ -273,8 +273,8 @@ async fn cancel_button_hangs_up_only_for_the_requester_and_is_always_answered() 
         [
             "sendMessage ↩ \"/call +91 9876543210\": 📞 Calling +91 98765 43210… [✖️ Cancel]",
             "editMessageText \"📞 Calling +91 98765 43210…\": 🔔 Ringing +91 98765 43210… [✖️ Cancel]",
-            "answerCallbackQuery: Only the person who asked for this call can cancel it.",
-            "answerCallbackQuery: Hanging up…",
+            "answerCallbackQuery: Only @alice can cancel this call.",
+            "answerCallbackQuery: Hanging up the call to +91 98765 43210…",
             "editMessageText \"📞 Calling +91 98765 43210…\": 🚫 Call to +91 98765 43210 was canceled.",
             "sendMessage ↩ \"/call +91 9876543210\": 🚫 Call to +91 98765 43210 was canceled.",
         ]
@@ -327,6 +327,7 @@ async fn confirmation_places_the_call_only_when_the_requester_presses_call_once(
     .await;
     assert_eq!(env.twilio.creates().len(), 1);
 
+    let call = env.latest_call_with_sid().await;
     let asked = "\"/call +91 9876543210 and say Your table is ready\"";
     let q = "\"Call +91 98765 43210 and say “Your table is ready”?\"";
     let transcript = tg.transcript_from(3);
@@ -347,12 +348,14 @@ async fn confirmation_places_the_call_only_when_the_requester_presses_call_once(
     assert_eq!(
         rest,
         [
-            "answerCallbackQuery: Calling +91 98765 43210…".to_owned(),
+            format!(
+                "answerCallbackQuery: Placing the call to +91 98765 43210… (call {})",
+                call.id
+            ),
             "answerCallbackQuery: This request was already answered.".to_owned(),
             format!("editMessageText {q}: 📞 Calling +91 98765 43210… [✖️ Cancel]"),
         ]
     );
-    let call = env.latest_call_with_sid().await;
     assert_eq!(call.message, "Your table is ready");
     assert_eq!(
         call.origin.status_message,
@@ -390,8 +393,8 @@ async fn expired_or_declined_confirmation_places_no_call() {
     assert_eq!(
         transcript,
         [
-            "answerCallbackQuery: Not calling.",
-            "answerCallbackQuery: This request expired.",
+            "answerCallbackQuery: ⌛ This request expired. Send it again to place the call.",
+            "answerCallbackQuery: ✖️ Call not placed.",
             "editMessageText \"Call +91 98765 43210?\": ⌛ This request expired. Send it again to place the call.",
             "editMessageText \"Call +91 98765 43211?\": ✖️ Call not placed.",
             "sendMessage ↩ \"call +91 9876543210\": Call +91 98765 43210? [📞 Call] [✖️ Cancel]",
@@ -545,8 +548,8 @@ async fn help_status_and_calls_answer_in_the_chat() {
         })
     })
     .await;
-    // Another chat cannot read it.
-    tg.push(tg.text(Chat::Private, BOB, &format!("/status {}", call.id)));
+    // Another chat cannot read it, even its requester's.
+    tg.push(tg.text(Chat::Group(GROUP), ALICE, &format!("/status {}", call.id)));
     tg.wait_message("I don't know a call with id").await;
 }
 
