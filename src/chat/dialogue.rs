@@ -166,7 +166,9 @@ pub enum Reply {
     Unreadable(ParseError),
     NotUnderstood,
     /// Usage, with the asker's id on a chat platform (what the allow-list takes).
-    Help { asker: Option<(Platform, String)> },
+    Help {
+        asker: Option<(Platform, String)>,
+    },
     Status(Box<Call>),
     List(Vec<Call>),
     /// "Don't call" was pressed.
@@ -207,9 +209,7 @@ impl Reply {
     pub fn text(&self) -> String {
         match self {
             Self::Placed(call) => replies::placed(call),
-            Self::Confirm { to, message, .. } => {
-                replies::confirm_question(to, message.as_deref())
-            }
+            Self::Confirm { to, message, .. } => replies::confirm_question(to, message.as_deref()),
             Self::Refused(r) => replies::refusal(r),
             Self::Unreadable(ParseError::NotUnderstood) | Self::NotUnderstood => {
                 replies::not_understood()

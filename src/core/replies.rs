@@ -108,7 +108,11 @@ pub fn not_understood() -> String {
 
 /// A call was requested; its progress follows.
 pub fn placed(call: &Call) -> String {
-    format!("Placing the call to {}… (call {})", call.to.display(), call.id)
+    format!(
+        "Placing the call to {}… (call {})",
+        call.to.display(),
+        call.id
+    )
 }
 
 /// The question asked before dialing when `calls.confirm` is on.

@@ -275,7 +275,11 @@ impl Run {
     }
 
     fn text_of(&self, act: Act) -> String {
-        let id = self.call.as_ref().map(|c| c.to_string()).unwrap_or_default();
+        let id = self
+            .call
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default();
         match act {
             Say(t) | Elsewhere(t) => t.to_owned(),
             SayId(t) => t.replace("{id}", &id),
@@ -304,9 +308,11 @@ impl Run {
                         user,
                         &format!("@{BOT_USERNAME} {text}"),
                     ),
-                    Say(_) | SayId(_) => {
-                        tg.text(Chat::Group(TG_GROUP), user, &format!("@{BOT_USERNAME} {text}"))
-                    }
+                    Say(_) | SayId(_) => tg.text(
+                        Chat::Group(TG_GROUP),
+                        user,
+                        &format!("@{BOT_USERNAME} {text}"),
+                    ),
                 };
                 *last = Some(update.clone());
                 tg.push(update.clone());
@@ -314,7 +320,11 @@ impl Run {
                     // The repeated delivery would be answered like the first: by now, a
                     // later message's answer comes after it. Ask something and wait for
                     // that answer; nothing may come before it.
-                    let probe = tg.text(Chat::Group(TG_GROUP), user, &format!("@{BOT_USERNAME} help"));
+                    let probe = tg.text(
+                        Chat::Group(TG_GROUP),
+                        user,
+                        &format!("@{BOT_USERNAME} help"),
+                    );
                     tg.push(probe.clone());
                     let probe_id = probe["message"]["message_id"].clone();
                     let seen = tg
@@ -341,7 +351,8 @@ impl Run {
                     let seen = tg
                         .wait_for("the button's answer", |r| {
                             r[mark..].iter().any(|r| {
-                                r.method == "answerCallbackQuery" && r.body["callback_query_id"] == qid
+                                r.method == "answerCallbackQuery"
+                                    && r.body["callback_query_id"] == qid
                             })
                         })
                         .await;
@@ -349,7 +360,11 @@ impl Run {
                         .iter()
                         .find(|r| r.method == "answerCallbackQuery")
                         .unwrap();
-                    (answer.body["text"].as_str().unwrap_or_default().to_owned(), 0, None)
+                    (
+                        answer.body["text"].as_str().unwrap_or_default().to_owned(),
+                        0,
+                        None,
+                    )
                 } else {
                     let mid = update["message"]["message_id"].clone();
                     let seen = tg
@@ -370,8 +385,14 @@ impl Run {
                         .clone();
                     let buttons = sent.body["reply_markup"]["inline_keyboard"]
                         .as_array()
-                        .map_or(0, |rows| rows.iter().map(|r| r.as_array().unwrap().len()).sum());
-                    (sent.body["text"].as_str().unwrap_or_default().to_owned(), buttons, Some(sent.result))
+                        .map_or(0, |rows| {
+                            rows.iter().map(|r| r.as_array().unwrap().len()).sum()
+                        });
+                    (
+                        sent.body["text"].as_str().unwrap_or_default().to_owned(),
+                        buttons,
+                        Some(sent.result),
+                    )
                 };
                 let outcome = outcome_of(&text, buttons);
                 if outcome == Prompt {
@@ -440,10 +461,7 @@ impl Run {
                     }
                 };
                 *last = Some((event_id.clone(), event.clone()));
-                assert_eq!(
-                    slack_event(&http, &app_base, &event_id, &event).await,
-                    200
-                );
+                assert_eq!(slack_event(&http, &app_base, &event_id, &event).await, 200);
                 let ts = event["ts"].as_str().unwrap().to_owned();
                 let channel = event["channel"].as_str().unwrap().to_owned();
                 let answers = |r: &SlackRecord| {
@@ -469,7 +487,10 @@ impl Run {
                         .await;
                     let again = slack.records()[mark..]
                         .iter()
-                        .filter(|r| r.method == "chat.postMessage" && r.get("thread_ts") == Some(ts.as_str()))
+                        .filter(|r| {
+                            r.method == "chat.postMessage"
+                                && r.get("thread_ts") == Some(ts.as_str())
+                        })
                         .count();
                     assert_eq!(again, 0, "a repeated event was answered again");
                     return Heard {
@@ -522,18 +543,20 @@ impl Run {
             }
             let heard = self.play(step).await;
             let expect = if web { web_expect(step) } else { step.expect };
-            assert_eq!(heard.outcome, expect, "step {n}: {:?} {:?}", step.who, step.act);
+            assert_eq!(
+                heard.outcome, expect,
+                "step {n}: {:?} {:?}",
+                step.who, step.act
+            );
             if expect == Refused && matches!(self.driver, Driver::Slack { .. }) {
-                assert!(heard.private, "step {n}: a refusal is shown to the asker alone");
+                assert!(
+                    heard.private,
+                    "step {n}: a refusal is shown to the asker alone"
+                );
             }
             if expect == Placed && self.call.is_none() {
                 self.twilio.wait_creates(1).await;
-                let calls = self
-                    .app
-                    .service
-                    .list(1, &Default::default())
-                    .await
-                    .unwrap();
+                let calls = self.app.service.list(1, &Default::default()).await.unwrap();
                 self.call = Some(calls[0].id.clone());
                 // Dialed: cancel hangs up.
                 self.app

@@ -262,11 +262,14 @@ fn dm(user: &str, ts: &str, text: &str) -> Value {
 async fn settles_at(slack: &FakeSlack, expected: usize, f: impl Fn(&Recorded) -> bool) {
     let count = || slack.records().iter().filter(|r| r.ok && f(r)).count();
     slack
-        .wait_for(&format!("{expected} matching records"), |_| count() >= expected)
+        .wait_for(&format!("{expected} matching records"), |_| {
+            count() >= expected
+        })
         .await;
-    stays_false(&format!("more than {expected}:\n{}", slack.transcript()), async || {
-        count() > expected
-    })
+    stays_false(
+        &format!("more than {expected}:\n{}", slack.transcript()),
+        async || count() > expected,
+    )
     .await;
 }
 
@@ -384,7 +387,9 @@ async fn slash_command_is_acked_then_the_status_message_follows_the_call_to_its_
     // The whole channel, as Slack saw it (the call id is random).
     insta::assert_snapshot!(
         "slash_command_transcript",
-        chat.slack.transcript().replace(call.id.as_str(), "<call-id>")
+        chat.slack
+            .transcript()
+            .replace(call.id.as_str(), "<call-id>")
     );
 }
 
@@ -1121,7 +1126,10 @@ async fn policy_refusals_are_explained_and_nothing_is_dialed_or_posted() {
             .starts_with("+91 98765 43210 has already been called 1 times in the last hour."),
         "{second}"
     );
-    stays_false("the refused call was dialed", async || twilio.creates().len() > 1).await;
+    stays_false("the refused call was dialed", async || {
+        twilio.creates().len() > 1
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1235,9 +1243,10 @@ async fn slack_status_list_and_cancel_reach_only_the_calls_of_the_askers_convers
     s2 = command_with(&chat, BOB, "list", &other_team).await;
     assert!(!s2["text"].as_str().unwrap().contains("98765"), "{s2}");
 
-    stays_false("a call was canceled from another conversation", async || {
-        !twilio.hangups().is_empty()
-    })
+    stays_false(
+        "a call was canceled from another conversation",
+        async || !twilio.hangups().is_empty(),
+    )
     .await;
     // In its own conversation the call is there, and only Alice cancels it.
     let (_, here, _) = chat.command(BOB, &format!("status {}", call.id), "r").await;
@@ -1414,7 +1423,10 @@ async fn a_response_url_on_another_host_is_never_posted_to_and_answers_go_throug
         note.text()
     );
     stays_false("something was posted to the foreign host", async || {
-        chat.slack.records().iter().any(|r| r.path.contains("stolen"))
+        chat.slack
+            .records()
+            .iter()
+            .any(|r| r.path.contains("stolen"))
     })
     .await;
 }

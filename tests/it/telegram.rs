@@ -593,9 +593,10 @@ async fn policy_refusals_are_explained_in_the_chat_and_nothing_is_dialed() {
     env.twilio.wait_creates(1).await;
     tg.push(tg.text(Chat::Private, ALICE, "call +91 98765 43211"));
     let refusal = tg.wait_message("calls in the last hour, the limit").await;
-    stays_false(&format!("the refused call was dialed: {refusal}"), async || {
-        env.twilio.creates().len() > 1
-    })
+    stays_false(
+        &format!("the refused call was dialed: {refusal}"),
+        async || env.twilio.creates().len() > 1,
+    )
     .await;
 }
 

@@ -78,12 +78,7 @@ pub fn confirm_blocks(text: &str, nonce: &str) -> Vec<SlackBlock> {
     vec![
         section(text),
         SlackActionsBlock::new(vec![
-            button(
-                "Call",
-                CONFIRM_CALL,
-                nonce,
-                SlackBlockButtonStyle::Primary,
-            ),
+            button("Call", CONFIRM_CALL, nonce, SlackBlockButtonStyle::Primary),
             button(
                 "Don't call",
                 DECLINE_CALL,

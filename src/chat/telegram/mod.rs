@@ -130,11 +130,7 @@ pub async fn start(settings: &TelegramSettings, ctx: AdapterContext) -> anyhow::
     };
     info!(bot = %me.username, mode = ?settings.mode, "telegram adapter starting");
 
-    let tg = Arc::new(Telegram {
-        bot,
-        ctx,
-        me,
-    });
+    let tg = Arc::new(Telegram { bot, ctx, me });
     // Subscribe before any update is taken, so no call's events are missed.
     progress::spawn(tg.clone());
 

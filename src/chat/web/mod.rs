@@ -378,7 +378,9 @@ fn render(answer: Reply) -> Response {
             },
             text,
         ),
-        Reply::Unreadable(ParseError::TooManyRequests) => error(StatusCode::TOO_MANY_REQUESTS, text),
+        Reply::Unreadable(ParseError::TooManyRequests) => {
+            error(StatusCode::TOO_MANY_REQUESTS, text)
+        }
         Reply::Unreadable(_) | Reply::NotUnderstood => {
             error(StatusCode::UNPROCESSABLE_ENTITY, text)
         }
