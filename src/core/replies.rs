@@ -178,6 +178,16 @@ pub fn hanging_up(call: &Call) -> String {
     format!("Hanging up the call to {}…", call.to.display())
 }
 
+/// A button whose data we cannot read (or whose message is gone).
+pub fn button_invalid() -> String {
+    "This button is no longer valid.".to_owned()
+}
+
+/// A slash command's answer while its work takes longer than Slack waits.
+pub fn working() -> String {
+    "Working on it…".to_owned()
+}
+
 /// Our store or another inside part failed.
 pub fn sorry() -> String {
     "Something went wrong on our side; please try again.".to_owned()
@@ -299,6 +309,31 @@ mod tests {
         update(&mut u);
         c.apply(&u, Utc::now());
         c
+    }
+
+    #[test]
+    fn dialogue_texts() {
+        assert_eq!(
+            only_requester(Some("@alice"), true),
+            "Only @alice can confirm this call."
+        );
+        assert_eq!(
+            only_requester(None, false),
+            "Only the person who asked for it can cancel this call."
+        );
+        assert_eq!(unknown_call("abc"), "I don't know a call with id abc here.");
+        assert!(not_understood().starts_with("I couldn't understand that.\nI place phone calls"));
+        assert!(
+            help_with_id(Platform::Slack, "U1")
+                .ends_with("\n\nYour Slack user id: U1 (an admin adds it to the allow-list).")
+        );
+        let to = PhoneNumber::from_e164("+919876543210").unwrap();
+        assert_eq!(
+            confirm_question(&to, Some("hi")),
+            "Call +91 98765 43210 and say “hi”?"
+        );
+        assert_eq!(wait(Duration::seconds(3700)), "1 hour 2 min");
+        assert_eq!(wait(Duration::seconds(30)), "1 minute");
     }
 
     #[test]

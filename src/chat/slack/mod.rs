@@ -454,7 +454,7 @@ impl Slack {
             _ => {
                 rx.close();
                 rx.try_recv()
-                    .unwrap_or_else(|_| Reply::text("Working on it…"))
+                    .unwrap_or_else(|_| Reply::text(replies::working()))
             }
         }
     }

@@ -19,6 +19,7 @@ use super::api;
 use super::text::{self, Button, Where};
 use crate::chat::dialogue::{Action, Conversation, Reply};
 use crate::core::call::{CallId, Origin, Platform};
+use crate::core::replies;
 
 /// Where a reply goes: the chat, the forum topic and the message it answers.
 #[derive(Debug, Clone, Copy)]
@@ -226,7 +227,7 @@ impl Telegram {
         let button = q.data.as_deref().and_then(Button::parse);
         let message = q.message.as_ref().map(|m| (m.chat().id, m.id()));
         let (Some(button), Some((chat, id))) = (button, message) else {
-            return "This button is no longer valid.".to_owned();
+            return replies::button_invalid();
         };
         let mut origin = Origin::new(Platform::Telegram, q.from.id.0.to_string());
         origin.chat = chat.0.to_compact_string();
