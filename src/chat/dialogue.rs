@@ -9,8 +9,8 @@
 //! | Rule | Where |
 //! |---|---|
 //! | `list` shows the calls placed from this conversation (Telegram chat or forum topic, Slack channel or DM in its team); the console, with its token, shows all | [`Conversation::scope`] |
-//! | `status` and `cancel` by id only reach calls visible in this conversation | [`Dialogue::find`] |
-//! | only the requester cancels (the console cancels any call) | [`Dialogue::cancel`] |
+//! | `status` and `cancel` by id only reach calls visible in this conversation | `Dialogue::find` |
+//! | only the requester cancels (the console cancels any call) | `Dialogue::cancel` |
 //! | someone who may not call is refused before anything but `help`, before any button, and privately | [`Dialogue::on_text`], [`Reply::private`] |
 //! | a delivery is acted on once (one dedupe store for every platform) | [`Dialogue::first_delivery`] |
 //! | a confirmation is answered once, by its requester, within [`CONFIRM_TTL`] (one pending store, one-time nonce) | [`Dialogue::on_action`] |
