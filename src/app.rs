@@ -265,6 +265,7 @@ impl App {
             confirm: settings.calls.confirm,
             shutdown: shutdown.clone(),
             health: health.clone(),
+            memory: Default::default(),
         };
         let web = Arc::new(WebState {
             ctx: ctx.clone(),

@@ -38,13 +38,13 @@ pub struct CallRequest {
 pub enum RequestError {
     /// The access policy refused who asks; the text tells them their id.
     #[error("{0}")]
-    Refused(String),
+    Refused(Refusal),
     /// The access policy refused what was asked (destination, message).
     #[error("{0}")]
-    Rejected(String),
+    Rejected(Refusal),
     /// A limit was reached (per requester, per destination, concurrent calls).
     #[error("{0}")]
-    Limited(String),
+    Limited(Refusal),
     #[error("callbot is busy: {0} calls are waiting to be dialed. Please try again in a minute.")]
     QueueFull(usize),
     #[error("callbot is shutting down and is not placing new calls.")]
@@ -177,12 +177,12 @@ impl CallService {
                 message_chars = req.message.as_ref().map_or(0, |m| m.chars().count()),
                 "call request"
             );
+            // The refusal keeps its type up to the adapter that renders it.
             if let Err(refusal) = decision {
-                let text = refusal.to_string();
                 return Err(match refusal.kind() {
-                    RefusalKind::Identity => RequestError::Refused(text),
-                    RefusalKind::Request => RequestError::Rejected(text),
-                    RefusalKind::Limit => RequestError::Limited(text),
+                    RefusalKind::Identity => RequestError::Refused(refusal),
+                    RefusalKind::Request => RequestError::Rejected(refusal),
+                    RefusalKind::Limit => RequestError::Limited(refusal),
                 });
             }
             usage.record(&req.origin, &req.to, id.as_str(), now);

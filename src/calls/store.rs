@@ -23,7 +23,12 @@ pub struct StoreError(pub String);
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
     pub platform: Option<Platform>,
+    /// The team (Slack workspace) the call was asked from: a channel shared between
+    /// workspaces holds the calls of each.
+    pub team: Option<String>,
     pub chat: Option<String>,
+    /// The thread the call was asked from (a Telegram forum topic).
+    pub thread: Option<String>,
     pub requester: Option<String>,
     /// Only calls without a final status (the reaper's question; a store can answer it
     /// without reading its history).
@@ -35,6 +40,14 @@ impl ListFilter {
         !(self.live_only && call.status.is_terminal())
             && self.platform.is_none_or(|p| call.origin.platform == p)
             && self.chat.as_ref().is_none_or(|c| call.origin.chat == c)
+            && self
+                .team
+                .as_deref()
+                .is_none_or(|t| call.origin.team.as_deref() == Some(t))
+            && self
+                .thread
+                .as_deref()
+                .is_none_or(|t| call.origin.thread.as_deref() == Some(t))
             && self
                 .requester
                 .as_ref()

@@ -1,6 +1,7 @@
 //! Chat adapters: each takes commands in and follows CallEvents to post progress back.
 //!
-//! Every adapter gets the same [`AdapterContext`]: the call service, the command
+//! Every adapter speaks the same [`dialogue`] (the rules and the typed replies) and only
+//! receives, renders and sends. Every adapter gets the same [`AdapterContext`]: the call service, the command
 //! [`Interpreter`] (grammar first, then the optional LLM fallback), the public URL and the
 //! shutdown token. An adapter's `start` spawns its background tasks (polling, the event
 //! follower) and returns the routes it serves on our one axum Router.
@@ -15,6 +16,7 @@ use crate::core::command::{self, Command, ParseError};
 use crate::core::phone::PhoneError;
 use crate::core::phone::Region;
 
+pub mod dialogue;
 pub mod follow;
 pub mod health;
 #[cfg(feature = "slack")]
@@ -95,4 +97,7 @@ pub struct AdapterContext {
     pub shutdown: CancellationToken,
     /// Where adapters with a connection of their own report it (`GET /healthz`).
     pub health: Arc<health::Health>,
+    /// The dialogue's memory (deliveries taken, confirmations waiting), one for every
+    /// adapter: see [`dialogue`].
+    pub memory: Arc<dialogue::Memory>,
 }

@@ -165,94 +165,10 @@ impl Refusal {
     }
 }
 
-/// "12 minutes", "1 hour 5 minutes", "under a minute".
-fn wait(d: Duration) -> String {
-    let mins = (d.num_seconds() + 59) / 60;
-    match mins {
-        ..=0 => "under a minute".to_owned(),
-        1 => "1 minute".to_owned(),
-        2..60 => format!("{mins} minutes"),
-        _ => {
-            let (h, m) = (mins / 60, mins % 60);
-            let hours = if h == 1 {
-                "1 hour".to_owned()
-            } else {
-                format!("{h} hours")
-            };
-            if m == 0 {
-                hours
-            } else {
-                format!("{hours} {m} min")
-            }
-        }
-    }
-}
-
+/// The wording lives with every other user-facing text, in [`super::replies::refusal`].
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NotAllowed { platform, id } => {
-                let what = match platform {
-                    Platform::Telegram => "Telegram id",
-                    Platform::Slack => "Slack user id",
-                    Platform::Web | Platform::Cli | Platform::Other(_) => "id",
-                };
-                write!(
-                    f,
-                    "You're not allowed to place calls yet. Ask the admin to add your {what} {id}."
-                )
-            }
-            Self::Denied { number } => write!(f, "Calling {number} is not allowed here."),
-            Self::Country {
-                number,
-                country,
-                allowed,
-            } => write!(
-                f,
-                "{number} is in {country}; calls are allowed only to {}.",
-                allowed.join(", ")
-            ),
-            Self::NumberType { number, kind } => {
-                write!(f, "{number} is {kind}; callbot does not call those.")
-            }
-            Self::MessageTooLong { len, max } => write!(
-                f,
-                "Your message has {len} characters; the limit is {max}. Please shorten it."
-            ),
-            Self::UserHour { limit, retry_in } => write!(
-                f,
-                "You have placed {limit} calls in the last hour, the limit. Try again in {}.",
-                wait(*retry_in)
-            ),
-            Self::UserDay { limit, retry_in } => write!(
-                f,
-                "You have placed {limit} calls in the last 24 hours, the limit. Try again in {}.",
-                wait(*retry_in)
-            ),
-            Self::Destination {
-                number,
-                limit,
-                retry_in,
-            } => write!(
-                f,
-                "{number} has already been called {limit} times in the last hour. Try again in {}.",
-                wait(*retry_in)
-            ),
-            Self::Concurrent { max } => write!(
-                f,
-                "{max} calls are already in progress, the most at once. Try again when one ends."
-            ),
-            Self::GlobalHour { limit, retry_in } => write!(
-                f,
-                "callbot has placed {limit} calls in the last hour, the most it places for everyone together. Try again in {}.",
-                wait(*retry_in)
-            ),
-            Self::GlobalDay { limit, retry_in } => write!(
-                f,
-                "callbot has placed {limit} calls in the last 24 hours, the most it places for everyone together. Try again in {}.",
-                wait(*retry_in)
-            ),
-        }
+        f.write_str(&super::replies::refusal(self))
     }
 }
 

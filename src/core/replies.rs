@@ -1,7 +1,13 @@
-//! Every text a user reads about a call, built by pure functions (no I/O), so each one is
-//! snapshot-tested. Adapters add their own markup around these plain strings.
+//! Every text a user reads, built by pure functions (no I/O), so each one is snapshot-tested:
+//! a call's progress and outcome, the dialogue's answers (`crate::chat::dialogue` picks them,
+//! every adapter shows the same words) and the wording of a [`Refusal`]. Adapters add their
+//! own markup around these plain strings.
 
-use super::call::{Call, CallStatus};
+use chrono::Duration;
+
+use super::call::{Call, CallStatus, Platform};
+use super::phone::PhoneNumber;
+use super::policy::Refusal;
 
 /// "0:42", "12:05", "1:02:03".
 pub fn duration(secs: u32) -> String {
@@ -76,6 +82,196 @@ pub fn list(calls: &[Call]) -> String {
     calls.iter().map(summary).collect::<Vec<_>>().join("\n")
 }
 
+/// `help` in a chat: the usage and the asker's id on that platform (what the allow-list
+/// takes).
+pub fn help_with_id(platform: Platform, id: &str) -> String {
+    format!(
+        "{}\n\nYour {} {id} (an admin adds it to the allow-list).",
+        help(),
+        id_name(platform)
+    )
+}
+
+/// What a platform's person id is called.
+fn id_name(platform: Platform) -> &'static str {
+    match platform {
+        Platform::Telegram => "Telegram id:",
+        Platform::Slack => "Slack user id:",
+        Platform::Web | Platform::Cli | Platform::Other(_) => "id:",
+    }
+}
+
+/// A text that is neither a command nor a call request.
+pub fn not_understood() -> String {
+    format!("I couldn't understand that.\n{}", help())
+}
+
+/// A call was requested; its progress follows.
+pub fn placed(call: &Call) -> String {
+    format!(
+        "Placing the call to {}… (call {})",
+        call.to.display(),
+        call.id
+    )
+}
+
+/// The question asked before dialing when `calls.confirm` is on.
+pub fn confirm_question(to: &PhoneNumber, message: Option<&str>) -> String {
+    match message {
+        Some(m) => format!("Call {} and say “{m}”?", to.display()),
+        None => format!("Call {}?", to.display()),
+    }
+}
+
+/// The confirmation was answered "don't call".
+pub fn declined() -> String {
+    "✖️ Call not placed.".to_owned()
+}
+
+/// The confirmation was pressed after its time.
+pub fn expired() -> String {
+    "⌛ This request expired. Send it again to place the call.".to_owned()
+}
+
+/// The confirmation was already answered (or forgotten long ago).
+pub fn already_answered() -> String {
+    "This request was already answered.".to_owned()
+}
+
+/// Someone else pressed or asked: `who` is the requester as the platform shows them.
+pub fn only_requester(who: Option<&str>, confirm: bool) -> String {
+    let who = who.unwrap_or("the person who asked for it");
+    if confirm {
+        format!("Only {who} can confirm this call.")
+    } else {
+        format!("Only {who} can cancel this call.")
+    }
+}
+
+/// `status <id>` / `cancel <id>` for a call this conversation cannot see (or no such call).
+pub fn unknown_call(id: &str) -> String {
+    format!("I don't know a call with id {id} here.")
+}
+
+/// `status` where no call was placed yet.
+pub fn no_calls() -> String {
+    "No calls yet.".to_owned()
+}
+
+/// `cancel` with nothing of the asker's in progress here.
+pub fn no_live_call() -> String {
+    "There is no call in progress to cancel.".to_owned()
+}
+
+/// `status`: how the call goes, then its summary line.
+pub fn status(call: &Call) -> String {
+    format!("{}\n{}", status_line(call), summary(call))
+}
+
+/// Canceled before it was dialed.
+pub fn canceled(call: &Call) -> String {
+    format!("Canceled the call to {}.", call.to.display())
+}
+
+/// The hang-up was sent; the final status follows.
+pub fn hanging_up(call: &Call) -> String {
+    format!("Hanging up the call to {}…", call.to.display())
+}
+
+/// A button whose data we cannot read (or whose message is gone).
+pub fn button_invalid() -> String {
+    "This button is no longer valid.".to_owned()
+}
+
+/// A slash command's answer while its work takes longer than Slack waits.
+pub fn working() -> String {
+    "Working on it…".to_owned()
+}
+
+/// Our store or another inside part failed.
+pub fn sorry() -> String {
+    "Something went wrong on our side; please try again.".to_owned()
+}
+
+/// "12 minutes", "1 hour 5 minutes", "under a minute".
+fn wait(d: Duration) -> String {
+    let mins = (d.num_seconds() + 59) / 60;
+    match mins {
+        ..=0 => "under a minute".to_owned(),
+        1 => "1 minute".to_owned(),
+        2..60 => format!("{mins} minutes"),
+        _ => {
+            let (h, m) = (mins / 60, mins % 60);
+            let hours = if h == 1 {
+                "1 hour".to_owned()
+            } else {
+                format!("{h} hours")
+            };
+            if m == 0 {
+                hours
+            } else {
+                format!("{hours} {m} min")
+            }
+        }
+    }
+}
+
+/// Why a request was refused, as the requester reads it (`Refusal`'s Display).
+pub fn refusal(r: &Refusal) -> String {
+    match r {
+        Refusal::NotAllowed { platform, id } => {
+            let what = match platform {
+                Platform::Telegram => "Telegram id",
+                Platform::Slack => "Slack user id",
+                Platform::Web | Platform::Cli | Platform::Other(_) => "id",
+            };
+            format!("You're not allowed to place calls yet. Ask the admin to add your {what} {id}.")
+        }
+        Refusal::Denied { number } => format!("Calling {number} is not allowed here."),
+        Refusal::Country {
+            number,
+            country,
+            allowed,
+        } => format!(
+            "{number} is in {country}; calls are allowed only to {}.",
+            allowed.join(", ")
+        ),
+        Refusal::NumberType { number, kind } => {
+            format!("{number} is {kind}; callbot does not call those.")
+        }
+        Refusal::MessageTooLong { len, max } => {
+            format!("Your message has {len} characters; the limit is {max}. Please shorten it.")
+        }
+        Refusal::UserHour { limit, retry_in } => format!(
+            "You have placed {limit} calls in the last hour, the limit. Try again in {}.",
+            wait(*retry_in)
+        ),
+        Refusal::UserDay { limit, retry_in } => format!(
+            "You have placed {limit} calls in the last 24 hours, the limit. Try again in {}.",
+            wait(*retry_in)
+        ),
+        Refusal::Destination {
+            number,
+            limit,
+            retry_in,
+        } => format!(
+            "{number} has already been called {limit} times in the last hour. Try again in {}.",
+            wait(*retry_in)
+        ),
+        Refusal::Concurrent { max } => format!(
+            "{max} calls are already in progress, the most at once. Try again when one ends."
+        ),
+        Refusal::GlobalHour { limit, retry_in } => format!(
+            "callbot has placed {limit} calls in the last hour, the most it places for everyone together. Try again in {}.",
+            wait(*retry_in)
+        ),
+        Refusal::GlobalDay { limit, retry_in } => format!(
+            "callbot has placed {limit} calls in the last 24 hours, the most it places for everyone together. Try again in {}.",
+            wait(*retry_in)
+        ),
+    }
+}
+
 /// Usage, shown for "help" and when a text could not be understood.
 pub fn help() -> String {
     "I place phone calls for you.\n\
@@ -113,6 +309,31 @@ mod tests {
         update(&mut u);
         c.apply(&u, Utc::now());
         c
+    }
+
+    #[test]
+    fn dialogue_texts() {
+        assert_eq!(
+            only_requester(Some("@alice"), true),
+            "Only @alice can confirm this call."
+        );
+        assert_eq!(
+            only_requester(None, false),
+            "Only the person who asked for it can cancel this call."
+        );
+        assert_eq!(unknown_call("abc"), "I don't know a call with id abc here.");
+        assert!(not_understood().starts_with("I couldn't understand that.\nI place phone calls"));
+        assert!(
+            help_with_id(Platform::Slack, "U1")
+                .ends_with("\n\nYour Slack user id: U1 (an admin adds it to the allow-list).")
+        );
+        let to = PhoneNumber::from_e164("+919876543210").unwrap();
+        assert_eq!(
+            confirm_question(&to, Some("hi")),
+            "Call +91 98765 43210 and say “hi”?"
+        );
+        assert_eq!(wait(Duration::seconds(3700)), "1 hour 2 min");
+        assert_eq!(wait(Duration::seconds(30)), "1 minute");
     }
 
     #[test]

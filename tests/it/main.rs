@@ -5,6 +5,8 @@ mod support;
 mod binary;
 mod browser;
 mod cli;
+#[cfg(all(feature = "telegram", feature = "slack"))]
+mod dialogue;
 mod faulted;
 #[cfg(feature = "telegram")]
 mod follow;

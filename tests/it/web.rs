@@ -39,7 +39,7 @@ async fn prompt_errors_are_clear() {
         body["error"]
             .as_str()
             .unwrap()
-            .starts_with("I didn't understand that.")
+            .starts_with("I couldn't understand that.")
     );
 
     let res = app

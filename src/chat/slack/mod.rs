@@ -14,17 +14,17 @@
 //! whatever the interpreter or Twilio are doing: the work runs in its own task, and when it
 //! is not done in time the answer follows through the command's `response_url`. Events and
 //! interactions are acknowledged at once and handled in the background; events are deduped on
-//! `event_id`, so Slack's retries never place a second call.
+//! `event_id` (the dialogue's one dedupe store), so Slack's retries never place a second call.
 //!
 //! Progress reaches Slack only through CallEvents ([`progress`]): a Slack call's first event
 //! posts the status message (chat.postMessage into the channel, or the thread of the
 //! triggering message; `response_url` when the bot cannot post there), later ones chat.update
 //! it, and the final one posts the outcome in its thread mentioning the requester.
 //!
-//! Who may see what: the team allow-list is checked against the conversation's team and the
-//! person's own team (Slack Connect); someone refused is refused before anything else.
-//! `list` shows the calls placed from this conversation (channel or DM) in the asker's team;
-//! `status` and `cancel` by id reach only those; only the requester cancels.
+//! What to answer is the [`crate::chat::dialogue`]'s (the same rules and words as every other
+//! adapter); this module receives, renders in mrkdwn and Block Kit, and sends. The team
+//! allow-list is checked against the conversation's team and the person's own team (Slack
+//! Connect). A refusal of who asks is shown to them alone (ephemeral) outside a DM.
 //!
 //! A `response_url` is posted to only when it points at `hooks.slack.com` or at the host of
 //! `SLACK_API_URL`, and redirects are never followed; otherwise the answer goes through
@@ -66,34 +66,19 @@ use self::inbound::{Envelope, EventCallback, Interaction, SlashCommand};
 use self::texts::escape;
 use self::verify::Verifier;
 use super::AdapterContext;
-use crate::calls::RequestError;
-use crate::calls::service::{CallRequest, Cancelled};
-use crate::calls::store::ListFilter;
+use super::dialogue::{self, Action, Conversation};
 use crate::config::SlackSettings;
-use crate::core::call::{Call, CallId, Origin, Platform};
-use crate::core::command::Command;
-use crate::core::phone::PhoneNumber;
+use crate::core::call::{Origin, Platform};
 use crate::core::replies;
 
 /// How long a slash command's answer may wait for the work it started (Slack allows 3 s;
 /// the rest is margin for the network and a loaded machine).
 pub const ACK_BUDGET: Duration = Duration::from_millis(1500);
-/// How long an event id is remembered for deduplication (Slack retries within minutes).
-const EVENT_DEDUPE_TTL: Duration = Duration::from_secs(3600);
-/// Most event ids remembered.
-const EVENT_DEDUPE_CAPACITY: u64 = 100_000;
-/// How long a confirmation prompt stays answerable (`calls.confirm`: two minutes).
-const PENDING_TTL: Duration = Duration::from_secs(120);
-/// Calls `/call list` shows.
-const LIST_LIMIT: usize = 10;
 /// How long a signed request's (timestamp, signature) is remembered against replays: the
 /// signature check accepts timestamps up to five minutes either side of now, so ten minutes.
 const REPLAY_TTL: Duration = Duration::from_secs(2 * verify::MAX_AGE_SECS as u64);
 /// Most request signatures remembered against replays.
 const REPLAY_CAPACITY: u64 = 100_000;
-/// Calls read to find the newest of one conversation in the asker's team (a channel shared
-/// between workspaces holds the calls of each).
-const CONVERSATION_SCAN: usize = 50;
 
 /// Starts the adapter's background tasks and returns its routes.
 pub async fn start(settings: &SlackSettings, ctx: AdapterContext) -> anyhow::Result<Router> {
@@ -129,14 +114,6 @@ pub async fn start(settings: &SlackSettings, ctx: AdapterContext) -> anyhow::Res
             .time_to_live(REPLAY_TTL)
             .build(),
         verifier: settings.signing_secret.as_ref().map(Verifier::new),
-        seen_events: moka::sync::Cache::builder()
-            .max_capacity(EVENT_DEDUPE_CAPACITY)
-            .time_to_live(EVENT_DEDUPE_TTL)
-            .build(),
-        pending: moka::sync::Cache::builder()
-            .max_capacity(10_000)
-            .time_to_live(PENDING_TTL)
-            .build(),
         ctx,
     });
     progress::spawn(slack.clone());
@@ -171,16 +148,6 @@ pub(crate) struct Slack {
     socket_health: Option<crate::chat::health::AdapterHealth>,
     /// `timestamp:signature` of signed requests already taken (replays are ignored).
     seen_requests: moka::sync::Cache<String, ()>,
-    seen_events: moka::sync::Cache<String, ()>,
-    /// Call requests waiting for their requester's "Call" click.
-    pending: moka::sync::Cache<String, Arc<Pending>>,
-}
-
-/// A request held for confirmation.
-struct Pending {
-    who: Who,
-    to: PhoneNumber,
-    message: Option<String>,
 }
 
 /// Where a `response_url` may point: Slack's `https://hooks.slack.com`, or the scheme and host
@@ -237,7 +204,8 @@ struct Who {
 }
 
 impl Who {
-    fn origin(&self) -> Origin {
+    /// The dialogue's view: the conversation is the channel (or DM) in its team.
+    fn conversation(&self) -> Conversation {
         let mut o = Origin::new(Platform::Slack, self.user.clone());
         o.team = Some(self.team.as_str().into());
         o.chat = self.channel.as_str().into();
@@ -245,7 +213,15 @@ impl Who {
         o.message = self.message.as_deref().map(Into::into);
         o.requester_name = self.name.as_ref().map(|n| format!("@{n}").into());
         o.reply_url = self.reply_url.clone();
-        o
+        Conversation {
+            own_team: self.user_team.clone(),
+            ..Conversation::chat(o)
+        }
+    }
+
+    /// A direct message with the bot (nobody else reads it).
+    fn in_dm(&self) -> bool {
+        self.channel.starts_with('D')
     }
 }
 
@@ -273,27 +249,26 @@ impl Reply {
     }
 }
 
-/// What handling a request produced.
-enum Answer {
-    /// A call was placed; the status message will tell the channel.
-    Placed(Box<Call>),
-    Say(Reply),
-}
-
-impl Answer {
-    fn into_reply(self) -> Reply {
-        match self {
-            Self::Placed(call) => Reply::text(format!(
-                "Placing the call to {}… (call `{}`)",
-                escape(&call.to.display()),
-                call.id
-            )),
-            Self::Say(reply) => reply,
+/// A dialogue reply in Slack's markup (mrkdwn, Block Kit).
+fn render(reply: &dialogue::Reply) -> Reply {
+    match reply {
+        dialogue::Reply::Confirm { nonce, .. } => {
+            let text = escape(&reply.text());
+            Reply {
+                blocks: Some(texts::confirm_blocks(&text, nonce)),
+                text,
+            }
         }
+        // Slack names the requester with a mention.
+        dialogue::Reply::NotYours {
+            requester, confirm, ..
+        } => Reply::text(replies::only_requester(
+            Some(&texts::mention(requester)),
+            *confirm,
+        )),
+        reply => Reply::text(escape(&reply.text())),
     }
 }
-
-const SORRY: &str = "Something went wrong on our side; please try again.";
 
 // ---------------------------------------------------------------------------------------
 // HTTP routes
@@ -452,7 +427,7 @@ impl Slack {
         let (tx, mut rx) = oneshot::channel::<Reply>();
         let slack = self.clone();
         tokio::spawn(async move {
-            let reply = slack.on_command(&cmd).await.into_reply();
+            let reply = render(&slack.on_command(&cmd).await);
             if let Err(reply) = tx.send(reply) {
                 // The acknowledgement went out without it.
                 let result = match slack.reply_url(cmd.response_url.as_deref()) {
@@ -474,12 +449,12 @@ impl Slack {
             _ => {
                 rx.close();
                 rx.try_recv()
-                    .unwrap_or_else(|_| Reply::text("Working on it…"))
+                    .unwrap_or_else(|_| Reply::text(replies::working()))
             }
         }
     }
 
-    async fn on_command(&self, cmd: &SlashCommand) -> Answer {
+    async fn on_command(&self, cmd: &SlashCommand) -> dialogue::Reply {
         let who = Who {
             team: cmd.team_id.clone(),
             user_team: cmd.user_team.clone(),
@@ -497,12 +472,11 @@ impl Slack {
 
     /// An Events API callback: deduped, filtered, then handled in the background.
     fn on_event(self: &Arc<Self>, cb: EventCallback) {
-        let fresh = self
-            .seen_events
-            .entry(cb.event_id.clone())
-            .or_insert(())
-            .is_fresh();
-        if !fresh {
+        if !self
+            .ctx
+            .dialogue()
+            .first_delivery(format!("slack:{}", cb.event_id))
+        {
             debug!(event_id = %cb.event_id, "duplicate Slack event ignored");
             return;
         }
@@ -522,63 +496,39 @@ impl Slack {
         info!(user = %who.user, channel = %who.channel, event_id = %cb.event_id, "Slack message for callbot");
         let slack = self.clone();
         tokio::spawn(async move {
-            let reply = match slack.act(&who, &inbound::unescape(&said.text)).await {
+            let answer = slack.act(&who, &inbound::unescape(&said.text)).await;
+            if answer.followed() {
                 // The status message in the thread says it.
-                Answer::Placed(_) => return,
-                Answer::Say(reply) => reply,
+                return;
+            }
+            let reply = render(&answer);
+            let result = if answer.private() && !who.in_dm() {
+                // Only the asker reads it (a refusal names their id).
+                slack
+                    .api
+                    .post_ephemeral(&who.channel, &who.user, &reply.text)
+                    .await
+            } else {
+                slack
+                    .api
+                    .post_message(
+                        &who.channel,
+                        who.thread.as_deref(),
+                        &reply.text,
+                        reply.blocks,
+                    )
+                    .await
+                    .map(|_| ())
             };
-            if let Err(e) = slack
-                .api
-                .post_message(
-                    &who.channel,
-                    who.thread.as_deref(),
-                    &reply.text,
-                    reply.blocks,
-                )
-                .await
-            {
+            if let Err(e) = result {
                 warn!(error = %e, channel = %who.channel, "could not reply in Slack");
             }
         });
     }
 
     /// Interprets a text and does what it asks.
-    async fn act(&self, who: &Who, text: &str) -> Answer {
-        let identity = self.identity(who);
-        let asker = identity
-            .is_ok()
-            .then(|| crate::core::policy::requester_key(&who.origin()));
-        match self.ctx.interpreter.interpret(text, asker.as_deref()).await {
-            Ok(Some(Command::Help)) => self.run(who, Command::Help).await,
-            // Someone who may not call reads nothing either (a call's number, its status).
-            Ok(Some(cmd)) => match identity {
-                Ok(()) => self.run(who, cmd).await,
-                Err(refusal) => {
-                    info!(user = %who.user, team = %who.team, user_team = ?who.user_team, "Slack request refused: not on the allow-list");
-                    Answer::Say(Reply::text(escape(&refusal.to_string())))
-                }
-            },
-            Ok(None) => Answer::Say(Reply::text(format!(
-                "I didn't understand that.\n{}",
-                escape(&replies::help())
-            ))),
-            Err(reason) => Answer::Say(Reply::text(escape(&reason.to_string()))),
-        }
-    }
-
-    /// The access policy for `who`: through the conversation's team, and through the
-    /// person's own team too when Slack says it is another one (Slack Connect), so a member of
-    /// a foreign workspace in a shared channel is not let in by the host's team entry.
-    fn identity(&self, who: &Who) -> Result<(), crate::core::policy::Refusal> {
-        let policy = self.ctx.service.policy();
-        let origin = who.origin();
-        policy.check_identity(&origin)?;
-        if let Some(own) = who.user_team.as_deref().filter(|t| *t != who.team) {
-            let mut theirs = origin;
-            theirs.team = Some(own.into());
-            policy.check_identity(&theirs)?;
-        }
-        Ok(())
+    async fn act(&self, who: &Who, text: &str) -> dialogue::Reply {
+        self.ctx.dialogue().on_text(&who.conversation(), text).await
     }
 
     /// A response_url we may post to; a foreign one is dropped and logged.
@@ -595,174 +545,10 @@ impl Slack {
         None
     }
 
-    /// Calls placed from `who`'s conversation, in `who`'s team: what they may see.
-    fn visible(who: &Who, call: &Call) -> bool {
-        call.origin.platform == Platform::Slack
-            && call.origin.chat == who.channel
-            && call
-                .origin
-                .team
-                .as_deref()
-                .is_none_or(|t| t == who.team.as_str())
-    }
-
-    fn conversation(who: &Who, requester: Option<&str>) -> ListFilter {
-        ListFilter {
-            platform: Some(Platform::Slack),
-            chat: Some(who.channel.clone()),
-            requester: requester.map(str::to_owned),
-            ..ListFilter::default()
-        }
-    }
-
-    async fn run(&self, who: &Who, cmd: Command) -> Answer {
-        let service = &self.ctx.service;
-        let say = |t: String| Answer::Say(Reply::text(t));
-        match cmd {
-            Command::Call { to, message } if self.ctx.confirm => {
-                let id = CallId::generate().to_string();
-                let text = texts::confirm_text(&to.display(), message.as_deref());
-                let blocks = texts::confirm_blocks(&text, &id);
-                self.pending.insert(
-                    id,
-                    Arc::new(Pending {
-                        who: who.clone(),
-                        to,
-                        message,
-                    }),
-                );
-                Answer::Say(Reply {
-                    text,
-                    blocks: Some(blocks),
-                })
-            }
-            Command::Call { to, message } => self.place(who, to, message).await,
-            Command::Help => say(escape(&replies::help())),
-            Command::List => {
-                let filter = Self::conversation(who, None);
-                match service.list(CONVERSATION_SCAN, &filter).await {
-                    Ok(calls) => {
-                        let mut calls: Vec<Call> = calls
-                            .into_iter()
-                            .filter(|c| Self::visible(who, c))
-                            .collect();
-                        calls.truncate(LIST_LIMIT);
-                        say(escape(&replies::list(&calls)))
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "listing calls failed");
-                        say(SORRY.into())
-                    }
-                }
-            }
-            Command::Status { id } => match self.find(who, id.as_deref(), false).await {
-                Ok(call) => say(escape(&replies::summary(&call))),
-                Err(text) => say(text),
-            },
-            Command::Cancel { id } => {
-                let call = match self.find(who, id.as_deref(), true).await {
-                    Ok(call) => call,
-                    Err(text) => return say(text),
-                };
-                say(self.cancel(who, &call).await)
-            }
-        }
-    }
-
-    async fn place(&self, who: &Who, to: PhoneNumber, message: Option<String>) -> Answer {
-        let req = CallRequest {
-            to,
-            message,
-            origin: who.origin(),
-        };
-        match self.ctx.service.request(req).await {
-            Ok(call) => Answer::Placed(Box::new(call)),
-            Err(RequestError::Store(e)) => {
-                warn!(error = %e, "could not record a Slack call request");
-                Answer::Say(Reply::text(SORRY))
-            }
-            Err(e) => Answer::Say(Reply::text(escape(&e.to_string()))),
-        }
-    }
-
-    /// A call of `who`'s conversation by id, or the requester's latest there (the latest
-    /// still in progress when `live`).
-    async fn find(&self, who: &Who, id: Option<&str>, live: bool) -> Result<Call, String> {
-        let unknown = |id: &str| format!("I don't know a call with id {} here.", escape(id));
-        let found = match id {
-            Some(id) => match CallId::parse(id) {
-                Some(call_id) => self
-                    .ctx
-                    .service
-                    .get(&call_id)
-                    .await
-                    .map(|c| c.filter(|c| Self::visible(who, c))),
-                None => return Err(unknown(id)),
-            },
-            None => self
-                .ctx
-                .service
-                .list(CONVERSATION_SCAN, &Self::conversation(who, Some(&who.user)))
-                .await
-                .map(|calls| {
-                    calls
-                        .into_iter()
-                        .find(|c| Self::visible(who, c) && !(live && c.status.is_terminal()))
-                }),
-        };
-        match found {
-            Ok(Some(call)) => Ok(call),
-            Ok(None) => Err(match (id, live) {
-                (Some(id), _) => unknown(id),
-                (None, true) => "You have no call in progress here.".into(),
-                (None, false) => "You have no calls here yet.".into(),
-            }),
-            Err(e) => {
-                warn!(error = %e, "reading calls failed");
-                Err(SORRY.into())
-            }
-        }
-    }
-
-    /// Cancels a call for `who`, who must be the one who asked for it.
-    async fn cancel(&self, who: &Who, call: &Call) -> String {
-        if call.origin.platform != Platform::Slack || call.origin.requester != who.user {
-            return format!(
-                "Only {} can cancel this call.",
-                if call.origin.platform == Platform::Slack {
-                    texts::mention(&call.origin.requester)
-                } else {
-                    "the person who asked for it".to_owned()
-                }
-            );
-        }
-        match self.ctx.service.cancel(&call.id).await {
-            Ok(Cancelled::BeforeDialing(_)) => {
-                format!("Canceled the call to {}.", escape(&call.to.display()))
-            }
-            Ok(Cancelled::HangupSent(_)) => {
-                format!("Hanging up the call to {}…", escape(&call.to.display()))
-            }
-            Err(e) => escape(&e.to_string()),
-        }
-    }
-
     async fn on_interaction(&self, i: Interaction) {
         if i.kind != "block_actions" {
             return;
         }
-        for action in &i.actions {
-            let value = action.value.clone().unwrap_or_default();
-            match action.action_id.as_str() {
-                texts::CANCEL_CALL => self.cancel_button(&i, &value).await,
-                texts::CONFIRM_CALL => self.confirm_button(&i, &value, true).await,
-                texts::DECLINE_CALL => self.confirm_button(&i, &value, false).await,
-                other => debug!(action_id = other, "unknown Slack action"),
-            }
-        }
-    }
-
-    async fn cancel_button(&self, i: &Interaction, id: &str) {
         let who = Who {
             team: i.team.as_ref().map(|t| t.id.clone()).unwrap_or_default(),
             user_team: i.user.team_id.clone(),
@@ -773,50 +559,39 @@ impl Slack {
             message: None,
             reply_url: None,
         };
-        if let Err(refusal) = self.identity(&who) {
-            self.tell(i, &escape(&refusal.to_string())).await;
-            return;
-        }
-        let text = match self.find(&who, Some(id), false).await {
-            Ok(call) => {
-                info!(call_id = %call.id, user = %who.user, "Cancel clicked in Slack");
-                self.cancel(&who, &call).await
-            }
-            Err(text) => text,
-        };
-        // The status message itself changes with the final event; this is for the clicker.
-        self.tell(i, &text).await;
-    }
-
-    async fn confirm_button(&self, i: &Interaction, id: &str, confirmed: bool) {
-        let Some(pending) = self.pending.get(id) else {
-            self.replace(
-                i,
-                "This request has expired or was already answered; please ask again.",
-            )
-            .await;
-            return;
-        };
-        if pending.who.user != i.user.id {
-            let text = format!(
-                "Only {} can confirm this call.",
-                texts::mention(&pending.who.user)
+        for action in &i.actions {
+            let value = action.value.clone().unwrap_or_default();
+            let (action, on_question) = match action.action_id.as_str() {
+                texts::CANCEL_CALL => (Action::Cancel(value), false),
+                texts::CONFIRM_CALL => (Action::Confirm(value), true),
+                texts::DECLINE_CALL => (Action::Decline(value), true),
+                other => {
+                    debug!(action_id = other, "unknown Slack action");
+                    continue;
+                }
+            };
+            info!(user = %who.user, ?action, "Slack button clicked");
+            let reply = self
+                .ctx
+                .dialogue()
+                .on_action(&who.conversation(), action)
+                .await;
+            let text = render(&reply).text;
+            // A question answered for good is replaced by its answer; anything else (someone
+            // else's click, a used button, a Cancel) is told to the clicker alone. The status
+            // message itself changes with the call's events.
+            let settled = !matches!(
+                reply,
+                dialogue::Reply::NotYours { .. }
+                    | dialogue::Reply::AlreadyAnswered
+                    | dialogue::Reply::Refused(_)
             );
-            self.tell(i, &text).await;
-            return;
+            if on_question && settled {
+                self.replace(&i, &text).await;
+            } else {
+                self.tell(&i, &text).await;
+            }
         }
-        // Whoever removes it acts on it: a double click places one call.
-        if self.pending.remove(id).is_none() {
-            return;
-        }
-        if !confirmed {
-            self.replace(i, "OK, not calling.").await;
-            return;
-        }
-        let answer = self
-            .place(&pending.who, pending.to.clone(), pending.message.clone())
-            .await;
-        self.replace(i, &answer.into_reply().text).await;
     }
 
     /// An ephemeral note to whoever clicked.

@@ -9,7 +9,7 @@ use crate::core::replies;
 
 /// action_id of the Cancel button on a live call's status message (value: the call id).
 pub const CANCEL_CALL: &str = "cancel_call";
-/// action_id of "Call" on a confirmation prompt (value: the pending request's id).
+/// action_id of "Call" on a confirmation prompt (value: the dialogue's one-time nonce).
 pub const CONFIRM_CALL: &str = "confirm_call";
 /// action_id of "Don't call" on a confirmation prompt (value: the pending request's id).
 pub const DECLINE_CALL: &str = "decline_call";
@@ -73,28 +73,16 @@ pub fn status_blocks(call: &Call) -> Vec<SlackBlock> {
     blocks
 }
 
-/// The question asked before dialing when `calls.confirm` is on.
-pub fn confirm_text(to: &str, message: Option<&str>) -> String {
-    match message {
-        Some(m) => format!("Call {} and say “{}”?", escape(to), escape(m)),
-        None => format!("Call {}?", escape(to)),
-    }
-}
-
-pub fn confirm_blocks(text: &str, pending_id: &str) -> Vec<SlackBlock> {
+/// The confirmation prompt: the (escaped) question and "Call" / "Don't call".
+pub fn confirm_blocks(text: &str, nonce: &str) -> Vec<SlackBlock> {
     vec![
         section(text),
         SlackActionsBlock::new(vec![
-            button(
-                "Call",
-                CONFIRM_CALL,
-                pending_id,
-                SlackBlockButtonStyle::Primary,
-            ),
+            button("Call", CONFIRM_CALL, nonce, SlackBlockButtonStyle::Primary),
             button(
                 "Don't call",
                 DECLINE_CALL,
-                pending_id,
+                nonce,
                 SlackBlockButtonStyle::Danger,
             ),
         ])
@@ -159,7 +147,6 @@ mod tests {
         insta::assert_snapshot!(status_text(&call(CallStatus::Ringing)), @"🔔 Ringing +91 98765 43210…");
         insta::assert_snapshot!(outcome_text(&call(CallStatus::Completed)), @"<@U1> ✅ Call to +91 98765 43210 completed, 0:42.");
         insta::assert_snapshot!(escape("a <b> & c"), @"a &lt;b&gt; &amp; c");
-        insta::assert_snapshot!(confirm_text("+91 98765 43210", Some("x<y")), @"Call +91 98765 43210 and say “x&lt;y”?");
     }
 
     #[test]

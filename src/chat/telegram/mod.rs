@@ -6,9 +6,10 @@
 //!   `POST /telegram/webhook` checks `X-Telegram-Bot-Api-Secret-Token` in constant time).
 //! - **What it listens to** ([`text::addressed`]): any text in private chats; in groups only
 //!   our commands (`/call`, `/call@thisbot`, …), messages that mention the bot and replies to it.
-//! - **Replies** ([`handler`]) go to the user's message, in its forum topic; call progress
+//! - **Replies** ([`handler`]): the [`crate::chat::dialogue`] answers, rendered as plain text and
+//!   inline keyboards, go to the user's message, in its forum topic; call progress
 //!   ([`progress`]) edits one status message and posts the outcome as a new reply, once.
-//! - **Robustness.** Updates are deduplicated by `update_id`; every Bot API request honours
+//! - **Robustness.** Updates are deduplicated by `update_id` (the dialogue's one dedupe store); every Bot API request honours
 //!   429 `retry_after` and retries network errors with backoff ([`api`]).
 //! - **Start and health.** `getMe` at start: a token Telegram rejects stops the start with an
 //!   error naming TELEGRAM_BOT_TOKEN; an unreachable Bot API is retried a few times, then
@@ -23,7 +24,6 @@ mod handler;
 mod progress;
 mod text;
 
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +33,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use parking_lot::Mutex;
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq as _;
 use teloxide::Bot;
@@ -61,9 +60,6 @@ fn poll_wait_secs(request_timeout: Duration) -> u32 {
         .min(POLL_TIMEOUT_SECS)
 }
 
-/// Update ids remembered for deduplication (webhook redelivery, a restarted poll).
-const SEEN_CAPACITY: usize = 4096;
-
 /// The updates we ask Telegram for.
 const ALLOWED_UPDATES: [AllowedUpdate; 2] = [AllowedUpdate::Message, AllowedUpdate::CallbackQuery];
 
@@ -82,32 +78,6 @@ pub(crate) struct Telegram {
     bot: Bot,
     ctx: AdapterContext,
     me: Me,
-    /// Update ids already taken (bounded, oldest forgotten first).
-    seen: Mutex<Seen>,
-    /// Confirmations waiting for a button press, by nonce.
-    pending: Mutex<HashMap<String, handler::Pending>>,
-}
-
-#[derive(Default)]
-struct Seen {
-    ids: HashSet<u32>,
-    order: VecDeque<u32>,
-}
-
-impl Seen {
-    /// True the first time an id is seen.
-    fn insert(&mut self, id: u32) -> bool {
-        if !self.ids.insert(id) {
-            return false;
-        }
-        self.order.push_back(id);
-        if self.order.len() > SEEN_CAPACITY
-            && let Some(old) = self.order.pop_front()
-        {
-            self.ids.remove(&old);
-        }
-        true
-    }
 }
 
 /// Parses bots/telegram/commands.json.
@@ -160,13 +130,7 @@ pub async fn start(settings: &TelegramSettings, ctx: AdapterContext) -> anyhow::
     };
     info!(bot = %me.username, mode = ?settings.mode, "telegram adapter starting");
 
-    let tg = Arc::new(Telegram {
-        bot,
-        ctx,
-        me,
-        seen: Mutex::new(Seen::default()),
-        pending: Mutex::new(HashMap::new()),
-    });
+    let tg = Arc::new(Telegram { bot, ctx, me });
     // Subscribe before any update is taken, so no call's events are missed.
     progress::spawn(tg.clone());
 
@@ -331,7 +295,11 @@ async fn poll(tg: Arc<Telegram>, wait_secs: u32, health: crate::chat::health::Ad
 impl Telegram {
     /// Takes an update once (by update_id) and handles it in the background.
     fn accept(self: &Arc<Self>, update: Update) {
-        if !self.seen.lock().insert(update.id.0) {
+        if !self
+            .ctx
+            .dialogue()
+            .first_delivery(format!("telegram:{}", update.id.0))
+        {
             info!(update_id = update.id.0, "duplicate telegram update ignored");
             return;
         }
@@ -373,17 +341,5 @@ mod tests {
             parse("/start", Region::parse("IN").unwrap()),
             Ok(Some(Command::Help))
         );
-    }
-
-    #[test]
-    fn seen_ids_are_taken_once_and_bounded() {
-        let mut seen = Seen::default();
-        assert!(seen.insert(1));
-        assert!(!seen.insert(1));
-        for i in 2..(SEEN_CAPACITY as u32 + 10) {
-            seen.insert(i);
-        }
-        assert_eq!(seen.ids.len(), SEEN_CAPACITY);
-        assert!(seen.insert(1), "the oldest ids are forgotten");
     }
 }

@@ -118,16 +118,10 @@ impl Button {
     }
 }
 
-/// A one-time nonce for a confirmation: 96 random bits, base64url (16 characters).
-pub(super) fn nonce() -> String {
-    use base64::Engine as _;
-    let bytes: [u8; 12] = rand::random();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::dialogue::nonce;
 
     const BOT: &str = "callbot_test_bot";
     const GROUP: Where = Where::Group {

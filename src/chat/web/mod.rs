@@ -1,4 +1,5 @@
-//! The web console and its JSON API: `GET /` (one self-contained page), `POST /ai_prompt`,
+//! The web console and its JSON API (`POST /ai_prompt` speaks the [`crate::chat::dialogue`] as
+//! the operator: it sees and cancels every call): `GET /` (one self-contained page), `POST /ai_prompt`,
 //! `GET /api/calls`, `GET /api/calls/{id}`, `POST /api/calls/{id}/cancel`, `GET /api/stats`
 //! and `GET /api/events` (server-sent events).
 //!
@@ -38,12 +39,14 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tracing::warn;
 
-use crate::calls::service::{CallRequest, CancelError, Cancelled};
+use crate::calls::CallService;
+use crate::calls::service::{CancelError, Cancelled};
 use crate::calls::store::ListFilter;
-use crate::calls::{CallService, RequestError};
 use crate::chat::AdapterContext;
+use crate::chat::dialogue::{Conversation, Reply};
 use crate::core::call::{Call, CallError, CallId, CallSid, CallStatus, Origin, Platform};
-use crate::core::command::Command;
+use crate::core::command::ParseError;
+use crate::core::policy::RefusalKind;
 use crate::core::replies;
 
 const INDEX_HTML: &str = include_str!("index.html");
@@ -351,66 +354,44 @@ async fn prompt(State(state): State<Arc<WebState>>, headers: HeaderMap, body: By
             r#"Send JSON like {"command": "Call to +91 9876543210"}."#,
         );
     };
-    // The console is one requester (behind its token): its model requests are limited as one.
-    let parsed = match state
-        .ctx
-        .interpreter
-        .interpret(&body.command, Some("web:web"))
-        .await
-    {
-        Ok(Some(cmd)) => cmd,
-        Ok(None) => {
-            return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("I didn't understand that.\n{}", replies::help()),
-            );
-        }
-        Err(reason @ crate::core::command::ParseError::TooManyRequests) => {
-            return error(StatusCode::TOO_MANY_REQUESTS, reason.to_string());
-        }
-        Err(reason) => return error(StatusCode::UNPROCESSABLE_ENTITY, reason.to_string()),
-    };
-    let service = &state.ctx.service;
-    match parsed {
-        Command::Call { to, message } => {
-            let req = CallRequest {
-                to,
-                message,
-                origin: Origin::new(Platform::Web, "web"),
-            };
-            match service.request(req).await {
-                Ok(call) => (StatusCode::ACCEPTED, Json(CallView::new(&call))).into_response(),
-                Err(e @ (RequestError::QueueFull(_) | RequestError::Stopping)) => {
-                    error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-                }
-                Err(RequestError::Refused(reason)) => error(StatusCode::FORBIDDEN, reason),
-                Err(RequestError::Rejected(reason)) => {
-                    error(StatusCode::UNPROCESSABLE_ENTITY, reason)
-                }
-                Err(RequestError::Limited(reason)) => error(StatusCode::TOO_MANY_REQUESTS, reason),
-                Err(RequestError::Store(e)) => internal(e),
-            }
-        }
-        Command::Help => reply(replies::help()),
-        Command::List => match service.list(10, &ListFilter::default()).await {
-            Ok(calls) => reply(replies::list(&calls)),
-            Err(e) => internal(e),
-        },
-        Command::Status { id } => match find(service, id.as_deref()).await {
-            Ok(Some(call)) => reply(replies::summary(&call)),
-            Ok(None) => error(StatusCode::NOT_FOUND, "No such call."),
-            Err(e) => internal(e),
-        },
-        Command::Cancel { id } => match find(service, id.as_deref()).await {
-            Ok(Some(call)) => cancel_response(service.cancel(&call.id).await),
-            Ok(None) => error(StatusCode::NOT_FOUND, "No such call."),
-            Err(e) => internal(e),
-        },
-    }
+    // The console is the operator's own (behind its token): it sees and cancels every call,
+    // and its model requests are limited as one requester's.
+    let conv = Conversation::operator(Origin::new(Platform::Web, "web"));
+    render(state.ctx.dialogue().on_text(&conv, &body.command).await)
 }
 
-fn reply(text: String) -> Response {
-    Json(json!({ "reply": text })).into_response()
+/// A dialogue reply as the API answers it: a call as JSON, `{"reply": …}`, or an error with
+/// the status that fits.
+fn render(answer: Reply) -> Response {
+    let text = answer.text();
+    match answer {
+        Reply::Placed(call) | Reply::HangingUp(call) => {
+            (StatusCode::ACCEPTED, Json(CallView::new(&call))).into_response()
+        }
+        Reply::Canceled(call) => Json(CallView::new(&call)).into_response(),
+        Reply::CancelFailed(e) => cancel_response(Err(e)),
+        Reply::Refused(refusal) => error(
+            match refusal.kind() {
+                RefusalKind::Identity => StatusCode::FORBIDDEN,
+                RefusalKind::Request => StatusCode::UNPROCESSABLE_ENTITY,
+                RefusalKind::Limit => StatusCode::TOO_MANY_REQUESTS,
+            },
+            text,
+        ),
+        Reply::Unreadable(ParseError::TooManyRequests) => {
+            error(StatusCode::TOO_MANY_REQUESTS, text)
+        }
+        Reply::Unreadable(_) | Reply::NotUnderstood => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, text)
+        }
+        Reply::UnknownCall(_) | Reply::NoCalls | Reply::NoLiveCall => {
+            error(StatusCode::NOT_FOUND, text)
+        }
+        Reply::NotPlaced(_) | Reply::Sorry => error(StatusCode::SERVICE_UNAVAILABLE, text),
+        // Help, status, list; the console is never asked to confirm, so the rest do not
+        // reach it.
+        _ => Json(json!({ "reply": text })).into_response(),
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> Response {

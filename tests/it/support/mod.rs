@@ -35,6 +35,23 @@ impl Drop for TestApp {
     }
 }
 
+/// How long a "nothing happened" check gives the signal that would have come.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// A "nothing happened" check: polls `happened` (the signal that would have come: a call
+/// created, a message posted) for [`QUIET`] and fails as soon as it turns true, rather than
+/// sleeping and looking once.
+pub async fn stays_false(what: &str, happened: impl AsyncFn() -> bool) {
+    let start = Instant::now();
+    loop {
+        assert!(!happened().await, "{what}");
+        if start.elapsed() >= QUIET {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 pub fn init_logs() {
     if std::env::var_os("TEST_LOG").is_some() {
         callbot::telemetry::init(callbot::config::LogFormat::Pretty);

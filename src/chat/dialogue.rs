@@ -1,0 +1,526 @@
+//! The one dialogue every chat adapter speaks: a message or a button press from any platform
+//! (a [`Conversation`] plus text or an [`Action`]) in, a typed [`Reply`] out.
+//!
+//! Adapters (Telegram, Slack, the web console) only receive, render and send: they build the
+//! [`Conversation`] from what the platform delivered, ask [`Dialogue`] what to answer, and turn
+//! the [`Reply`] into their markup (Telegram text and inline keyboards, Slack Block Kit, web
+//! JSON). Every rule about who may do or see what lives here, once:
+//!
+//! | Rule | Where |
+//! |---|---|
+//! | `list` shows the calls placed from this conversation (Telegram chat or forum topic, Slack channel or DM in its team); the console, with its token, shows all | [`Conversation::scope`] |
+//! | `status` and `cancel` by id only reach calls visible in this conversation | `Dialogue::find` |
+//! | only the requester cancels (the console cancels any call) | `Dialogue::cancel` |
+//! | someone who may not call is refused before anything but `help`, before any button, and privately | [`Dialogue::on_text`], [`Reply::private`] |
+//! | a delivery is acted on once (one dedupe store for every platform) | [`Dialogue::first_delivery`] |
+//! | a confirmation is answered once, by its requester, within [`CONFIRM_TTL`] (one pending store, one-time nonce) | [`Dialogue::on_action`] |
+//! | the same words everywhere | [`Reply::text`] (wording in [`crate::core::replies`]) |
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tracing::{error, info};
+
+use super::AdapterContext;
+use crate::calls::RequestError;
+use crate::calls::service::{CallRequest, CancelError, Cancelled};
+use crate::calls::store::ListFilter;
+use crate::core::call::{Call, CallId, Origin, Platform};
+use crate::core::command::{Command, ParseError};
+use crate::core::phone::PhoneNumber;
+use crate::core::policy::{Refusal, requester_key};
+use crate::core::replies;
+
+/// How long a confirmation can be pressed.
+pub const CONFIRM_TTL: Duration = Duration::from_secs(120);
+/// How long an answered or expired confirmation is remembered (to say "expired" rather than
+/// "already answered").
+const PENDING_KEEP: Duration = Duration::from_secs(3600);
+/// Most confirmations waiting at once.
+const PENDING_CAPACITY: u64 = 10_000;
+/// How long a delivery id is remembered (platforms retry within minutes).
+const DEDUPE_TTL: Duration = Duration::from_secs(3600);
+/// Most delivery ids remembered.
+const DEDUPE_CAPACITY: u64 = 100_000;
+/// Calls `list` shows.
+pub const LIST_LIMIT: usize = 10;
+/// Calls read to find the asker's latest live call in a conversation.
+const LIVE_SCAN: usize = 50;
+
+/// The dialogue's memory, shared by every adapter: deliveries already taken and
+/// confirmations waiting for their requester (moka: bounded, with a time to live).
+pub struct Memory {
+    seen: moka::sync::Cache<String, ()>,
+    pending: moka::sync::Cache<String, Arc<Pending>>,
+}
+
+impl Default for Memory {
+    fn default() -> Self {
+        Self {
+            seen: moka::sync::Cache::builder()
+                .max_capacity(DEDUPE_CAPACITY)
+                .time_to_live(DEDUPE_TTL)
+                .build(),
+            pending: moka::sync::Cache::builder()
+                .max_capacity(PENDING_CAPACITY)
+                .time_to_live(PENDING_KEEP)
+                .build(),
+        }
+    }
+}
+
+/// A call request held until its requester presses "Call".
+#[derive(Debug, Clone)]
+struct Pending {
+    request: CallRequest,
+    expires: DateTime<Utc>,
+}
+
+/// Where a message was written, by whom.
+#[derive(Debug, Clone)]
+pub struct Conversation {
+    /// Who asks and where: the origin a call placed from here gets.
+    pub origin: Origin,
+    /// The person's own team when the platform says it is not `origin.team` (Slack Connect):
+    /// checked against the allow-list too, so a foreign member of a shared channel is not let
+    /// in by the host's team entry.
+    pub own_team: Option<String>,
+    /// The thread that is a conversation of its own (a Telegram forum topic); a Slack reply
+    /// thread is not one (its channel is).
+    pub topic: Option<String>,
+    /// The operator's own console (behind its token): sees and cancels every call, is never
+    /// asked to confirm, and is not checked against the chat allow-lists.
+    pub operator: bool,
+}
+
+impl Conversation {
+    /// A chat conversation.
+    pub fn chat(origin: Origin) -> Self {
+        Self {
+            origin,
+            own_team: None,
+            topic: None,
+            operator: false,
+        }
+    }
+
+    /// The console.
+    pub fn operator(origin: Origin) -> Self {
+        Self {
+            operator: true,
+            ..Self::chat(origin)
+        }
+    }
+
+    /// The calls this conversation sees.
+    pub fn scope(&self) -> ListFilter {
+        if self.operator {
+            return ListFilter::default();
+        }
+        ListFilter {
+            platform: Some(self.origin.platform),
+            team: self.origin.team.as_deref().map(str::to_owned),
+            chat: Some(self.origin.chat.to_string()),
+            thread: self.topic.clone(),
+            ..ListFilter::default()
+        }
+    }
+
+    fn sees(&self, call: &Call) -> bool {
+        self.scope().matches(call)
+    }
+
+    fn is_requester_of(&self, origin: &Origin) -> bool {
+        self.operator
+            || (origin.platform == self.origin.platform
+                && origin.requester == self.origin.requester)
+    }
+}
+
+/// A button press.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// "Call" on the confirmation with this nonce.
+    Confirm(String),
+    /// "Don't call" on the confirmation with this nonce.
+    Decline(String),
+    /// "Cancel" on a live call's status message (the call id as the platform sent it).
+    Cancel(String),
+}
+
+/// What the dialogue answers. Typed until an adapter renders it.
+#[derive(Debug)]
+pub enum Reply {
+    /// The call was requested; its progress follows from its events.
+    Placed(Box<Call>),
+    /// Asks before dialing: the adapter shows "Call" / "Don't call" carrying `nonce`.
+    Confirm {
+        nonce: String,
+        to: PhoneNumber,
+        message: Option<String>,
+    },
+    /// The access policy said no (who asks, what was asked, or a limit).
+    Refused(Refusal),
+    /// A call request we could not read (a bad number, text after it, …).
+    Unreadable(ParseError),
+    NotUnderstood,
+    /// Usage, with the asker's id on a chat platform (what the allow-list takes).
+    Help {
+        asker: Option<(Platform, String)>,
+    },
+    Status(Box<Call>),
+    List(Vec<Call>),
+    /// "Don't call" was pressed.
+    Declined,
+    /// The confirmation was pressed after [`CONFIRM_TTL`].
+    Expired,
+    /// The confirmation was already answered (its nonce is used).
+    AlreadyAnswered,
+    /// Someone other than the requester pressed or asked.
+    NotYours {
+        /// The requester's name as the platform showed it, if it did.
+        name: Option<String>,
+        /// The requester's platform id (Slack mentions them with it).
+        requester: String,
+        confirm: bool,
+    },
+    /// No call with this id in this conversation.
+    UnknownCall(String),
+    /// `status` where nothing was called yet.
+    NoCalls,
+    /// `cancel` with nothing of the asker's in progress here.
+    NoLiveCall,
+    /// Canceled before it was dialed.
+    Canceled(Box<Call>),
+    /// The hang-up was sent; the final status follows.
+    HangingUp(Box<Call>),
+    /// Cancel did not work (the call had ended, the provider refused).
+    CancelFailed(CancelError),
+    /// Recorded but not dialed (queue full, shutting down): the call ends failed with this
+    /// reason and its outcome follows like any other.
+    NotPlaced(RequestError),
+    /// Our store failed.
+    Sorry,
+}
+
+impl Reply {
+    /// The plain text every adapter shows (Slack escapes it, Telegram sends it as is).
+    pub fn text(&self) -> String {
+        match self {
+            Self::Placed(call) => replies::placed(call),
+            Self::Confirm { to, message, .. } => replies::confirm_question(to, message.as_deref()),
+            Self::Refused(r) => replies::refusal(r),
+            Self::Unreadable(ParseError::NotUnderstood) | Self::NotUnderstood => {
+                replies::not_understood()
+            }
+            Self::Unreadable(e) => e.to_string(),
+            Self::Help { asker: None } => replies::help(),
+            Self::Help {
+                asker: Some((platform, id)),
+            } => replies::help_with_id(*platform, id),
+            Self::Status(call) => replies::status(call),
+            Self::List(calls) => replies::list(calls),
+            Self::Declined => replies::declined(),
+            Self::Expired => replies::expired(),
+            Self::AlreadyAnswered => replies::already_answered(),
+            Self::NotYours { name, confirm, .. } => {
+                replies::only_requester(name.as_deref(), *confirm)
+            }
+            Self::UnknownCall(id) => replies::unknown_call(id),
+            Self::NoCalls => replies::no_calls(),
+            Self::NoLiveCall => replies::no_live_call(),
+            Self::Canceled(call) => replies::canceled(call),
+            Self::HangingUp(call) => replies::hanging_up(call),
+            Self::CancelFailed(e) => e.to_string(),
+            Self::NotPlaced(e) => e.to_string(),
+            Self::Sorry => replies::sorry(),
+        }
+    }
+
+    /// Shown only to the asker (a Slack ephemeral message in a channel): refusing who asks
+    /// tells their id, which is nobody else's business.
+    pub fn private(&self) -> bool {
+        matches!(self, Self::Refused(r) if r.kind() == crate::core::policy::RefusalKind::Identity)
+    }
+
+    /// The call's own messages say it in the conversation (its status message, its outcome):
+    /// an adapter answering in the thread need not say it again.
+    pub fn followed(&self) -> bool {
+        matches!(self, Self::Placed(_) | Self::NotPlaced(_))
+    }
+}
+
+/// The dialogue of one adapter context (cheap: borrowed).
+pub struct Dialogue<'a> {
+    ctx: &'a AdapterContext,
+}
+
+impl AdapterContext {
+    /// The dialogue every adapter speaks.
+    pub fn dialogue(&self) -> Dialogue<'_> {
+        Dialogue { ctx: self }
+    }
+}
+
+impl Dialogue<'_> {
+    /// True the first time a delivery (`platform:id`) is seen: Telegram's update_id, Slack's
+    /// event_id. A repeated or replayed delivery is never acted on twice.
+    pub fn first_delivery(&self, key: String) -> bool {
+        self.ctx.memory.seen.entry(key).or_insert(()).is_fresh()
+    }
+
+    /// Who asks, against the allow-lists (the console is the operator's own).
+    fn identity(&self, conv: &Conversation) -> Result<(), Refusal> {
+        if conv.operator {
+            return Ok(());
+        }
+        let policy = self.ctx.service.policy();
+        policy.check_identity(&conv.origin)?;
+        if let Some(own) = conv
+            .own_team
+            .as_deref()
+            .filter(|t| conv.origin.team.as_deref() != Some(*t))
+        {
+            let mut theirs = conv.origin.clone();
+            theirs.team = Some(own.into());
+            policy.check_identity(&theirs)?;
+        }
+        Ok(())
+    }
+
+    /// A message: interpreted, then answered.
+    pub async fn on_text(&self, conv: &Conversation, text: &str) -> Reply {
+        let identity = self.identity(conv);
+        // The model is asked only for someone who may call: a stranger's messages do not
+        // spend the operator's tokens.
+        let asker = identity.is_ok().then(|| {
+            if conv.operator {
+                "web:web".to_owned()
+            } else {
+                requester_key(&conv.origin)
+            }
+        });
+        let command = match self.ctx.interpreter.interpret(text, asker.as_deref()).await {
+            Ok(Some(command)) => command,
+            Ok(None) | Err(ParseError::NotUnderstood) => return Reply::NotUnderstood,
+            Err(e) => return Reply::Unreadable(e),
+        };
+        if command == Command::Help {
+            return Reply::Help {
+                asker: (!conv.operator)
+                    .then(|| (conv.origin.platform, conv.origin.requester.to_string())),
+            };
+        }
+        // Someone who may not call reads nothing either (a call's number, its status), and
+        // is told before any button.
+        if let Err(refusal) = identity {
+            info!(
+                platform = %conv.origin.platform,
+                requester = %conv.origin.requester,
+                "request refused: not on the allow-list"
+            );
+            return Reply::Refused(refusal);
+        }
+        match command {
+            Command::Call { to, message } => {
+                let request = CallRequest {
+                    to,
+                    message,
+                    origin: conv.origin.clone(),
+                };
+                if self.ctx.confirm && !conv.operator {
+                    self.ask(request)
+                } else {
+                    self.place(request).await
+                }
+            }
+            Command::Status { id } => match self.find(conv, id.as_deref(), false).await {
+                Ok(call) => Reply::Status(Box::new(call)),
+                Err(reply) => reply,
+            },
+            Command::List => match self.ctx.service.list(LIST_LIMIT, &conv.scope()).await {
+                Ok(calls) => Reply::List(calls),
+                Err(e) => {
+                    error!(error = %e, "could not list calls");
+                    Reply::Sorry
+                }
+            },
+            Command::Cancel { id } => match self.find(conv, id.as_deref(), true).await {
+                Ok(call) => self.cancel(conv, &call).await,
+                Err(reply) => reply,
+            },
+            Command::Help => unreachable!("answered above"),
+        }
+    }
+
+    /// A button press.
+    pub async fn on_action(&self, conv: &Conversation, action: Action) -> Reply {
+        let pending = &self.ctx.memory.pending;
+        match action {
+            Action::Confirm(nonce) => {
+                let Some(p) = pending.get(&nonce) else {
+                    return Reply::AlreadyAnswered;
+                };
+                if !conv.is_requester_of(&p.request.origin) {
+                    return not_yours(&p.request.origin, true);
+                }
+                // Whoever removes it acts on it: a double press places one call.
+                if pending.remove(&nonce).is_none() {
+                    return Reply::AlreadyAnswered;
+                }
+                if p.expires <= Utc::now() {
+                    return Reply::Expired;
+                }
+                self.place(p.request.clone()).await
+            }
+            Action::Decline(nonce) => {
+                let Some(p) = pending.get(&nonce) else {
+                    return Reply::AlreadyAnswered;
+                };
+                if !conv.is_requester_of(&p.request.origin) {
+                    return not_yours(&p.request.origin, true);
+                }
+                match pending.remove(&nonce) {
+                    Some(_) => Reply::Declined,
+                    None => Reply::AlreadyAnswered,
+                }
+            }
+            Action::Cancel(id) => {
+                if let Err(refusal) = self.identity(conv) {
+                    return Reply::Refused(refusal);
+                }
+                match self.find(conv, Some(&id), false).await {
+                    Ok(call) => self.cancel(conv, &call).await,
+                    Err(reply) => reply,
+                }
+            }
+        }
+    }
+
+    /// The confirmation with `nonce` was shown as `message` (its id on the platform) at
+    /// `shown_at` (the platform's clock; ours bounds it): a call it places edits that message.
+    pub fn prompt_shown(&self, nonce: &str, message: &str, shown_at: DateTime<Utc>) {
+        let pending = &self.ctx.memory.pending;
+        if let Some(p) = pending.get(nonce) {
+            let mut p = (*p).clone();
+            p.request.origin.status_message = Some(message.into());
+            p.expires = shown_at.min(Utc::now()) + ttl();
+            pending.insert(nonce.to_owned(), Arc::new(p));
+        }
+    }
+
+    fn ask(&self, request: CallRequest) -> Reply {
+        let nonce = nonce();
+        let (to, message) = (request.to.clone(), request.message.clone());
+        let expires = Utc::now() + ttl();
+        self.ctx
+            .memory
+            .pending
+            .insert(nonce.clone(), Arc::new(Pending { request, expires }));
+        Reply::Confirm { nonce, to, message }
+    }
+
+    async fn place(&self, request: CallRequest) -> Reply {
+        match self.ctx.service.request(request).await {
+            Ok(call) => {
+                info!(call_id = %call.id, platform = %call.origin.platform, "call requested");
+                Reply::Placed(Box::new(call))
+            }
+            Err(
+                RequestError::Refused(refusal)
+                | RequestError::Rejected(refusal)
+                | RequestError::Limited(refusal),
+            ) => Reply::Refused(refusal),
+            Err(RequestError::Store(e)) => {
+                error!(error = %e, "could not record a call request");
+                Reply::Sorry
+            }
+            Err(e) => {
+                info!(error = %e, "call not placed");
+                Reply::NotPlaced(e)
+            }
+        }
+    }
+
+    /// A call this conversation sees: by id, or the latest (the asker's latest live one when
+    /// `live`).
+    async fn find(&self, conv: &Conversation, id: Option<&str>, live: bool) -> Result<Call, Reply> {
+        let service = &self.ctx.service;
+        let found = match id {
+            Some(id) => {
+                let Some(call_id) = CallId::parse(id) else {
+                    return Err(Reply::UnknownCall(id.to_owned()));
+                };
+                service
+                    .get(&call_id)
+                    .await
+                    .map(|c| c.filter(|c| conv.sees(c)))
+            }
+            None if live => {
+                let mine = ListFilter {
+                    live_only: true,
+                    requester: (!conv.operator).then(|| conv.origin.requester.to_string()),
+                    ..conv.scope()
+                };
+                service
+                    .list(LIVE_SCAN, &mine)
+                    .await
+                    .map(|calls| calls.into_iter().next())
+            }
+            None => service
+                .list(1, &conv.scope())
+                .await
+                .map(|calls| calls.into_iter().next()),
+        };
+        match found {
+            Ok(Some(call)) => Ok(call),
+            Ok(None) => Err(match (id, live) {
+                (Some(id), _) => Reply::UnknownCall(id.to_owned()),
+                (None, true) => Reply::NoLiveCall,
+                (None, false) => Reply::NoCalls,
+            }),
+            Err(e) => {
+                error!(error = %e, "could not read the call store");
+                Err(Reply::Sorry)
+            }
+        }
+    }
+
+    /// Cancels a call for its requester (or the operator).
+    async fn cancel(&self, conv: &Conversation, call: &Call) -> Reply {
+        if !conv.is_requester_of(&call.origin) {
+            return not_yours(&call.origin, false);
+        }
+        info!(call_id = %call.id, requester = %conv.origin.requester, "cancel asked");
+        match self.ctx.service.cancel(&call.id).await {
+            Ok(Cancelled::BeforeDialing(call)) => Reply::Canceled(Box::new(call)),
+            Ok(Cancelled::HangupSent(call)) => Reply::HangingUp(Box::new(call)),
+            Err(CancelError::Store(e)) => {
+                error!(error = %e, "could not cancel a call");
+                Reply::Sorry
+            }
+            Err(e) => Reply::CancelFailed(e),
+        }
+    }
+}
+
+fn not_yours(origin: &Origin, confirm: bool) -> Reply {
+    Reply::NotYours {
+        name: origin.requester_name.as_deref().map(str::to_owned),
+        requester: origin.requester.to_string(),
+        confirm,
+    }
+}
+
+fn ttl() -> chrono::Duration {
+    chrono::Duration::from_std(CONFIRM_TTL).unwrap_or_default()
+}
+
+/// A one-time nonce for a confirmation: 96 random bits, base64url (16 characters, fits
+/// Telegram's 64-byte callback data and Slack's button value).
+pub fn nonce() -> String {
+    use base64::Engine as _;
+    let bytes: [u8; 12] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
