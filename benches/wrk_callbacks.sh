@@ -5,6 +5,7 @@
 #   bash benches/wrk_callbacks.sh            20 alternating rounds of 3 s per scenario
 #   bash benches/wrk_callbacks.sh --smoke    2 rounds of 1 s (CI: checks it runs, not the ratio)
 #   ROUNDS=10 SECONDS_PER_ROUND=5 bash benches/wrk_callbacks.sh
+#   NO_BUILD=1 bash benches/wrk_callbacks.sh   use the release binaries already built
 #   SCENARIOS=unknown PERF_DATA=cb.data bash benches/wrk_callbacks.sh
 #                    one scenario, callbot profiled with `perf record -g` during the rounds
 #
@@ -35,7 +36,7 @@ for tool in wrk curl; do
   command -v "$tool" >/dev/null || { echo "wrk_callbacks: $tool is not installed (apt-get install $tool)" >&2; exit 1; }
 done
 
-cargo build --release --quiet --bin callbot --example wrk_peer
+[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet --bin callbot --example wrk_peer
 BIN=target/release
 WORK=$(mktemp -d)
 PIDS=()

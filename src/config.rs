@@ -1,6 +1,6 @@
 //! Typed settings: `config/default.toml` (compiled in) → `--config FILE` → environment.
 //!
-//! The conventional names (`TWILIO_AUTH_TOKEN`, `CALLBOT_BIND`, …; see DESIGN.md) map onto
+//! The conventional names (`TWILIO_AUTH_TOKEN`, `CALLBOT_BIND`, …; see the README's settings table) map onto
 //! their keys; any other key is `CALLBOT_SECTION__KEY` (`CALLBOT_CALLS__CPS=5`).
 
 use std::collections::{BTreeMap, HashSet};

@@ -8,7 +8,6 @@
 //! operator's own ways in ([`Platform::is_operator`]) skip them and the per-requester quotas.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::fmt;
 
 use chrono::{DateTime, Duration, Utc};
 use phonenumber::Type;
@@ -162,13 +161,6 @@ impl Refusal {
             Self::GlobalHour { .. } => "global_hourly_limit",
             Self::GlobalDay { .. } => "global_daily_limit",
         }
-    }
-}
-
-/// The wording lives with every other user-facing text, in [`super::replies::refusal`].
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&super::replies::refusal(self))
     }
 }
 

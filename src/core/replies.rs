@@ -216,6 +216,14 @@ fn wait(d: Duration) -> String {
     }
 }
 
+/// `Refusal`'s Display is its reply. It lives here, beside the wording, so that the rules
+/// (`policy`) do not depend on the texts.
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&refusal(self))
+    }
+}
+
 /// Why a request was refused, as the requester reads it (`Refusal`'s Display).
 pub fn refusal(r: &Refusal) -> String {
     match r {

@@ -1,5 +1,5 @@
 //! The Twilio Voice REST client (2010-04-01 Calls API), over reqwest.
-//! Checked against Twilio's OpenAPI description in `shared/reference/`.
+//! Checked against Twilio's OpenAPI description of the Calls API (`tests/it/support/fake_twilio.rs` answers as it describes).
 //!
 //! Retries follow the one policy ([`crate::retry`]). Reads (fetch, list) are retried here:
 //! sending them again is harmless. Writes are not: the dialer retries a create itself, after
