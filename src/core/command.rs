@@ -832,8 +832,9 @@ mod tests {
         })
     }
 
-    /// The marker search as it was before the one-pass scan: every marker searched for in
-    /// the lowercased text, earliest then longest wins. `find_marker` must agree with it.
+    /// The marker search as it was before the one-pass scan and the regex: every marker
+    /// searched for in the lowercased text, earliest then longest wins. `find_marker` must
+    /// agree with it.
     fn find_marker_by_search(rest: &str) -> Option<(usize, usize)> {
         let padded = format!(" {}", rest.to_ascii_lowercase());
         MESSAGE_MARKERS
@@ -875,7 +876,7 @@ mod tests {
         }
 
         #[test]
-        fn the_one_pass_marker_scan_finds_what_searching_each_marker_found(text in marker_soup()) {
+        fn the_marker_pattern_finds_what_searching_each_marker_found(text in marker_soup()) {
             prop_assert_eq!(find_marker(&GRAMMAR, &text), find_marker_by_search(&text));
         }
 
