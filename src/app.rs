@@ -150,6 +150,9 @@ impl App {
         crate::telemetry::metrics();
         crate::telemetry::register_series();
         crate::core::phone::PhoneNumber::warm_up(settings.region());
+        // Compiles the grammar's patterns now rather than on the first message (whose
+        // Slack acknowledgement has 3 s).
+        let _ = crate::core::command::parse("call +1 202 555 0100 and say hi", settings.region());
         let listener = TcpListener::bind(settings.server.bind)
             .await
             .with_context(|| format!("could not listen on {}", settings.server.bind))?;
