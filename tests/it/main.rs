@@ -14,7 +14,6 @@ mod fuzz_replay;
 mod hostile;
 #[cfg(feature = "llm")]
 mod llm;
-mod measure;
 mod policy;
 mod shutdown;
 mod simulator;
