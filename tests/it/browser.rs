@@ -87,6 +87,8 @@ async fn browser(profile: &Path) -> Option<(Driver, Client)> {
         }),
     );
     let url = format!("http://127.0.0.1:{port}");
+    // Polling with a bound (100 tries over about ten seconds): chromedriver gives no other
+    // signal that it is ready.
     for _ in 0..100 {
         if let Ok(client) = ClientBuilder::rustls()
             .unwrap()

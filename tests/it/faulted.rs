@@ -18,7 +18,7 @@ use callbot::core::replies;
 use futures::StreamExt as _;
 
 use crate::support::faults;
-use crate::support::{FakeTwilio, TestApp, twilio_settings};
+use crate::support::{FakeTwilio, TestApp, never, twilio_settings};
 
 /// The heavy runs (these and the soak) take turns: each alone keeps two cores busy, and a
 /// chat answer slowed past the client's timeout by load is a lost answer (RELIABILITY.md).
@@ -105,8 +105,10 @@ fn check_calls_and_creates(calls: &[Call], twilio: &FakeTwilio, n: usize, seed: 
     );
 }
 
-/// Waits until `outcomes()` counts `n`, lets anything that would come twice come, turns the
-/// faults off and checks the calls against Twilio's creates; returns the calls.
+/// Waits until `outcomes()` (every outcome post, repeats included) counts `n`, then waits
+/// three seconds for a repeated outcome or a create after every call ended (failing as soon as
+/// one comes), turns the faults off and checks the calls against Twilio's creates; returns the
+/// calls.
 async fn finish(
     app: &TestApp,
     twilio: &FakeTwilio,
@@ -122,7 +124,12 @@ async fn finish(
         seed,
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let created = twilio.creates().len();
+    let twice = format!("seed {seed}: an outcome posted twice");
+    tokio::join!(
+        never(Duration::from_secs(3), &twice, || outcomes() > n),
+        twilio.no_creates_beyond(created, Duration::from_secs(3))
+    );
     print_faults("twilio", twilio.faults());
     print_faults(chat, chat_faults);
     twilio.faults().disable();
@@ -222,7 +229,7 @@ mod telegram {
             &app,
             &twilio,
             ("telegram", tg.faults()),
-            || outcomes().len(),
+            || outcomes().values().map(Vec::len).sum(),
             n,
             seed,
         )
@@ -454,7 +461,10 @@ mod llm {
             seed,
         )
         .await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // No create after every call ended.
+        twilio
+            .no_creates_beyond(twilio.creates().len(), Duration::from_secs(1))
+            .await;
         twilio.faults().disable();
         let calls = all_calls(&app).await;
         check_calls_and_creates(&calls, &twilio, placed, seed);

@@ -16,7 +16,6 @@ mod fuzz_replay;
 mod hostile;
 #[cfg(feature = "llm")]
 mod llm;
-mod measure;
 mod policy;
 mod shutdown;
 mod simulator;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use callbot::calls::EventKind;
 use callbot::core::call::CallStatus;
 
-use crate::support::{FakeTwilio, TestApp, settings, twilio_settings};
+use crate::support::{FakeTwilio, QUIET, TestApp, settings, twilio_settings};
 
 #[tokio::test]
 async fn destination_rules_refuse_with_a_reason_and_place_nothing() {
@@ -36,8 +36,8 @@ async fn destination_rules_refuse_with_a_reason_and_place_nothing() {
         body["error"],
         "Your message has 501 characters; the limit is 500. Please shorten it."
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(twilio.creates().is_empty(), "nothing reached Twilio");
+    // Nothing reached Twilio.
+    twilio.no_creates_beyond(0, QUIET).await;
 
     // The allow-list overrides the country rule.
     app.place("call +1 415 555 0100").await;
@@ -59,8 +59,7 @@ async fn premium_rate_numbers_are_refused_even_in_allowed_countries() {
         body["error"],
         "+1 900-555-0123 is a premium-rate number; callbot does not call those."
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(twilio.creates().is_empty());
+    twilio.no_creates_beyond(0, QUIET).await;
 }
 
 #[tokio::test]
@@ -89,8 +88,7 @@ async fn per_destination_and_concurrency_limits_answer_429() {
         "3 calls are already in progress, the most at once. Try again when one ends."
     );
     assert_eq!(twilio.wait_creates(3).await.len(), 3);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(twilio.creates().len(), 3);
+    twilio.no_creates_beyond(3, QUIET).await;
 }
 
 #[tokio::test]
@@ -279,8 +277,8 @@ async fn the_global_hourly_cap_counts_web_and_chat_together_and_dials_nothing_be
     );
     tg.push(tg.text(Chat::Private, ALICE, "call +91 98765 43213"));
     tg.wait_message(reason).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(twilio.creates().len(), 2, "nothing dialed beyond the cap");
+    // Nothing dialed beyond the cap.
+    twilio.no_creates_beyond(2, QUIET).await;
 }
 
 /// `callbot call` is counted too: with the daily cap at 0 (set the way an operator would,

@@ -46,8 +46,8 @@ async fn stop_with_queued_calls_and_an_open_live_log_ends_every_call_within_the_
     let live = http.get(format!("{base}/api/events")).send().await.unwrap();
     assert_eq!(live.status().as_u16(), 200);
     let mut live = live.bytes_stream();
-    // The first create is in flight at the fake.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The first create is in flight at the fake (recorded there, answered 1.5 s later).
+    twilio.wait_creates(1).await;
 
     let stopped = Instant::now();
     stop.cancel();

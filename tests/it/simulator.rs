@@ -2,10 +2,9 @@
 
 use std::time::Duration;
 
-use callbot::calls::EventKind;
 use callbot::core::call::CallStatus;
 
-use crate::support::{TestApp, settings};
+use crate::support::{QUIET, TestApp, exactly_one_final, settings};
 
 #[tokio::test]
 async fn simulator_outcome_follows_the_last_digit() {
@@ -62,12 +61,7 @@ async fn simulator_chaos_duplicates_and_reorders_yet_one_final() {
     let call = app.wait_final(&id).await;
     assert_eq!(call.status, CallStatus::Completed);
     assert_eq!(call.duration_secs, Some(11));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut finals = 0;
-    while let Ok(ev) = events.try_recv() {
-        finals += usize::from(ev.call.id == id && ev.kind == EventKind::Final);
-    }
-    assert_eq!(finals, 1);
+    exactly_one_final(&mut events, &id, QUIET).await;
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::fake_telegram::{Chat, FakeTelegram, TOKEN};
-use crate::support::faults;
+use crate::support::{faults, never};
 use crate::telegram::{ALICE, SECRET};
 
 /// Calls the store keeps (moka capacity): the soak's steady state.
@@ -209,7 +209,16 @@ async fn soak_on_the_simulator_with_chaos_and_chat_faults_ends_every_call_once_a
     }
     sender.await.unwrap();
     let took = start.elapsed();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Two seconds for an outcome that would come twice (failing as soon as one does).
+    never(
+        Duration::from_secs(2),
+        &format!("seed {seed}: an outcome posted twice"),
+        || {
+            refresh();
+            seen.borrow().1.values().map(Vec::len).sum::<usize>() > n
+        },
+    )
+    .await;
     let (requests, drawn) = tg.faults().stats();
     tg.faults().disable();
 

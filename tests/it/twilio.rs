@@ -4,12 +4,13 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use base64::Engine as _;
-use callbot::calls::EventKind;
 use callbot::core::call::CallStatus;
 
 use crate::support::fake_twilio::Plan;
 use crate::support::faults::Fault;
-use crate::support::{ACCOUNT_SID, AUTH_TOKEN, FROM, FakeTwilio, TestApp, twilio_settings};
+use crate::support::{
+    ACCOUNT_SID, AUTH_TOKEN, FROM, FakeTwilio, QUIET, TestApp, exactly_one_final, twilio_settings,
+};
 
 #[tokio::test]
 async fn web_request_places_a_twilio_call_with_every_field_and_follows_shuffled_callbacks() {
@@ -68,14 +69,7 @@ async fn web_request_places_a_twilio_call_with_every_field_and_follows_shuffled_
     );
 
     // Exactly one final event, however often the callbacks came.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut finals = 0;
-    while let Ok(ev) = events.try_recv() {
-        if ev.call.id == id && ev.kind == EventKind::Final {
-            finals += 1;
-        }
-    }
-    assert_eq!(finals, 1);
+    exactly_one_final(&mut events, &id, QUIET).await;
     assert_eq!(twilio.creates().len(), 1);
 
     // The create request's latency is in the Twilio histogram.
@@ -328,14 +322,12 @@ async fn a_create_whose_answer_was_garbled_waits_for_its_first_callback() {
     twilio.faults().script([Fault::Malformed]);
     let id = app.place("call +91 9876543210").await;
     let creates = twilio.wait_creates(1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let call = app.call(&id).await;
-    assert_eq!(
-        call.status,
-        CallStatus::Queued,
-        "waiting, not failed: {call:#?}"
+    // Waiting, not failed, and not created again: a retry would come within the backoff
+    // (at most 200 ms here), a failure at once.
+    tokio::join!(
+        app.stays(&id, QUIET, |c| c.status == CallStatus::Queued),
+        twilio.no_creates_beyond(1, QUIET)
     );
-    assert_eq!(twilio.creates().len(), 1);
     twilio.complete_shuffled(&creates[0], 5).await;
     let call = app.wait_final(&id).await;
     assert_eq!(call.status, CallStatus::Completed);
@@ -380,8 +372,8 @@ async fn hundred_concurrent_prompts_make_hundred_calls_within_the_cps_limit() {
         .collect();
     assert_eq!(ids.len(), 100);
     let creates = twilio.wait_creates(100).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(twilio.creates().len(), 100, "no duplicates");
+    // No duplicates.
+    twilio.no_creates_beyond(100, QUIET).await;
     let to: HashSet<_> = creates
         .iter()
         .map(|c| c.get("To").unwrap().to_owned())

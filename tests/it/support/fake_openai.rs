@@ -120,10 +120,12 @@ async fn completions(
         )
             .into_response(),
         Some(Answer::Late(d, v)) => {
+            // The scenario: a model that answers late on purpose.
             tokio::time::sleep(d).await;
             completion(&v.to_string())
         }
         Some(Answer::Slow(d)) => {
+            // The scenario: a model slower than the client's timeout.
             tokio::time::sleep(d).await;
             completion(r#"{"intent":"none","number":null,"message":null,"language":null}"#)
         }

@@ -534,6 +534,8 @@ async fn get_updates(inner: &Inner, body: &Value) -> Response {
     let offset = body["offset"].as_i64().unwrap_or(0);
     let timeout = Duration::from_secs(body["timeout"].as_u64().unwrap_or(0).min(10));
     let start = Instant::now();
+    // A long poll, as Telegram holds it: the queue is looked at every 10 ms until an update
+    // is there or the client's timeout has passed (the fake's behaviour, not a test's wait).
     loop {
         // Someone set a webhook for this bot: Telegram refuses long polls, the one in
         // flight included.

@@ -75,6 +75,8 @@ struct Inner {
     /// Query strings of call-list requests.
     lists: Mutex<Vec<Vec<(String, String)>>>,
     faults: super::faults::Faults,
+    /// Fires whenever a create request is recorded (the signal "nothing happened" checks wait on).
+    created: tokio::sync::Notify,
 }
 
 #[derive(Clone)]
@@ -153,6 +155,27 @@ impl FakeTwilio {
                 creates.len()
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A "nothing happened" check: waits `window` for a create request beyond the first `n`,
+    /// woken by each one that arrives, and panics as soon as there are more than `n`.
+    pub async fn no_creates_beyond(&self, n: usize, window: Duration) {
+        let deadline = tokio::time::Instant::now() + window;
+        loop {
+            let created = self.inner.created.notified();
+            tokio::pin!(created);
+            // Registered before the count is read, so a create in between is not missed.
+            created.as_mut().enable();
+            let creates = self.creates();
+            assert!(
+                creates.len() <= n,
+                "{} create requests where {n} were expected: {creates:#?}",
+                creates.len()
+            );
+            if tokio::time::timeout_at(deadline, created).await.is_err() {
+                return;
+            }
         }
     }
 
@@ -315,6 +338,7 @@ async fn create(
             retry_after,
         } => {
             inner.creates.lock().push(rec);
+            inner.created.notify_waiters();
             let mut res = (
                 StatusCode::from_u16(status).unwrap(),
                 axum::Json(json!({
@@ -331,6 +355,8 @@ async fn create(
         }
         Plan::Slow(delay) => {
             inner.creates.lock().push(rec);
+            inner.created.notify_waiters();
+            // The scenario: Twilio answering slowly on purpose.
             tokio::time::sleep(delay).await;
             return (StatusCode::SERVICE_UNAVAILABLE, "too slow").into_response();
         }
@@ -344,6 +370,8 @@ async fn create(
     let to = rec.get("To").unwrap_or_default().to_owned();
     let from = rec.get("From").unwrap_or_default().to_owned();
     inner.creates.lock().push(rec);
+    inner.created.notify_waiters();
+    // The scenario (`Plan::Delayed`): the answer held back on purpose.
     tokio::time::sleep(delay).await;
     if let Some((fault, slow, retry_after)) = after_effect {
         return super::faults::answer(fault, Style::Twilio, slow, retry_after).await;
@@ -416,13 +444,17 @@ impl FakeTwilio {
         let task = tokio::spawn(async move {
             let mut played = 0;
             loop {
+                // Woken by each create (registered before reading, so none is missed).
+                let created = me.inner.created.notified();
+                tokio::pin!(created);
+                created.as_mut().enable();
                 let creates = me.creates();
                 for call in creates.into_iter().skip(played) {
                     played += 1;
                     let me = me.clone();
                     tokio::spawn(async move { me.play(&call).await });
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                created.await;
             }
         });
         AbortOnDrop(task)

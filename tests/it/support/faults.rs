@@ -208,6 +208,7 @@ pub async fn answer(fault: Fault, style: Style, slow: Duration, retry_after: u64
                 .into_response()
         }
         Fault::Slow => {
+            // The scenario: an upstream that answers slowly on purpose.
             tokio::time::sleep(slow).await;
             (StatusCode::GATEWAY_TIMEOUT, "fault: too slow").into_response()
         }

@@ -10,7 +10,7 @@ pub mod faults;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callbot::calls::CallService;
+use callbot::calls::{CallEvent, CallService, EventKind};
 use callbot::core::call::{Call, CallId};
 use callbot::{App, Settings};
 use serde_json::Value;
@@ -21,6 +21,57 @@ pub use fake_twilio::FakeTwilio;
 pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
 pub const AUTH_TOKEN: &str = "test-auth-token-0123456789";
 pub const FROM: &str = "+15005550006";
+
+/// How long a "nothing happened" check waits for the signal that would have come: the app
+/// acts on a request within milliseconds, so this is many times that, even on a loaded host.
+pub const QUIET: Duration = Duration::from_millis(500);
+
+/// A "nothing happened" check: watches `happened` for `window` and panics (with `what`) as
+/// soon as it holds, so a failure shows at once and a pass costs exactly `window`.
+pub async fn never(window: Duration, what: &str, mut happened: impl FnMut() -> bool) {
+    let deadline = Instant::now() + window;
+    loop {
+        assert!(!happened(), "{what}");
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until `done()` holds, polling every 10 ms; panics with `what` after `within`.
+pub async fn until(within: Duration, what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Reads the bus for `window` after a call's final event was seen, counting the final
+/// events of call `id` already queued or still to come; panics on a second one at once.
+/// Expects the receiver to have been subscribed before the call was placed.
+pub async fn exactly_one_final(
+    events: &mut tokio::sync::broadcast::Receiver<CallEvent>,
+    id: &CallId,
+    window: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + window;
+    let mut finals = 0;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(ev)) => {
+                if ev.call.id == *id && ev.kind == EventKind::Final {
+                    finals += 1;
+                    assert!(finals == 1, "a second final event for {id}: {ev:#?}");
+                }
+            }
+            Ok(Err(e)) => panic!("the test's bus receiver failed: {e}"),
+            Err(_) => break,
+        }
+    }
+    assert_eq!(finals, 1, "one final event for {id}");
+}
 
 pub struct TestApp {
     pub base: String,
@@ -143,6 +194,20 @@ impl TestApp {
                 "timed out waiting; call is {call:#?}"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// A "nothing happened" check on the store: watches the call for `window` and panics as
+    /// soon as it stops satisfying `f`.
+    pub async fn stays(&self, id: &CallId, window: Duration, f: impl Fn(&Call) -> bool) {
+        let deadline = Instant::now() + window;
+        loop {
+            let call = self.call(id).await;
+            assert!(f(&call), "the call changed: {call:#?}");
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
