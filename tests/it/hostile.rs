@@ -82,9 +82,13 @@ impl Env {
     }
 
     async fn healthy(&self) {
-        let res = self
-            .app
-            .http
+        // A new connection: a pooled one may have sat idle past a short header timeout (which
+        // is also the keep-alive limit) and been closed by the server as the request left.
+        let fresh = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let res = fresh
             .get(self.url("/healthz"))
             .send()
             .await
