@@ -88,11 +88,7 @@ impl Env {
             .pool_max_idle_per_host(0)
             .build()
             .unwrap();
-        let res = fresh
-            .get(self.url("/healthz"))
-            .send()
-            .await
-            .unwrap();
+        let res = fresh.get(self.url("/healthz")).send().await.unwrap();
         assert_eq!(res.status().as_u16(), 200, "the service still answers");
     }
 }

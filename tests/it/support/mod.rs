@@ -86,9 +86,6 @@ impl Drop for TestApp {
     }
 }
 
-/// How long a "nothing happened" check gives the signal that would have come.
-pub const QUIET: Duration = Duration::from_millis(300);
-
 /// A "nothing happened" check: polls `happened` (the signal that would have come: a call
 /// created, a message posted) for [`QUIET`] and fails as soon as it turns true, rather than
 /// sleeping and looking once.
