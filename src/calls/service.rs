@@ -16,6 +16,7 @@ use crate::core::call::{
 };
 use crate::core::phone::PhoneNumber;
 use crate::core::policy::{Policy, Refusal, RefusalKind, Request, Usage};
+use crate::core::replies;
 
 /// What a call says and sounds like when the request does not choose.
 #[derive(Debug, Clone)]
@@ -45,9 +46,9 @@ pub enum RequestError {
     /// A limit was reached (per requester, per destination, concurrent calls).
     #[error("{0}")]
     Limited(Refusal),
-    #[error("callbot is busy: {0} calls are waiting to be dialed. Please try again in a minute.")]
+    #[error("{}", replies::queue_full(*.0))]
     QueueFull(usize),
-    #[error("callbot is shutting down and is not placing new calls.")]
+    #[error("{}", replies::stopping())]
     Stopping,
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -62,9 +63,9 @@ pub enum StatusOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CancelError {
-    #[error("I don't know a call with id {0}.")]
+    #[error("{}", replies::unknown_call(.0))]
     NotFound(String),
-    #[error("That call already ended ({0}).")]
+    #[error("{}", replies::already_ended(*.0))]
     AlreadyEnded(CallStatus),
     #[error("the telephony provider refused to hang up: {0}")]
     Telephony(#[from] TelephonyError),

@@ -41,29 +41,32 @@ pub enum Command {
     Help,
 }
 
-/// A call request that cannot be accepted; Display is the user-facing reason.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A call request that cannot be accepted. Its Display, the user-facing reason, is worded in
+/// [`super::replies`] with every other text a user reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParseError {
-    #[error(transparent)]
-    Number(#[from] PhoneError),
-    #[error(
-        "I found the number {number} but not what “{rest}” means. Write: call {number} and say <message>"
-    )]
-    TrailingText { number: String, rest: String },
+    Number(PhoneError),
+    TrailingText {
+        number: String,
+        rest: String,
+    },
     /// Neither the grammar nor the language model could make sense of it.
-    #[error("I couldn't understand that.\n{}", super::replies::help())]
     NotUnderstood,
     /// The grammar could not read it and this requester has had its language-model
     /// requests for the minute (`limits.llm_per_user_minute`).
-    #[error(
-        "I couldn't understand that, and you have sent too many messages I'd need the language model for in the last minute. Please wait a minute, or write it as: call <number> and say <message>"
-    )]
     TooManyRequests,
     /// The language model named a number that is not in the text: never dialed.
-    #[error(
-        "I understood you want to call {number}, but I can't find that number in your message, so I won't dial it. Please write the number in digits."
-    )]
-    Unverified { number: String },
+    Unverified {
+        number: String,
+    },
+}
+
+impl std::error::Error for ParseError {}
+
+impl From<PhoneError> for ParseError {
+    fn from(e: PhoneError) -> Self {
+        Self::Number(e)
+    }
 }
 
 /// Verbs that start a call request; longest first so "place a call to" wins over "call".

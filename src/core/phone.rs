@@ -56,14 +56,15 @@ static PARSED: LazyLock<moka::sync::Cache<ParseKey, Result<PhoneNumber, String>>
 #[serde(try_from = "String", into = "String")]
 pub struct PhoneNumber(CompactString);
 
-/// Why a text is not a usable phone number; the Display text is shown to users.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a text is not a usable phone number. Its Display is shown to users and worded in
+/// [`super::replies`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PhoneError {
-    #[error("I couldn't find a phone number in “{0}”.")]
     NoNumber(String),
-    #[error("{written} is not a valid number for {country}.")]
     Invalid { written: String, country: String },
 }
+
+impl std::error::Error for PhoneError {}
 
 impl PhoneNumber {
     /// Parses a number as a person writes it ("+91 98765 43210", "098765 43210",

@@ -6,6 +6,8 @@
 use chrono::Duration;
 
 use super::call::{Call, CallStatus, Platform};
+use super::command::ParseError;
+use super::phone::PhoneError;
 use super::phone::PhoneNumber;
 use super::policy::Refusal;
 
@@ -214,6 +216,54 @@ fn wait(d: Duration) -> String {
             }
         }
     }
+}
+
+impl std::fmt::Display for PhoneError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PhoneError::NoNumber(text) => write!(f, "I couldn't find a phone number in “{text}”."),
+            PhoneError::Invalid { written, country } => {
+                write!(f, "{written} is not a valid number for {country}.")
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParseError::Number(e) => e.fmt(f),
+            ParseError::TrailingText { number, rest } => write!(
+                f,
+                "I found the number {number} but not what “{rest}” means. Write: call {number} and say <message>"
+            ),
+            ParseError::NotUnderstood => f.write_str(&not_understood()),
+            ParseError::TooManyRequests => f.write_str(
+                "I couldn't understand that, and you have sent too many messages I'd need the language model for in the last minute. Please wait a minute, or write it as: call <number> and say <message>",
+            ),
+            ParseError::Unverified { number } => write!(
+                f,
+                "I understood you want to call {number}, but I can't find that number in your message, so I won't dial it. Please write the number in digits."
+            ),
+        }
+    }
+}
+
+/// The dial queue is full: the request was not taken.
+pub fn queue_full(waiting: usize) -> String {
+    format!(
+        "callbot is busy: {waiting} calls are waiting to be dialed. Please try again in a minute."
+    )
+}
+
+/// callbot is stopping: the request was not taken.
+pub fn stopping() -> String {
+    "callbot is shutting down and is not placing new calls.".to_owned()
+}
+
+/// `cancel` of a call that already ended.
+pub fn already_ended(status: CallStatus) -> String {
+    format!("That call already ended ({status}).")
 }
 
 /// `Refusal`'s Display is its reply. It lives here, beside the wording, so that the rules
