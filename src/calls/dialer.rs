@@ -2,7 +2,7 @@
 //! `cps` per second (governor), with at most `max_concurrent` create requests in flight, and
 //! retries 429 / 5xx / timeouts / connection errors by the one retry policy
 //! ([`crate::retry`]: jittered exponential backoff, Retry-After honoured, `max_tries` tries).
-//! A create is never retried blindly: after one that went unanswered, Twilio's call list is
+//! A create is never retried blindly: after one that went unanswered, the provider's call list is
 //! asked first, and the store is read between tries.
 //! On shutdown it stops taking calls, fails what is still queued with a reason, and waits
 //! up to `grace` for requests in flight.
