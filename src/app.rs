@@ -139,6 +139,50 @@ async fn whole_body(
     }
 }
 
+/// What the engine keeps and coordinates through: in this process (the embedded default), or
+/// in one Redis shared by every instance (`CALLBOT_STORE=redis`).
+struct Engines {
+    store: Arc<dyn CallStore>,
+    /// Jobs that run on one instance at a time.
+    #[allow(
+        dead_code,
+        reason = "the housekeeping and Telegram polling leases come next"
+    )]
+    leases: Arc<dyn crate::calls::lease::Leases>,
+}
+
+async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
+    match settings.store.backend {
+        StoreBackend::Memory => Ok(Engines {
+            store: Arc::new(MemoryStore::new(
+                settings.store.capacity,
+                Duration::from_secs(settings.store.ttl_hours * 3600),
+            )),
+            leases: Arc::new(crate::calls::lease::Solo),
+        }),
+        #[cfg(feature = "redis")]
+        StoreBackend::Redis => {
+            use secrecy::ExposeSecret as _;
+            let url = settings
+                .store
+                .redis_url
+                .as_ref()
+                .context("CALLBOT_STORE=redis needs REDIS_URL")?;
+            let redis =
+                crate::shared::Redis::connect(url.expose_secret(), &settings.store.redis_prefix)
+                    .await?;
+            let _leases = Arc::new(crate::shared::lease::RedisLeases::new(redis));
+            anyhow::bail!(
+                "the redis store is not available in this build yet; use CALLBOT_STORE=memory"
+            )
+        }
+        #[cfg(not(feature = "redis"))]
+        StoreBackend::Redis => anyhow::bail!(
+            "this build has no redis support (built without the `redis` feature); use CALLBOT_STORE=memory"
+        ),
+    }
+}
+
 impl App {
     /// Binds the listener (port 0 picks a free one) and builds everything; nothing is
     /// served until [`App::run`].
@@ -192,15 +236,7 @@ impl App {
             TelephonyChoice::Simulator => simulator::plug(&settings.simulator, plug_ctx),
         };
 
-        let store: Arc<dyn CallStore> = match settings.store.backend {
-            StoreBackend::Memory => Arc::new(MemoryStore::new(
-                settings.store.capacity,
-                Duration::from_secs(settings.store.ttl_hours * 3600),
-            )),
-            StoreBackend::Redis => anyhow::bail!(
-                "the redis store is not available in this build yet; use CALLBOT_STORE=memory"
-            ),
-        };
+        let Engines { store, leases: _ } = engines(&settings).await?;
 
         let calls = &settings.calls;
         let (service, queue) = CallService::with_bus(

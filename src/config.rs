@@ -392,6 +392,8 @@ pub struct StoreSettings {
     /// Redis URL for the redis backend (REDIS_URL); a secret (it may hold a password).
     #[serde(default, deserialize_with = "opt_secret")]
     pub redis_url: Option<SecretString>,
+    /// Every Redis key starts with `{prefix}:` (a Cluster hash tag).
+    pub redis_prefix: String,
     /// Calls are forgotten this many hours after their last change.
     pub ttl_hours: u64,
     /// Most calls kept in memory.
@@ -905,9 +907,34 @@ impl Settings {
             ));
         }
         if self.store.backend == StoreBackend::Redis {
+            if !cfg!(feature = "redis") {
+                refuse(format!(
+                    "{}: this build has no redis support (built without the `redis` feature); use memory",
+                    self.named("store.backend", "redis")
+                ));
+            } else if self
+                .store
+                .redis_url
+                .as_ref()
+                .is_none_or(|u| u.expose_secret().trim().is_empty())
+            {
+                refuse(format!(
+                    "{} needs {} (redis://host:6379/0, rediss:// for TLS)",
+                    self.named("store.backend", "redis"),
+                    self.name("store.redis_url")
+                ));
+            }
+        }
+        let prefix = &self.store.redis_prefix;
+        if prefix.is_empty()
+            || prefix.len() > 64
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+        {
             refuse(format!(
-                "{}: this build cannot serve the redis store yet; use memory",
-                self.named("store.backend", "redis")
+                "{} must be 1 to 64 letters, digits, '-', '_', '.' or ':'",
+                self.named("store.redis_prefix", prefix)
             ));
         }
         if cfg!(feature = "telegram") {

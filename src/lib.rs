@@ -11,6 +11,8 @@ pub mod core;
 #[cfg(feature = "llm")]
 pub mod llm;
 pub mod retry;
+#[cfg(feature = "redis")]
+pub mod shared;
 pub mod telemetry;
 pub mod telephony;
 

@@ -5,6 +5,7 @@
 
 pub mod dialer;
 pub mod events;
+pub mod lease;
 pub mod reaper;
 pub mod service;
 pub mod store;

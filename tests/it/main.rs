@@ -14,6 +14,8 @@ mod follow;
 mod fuzz_replay;
 #[cfg(all(feature = "telegram", feature = "slack", feature = "llm"))]
 mod hostile;
+#[cfg(feature = "redis")]
+mod leases;
 #[cfg(feature = "llm")]
 mod llm;
 mod policy;

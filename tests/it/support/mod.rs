@@ -6,6 +6,8 @@ pub mod fake_slack;
 pub mod fake_telegram;
 pub mod fake_twilio;
 pub mod faults;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -211,5 +213,84 @@ impl TestApp {
     pub async fn wait_final(&self, id: &CallId) -> Call {
         self.wait_for(id, Duration::from_secs(15), |c| c.status.is_terminal())
             .await
+    }
+}
+
+/// An app on a runtime of its own, so that it can be killed the way SIGKILL kills a process:
+/// [`Instance::kill`] drops every task at once, with no graceful shutdown (nothing is failed,
+/// nothing released, no lease given up). Build it from a test's async body; the runtime is
+/// made on a plain thread.
+#[allow(dead_code, reason = "used by the multi-instance tests")]
+pub struct Instance {
+    pub base: String,
+    pub service: Arc<CallService>,
+    pub http: reqwest::Client,
+    stop: CancellationToken,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+#[allow(dead_code, reason = "used by the multi-instance tests")]
+impl Instance {
+    pub async fn spawn(settings: Settings) -> Self {
+        init_logs();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            let app = runtime.block_on(App::build(settings)).expect("app builds");
+            let base = format!("http://{}", app.local_addr());
+            let service = app.service();
+            let stop = app.shutdown_token();
+            runtime.spawn(app.run());
+            let _ = tx.send((runtime, base, service, stop));
+        });
+        let (runtime, base, service, stop) = rx.await.expect("the instance started");
+        Self {
+            base,
+            service,
+            http: reqwest::Client::new(),
+            stop,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// Stops it gracefully (as SIGTERM does) and waits a moment for the stop to finish.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+
+    /// Kills it as SIGKILL would: every task is dropped where it stands.
+    pub fn kill(mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+
+    pub async fn prompt(&self, command: &str) -> (u16, Value) {
+        let res = self
+            .http
+            .post(format!("{}/ai_prompt", self.base))
+            .json(&serde_json::json!({ "command": command }))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
     }
 }

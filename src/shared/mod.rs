@@ -1,0 +1,136 @@
+//! The shared engine: what several callbot instances share through one Redis
+//! (`CALLBOT_STORE=redis`, `REDIS_URL`). Each submodule implements a port of the engine
+//! (`calls`) on Redis; the in-memory implementations stay the embedded default.
+//!
+//! Keys: every key is `{prefix}:…` (`store.redis_prefix`, default `callbot`). The braces are a
+//! Redis Cluster hash tag: all of callbot's keys live in one slot, so one Lua script may touch
+//! any of them and Cluster works (it does not spread callbot's keys over shards; one
+//! deployment's calls fit one shard easily).
+
+pub mod lease;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+/// How long one Redis command may take before it fails (Redis down must be an error soon,
+/// not a request that hangs).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One Redis, shared by everything of this instance that talks to it. Cheap to clone: the
+/// connection manager multiplexes every command over one connection and reconnects in the
+/// background when it breaks.
+#[derive(Clone)]
+pub struct Redis {
+    conn: ConnectionManager,
+    prefix: String,
+    instance: String,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis")
+            .field("prefix", &self.prefix)
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Redis {
+    /// Connects (and fails at once when Redis cannot be reached). `url` is a secret: errors
+    /// show it with its password redacted.
+    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let shown = redacted(url);
+        let client = redis::Client::open(url.trim())
+            .with_context(|| format!("REDIS_URL {shown} is not a Redis URL"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = client
+            .get_connection_manager_with_config(config)
+            .await
+            .with_context(|| format!("could not connect to Redis at {shown}"))?;
+        let instance = format!(
+            "{}-{}-{:08x}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "callbot".into()),
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        Ok(Self {
+            conn,
+            prefix: prefix.to_owned(),
+            instance,
+        })
+    }
+
+    /// `{prefix}:rest`.
+    pub fn key(&self, rest: &str) -> String {
+        format!("{{{}}}:{rest}", self.prefix)
+    }
+
+    /// A handle for commands (clones share the one connection).
+    pub fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// This process's name among the instances (lease holder, stream consumer).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// The server's version (`INFO server`), which also proves it answers.
+    pub async fn server_version(&self) -> redis::RedisResult<String> {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(info
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .unwrap_or("unknown")
+            .trim()
+            .to_owned())
+    }
+
+    /// PING.
+    pub async fn ping(&self) -> redis::RedisResult<()> {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.conn())
+            .await
+            .map(drop)
+    }
+}
+
+/// `url` with its password (and user) replaced, for messages and logs.
+pub fn redacted(url: &str) -> String {
+    match url::Url::parse(url.trim()) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("redacted"));
+            }
+            u.to_string()
+        }
+        Err(_) => "[unparsable URL]".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            super::redacted("redis://:s3cret@example.com:6380/2"),
+            "redis://:redacted@example.com:6380/2"
+        );
+        assert_eq!(
+            super::redacted("rediss://user:pw@h/0"),
+            "rediss://user:redacted@h/0"
+        );
+        assert_eq!(super::redacted("redis://h:6379"), "redis://h:6379");
+        assert!(!super::redacted("not a url s3cret").contains("s3cret"));
+    }
+}
