@@ -149,6 +149,54 @@ struct Engines {
         reason = "the housekeeping and Telegram polling leases come next"
     )]
     leases: Arc<dyn crate::calls::lease::Leases>,
+    /// What the instance cannot work without, checked every second for `/healthz`.
+    probe: Option<Probe>,
+}
+
+/// A dependency's name and its check (the reason when it fails).
+type Probe = (
+    &'static str,
+    Arc<dyn Fn() -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync>,
+);
+
+/// How often a dependency is checked for `/healthz`.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// Checks `probe` every [`PROBE_EVERY`] until shutdown and tells `/healthz`; the reason is
+/// logged once per outage, not once a second.
+fn watch(
+    (name, check): Probe,
+    health: &Arc<crate::chat::health::Health>,
+    shutdown: CancellationToken,
+) {
+    let line = health.dependency(name);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(PROBE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut down = false;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            match check().await {
+                Ok(()) => {
+                    if down {
+                        info!(dependency = name, "reachable again");
+                    }
+                    down = false;
+                    line.ok();
+                }
+                Err(reason) => {
+                    if !down {
+                        tracing::error!(dependency = name, %reason, "dependency down: requests and callbacks fail until it is back");
+                    }
+                    down = true;
+                    line.failing(reason);
+                }
+            }
+        }
+    });
 }
 
 async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
@@ -159,6 +207,7 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
                 Duration::from_secs(settings.store.ttl_hours * 3600),
             )),
             leases: Arc::new(crate::calls::lease::Solo),
+            probe: None,
         }),
         #[cfg(feature = "redis")]
         StoreBackend::Redis => {
@@ -176,7 +225,16 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
                     redis.clone(),
                     Duration::from_secs(settings.store.ttl_hours * 3600),
                 )),
-                leases: Arc::new(crate::shared::lease::RedisLeases::new(redis)),
+                leases: Arc::new(crate::shared::lease::RedisLeases::new(redis.clone())),
+                probe: Some((
+                    "redis",
+                    Arc::new(move || {
+                        let redis = redis.clone();
+                        Box::pin(async move {
+                            redis.ping().await.map_err(|e| format!("unreachable: {e}"))
+                        })
+                    }),
+                )),
             })
         }
         #[cfg(not(feature = "redis"))]
@@ -239,7 +297,11 @@ impl App {
             TelephonyChoice::Simulator => simulator::plug(&settings.simulator, plug_ctx),
         };
 
-        let Engines { store, leases: _ } = engines(&settings).await?;
+        let Engines {
+            store,
+            leases: _,
+            probe,
+        } = engines(&settings).await?;
 
         let calls = &settings.calls;
         let (service, queue) = CallService::with_bus(
@@ -300,6 +362,9 @@ impl App {
         let health = crate::chat::health::Health::new(Duration::from_millis(
             settings.health.adapter_down_ms,
         ));
+        if let Some(probe) = probe {
+            watch(probe, &health, shutdown.clone());
+        }
         let ctx = AdapterContext {
             service: service.clone(),
             interpreter: Arc::new(interpreter(&settings)),
