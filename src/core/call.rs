@@ -301,27 +301,27 @@ impl<'de> Deserialize<'de> for Platform {
 pub struct Origin {
     pub platform: Platform,
     /// Slack team (workspace) id.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team: Option<CompactString>,
     /// Telegram chat id, Slack channel id; empty for web and cli.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "CompactString::is_empty")]
     pub chat: CompactString,
     /// Telegram forum topic (message_thread_id), Slack thread_ts.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thread: Option<CompactString>,
     /// The message that asked for the call (replies point at it).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<CompactString>,
     /// The platform's id of the person who asked.
     pub requester: CompactString,
     /// A name to show ("@alice"), if the platform gave one.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requester_name: Option<CompactString>,
     /// The message callbot posted and edits as the call progresses (set by the adapter).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_message: Option<CompactString>,
     /// Platform-specific reply handle (Slack's response_url).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_url: Option<String>,
 }
 
@@ -374,6 +374,11 @@ pub enum Applied {
 }
 
 /// A phone call callbot placed or will place.
+///
+/// Its serialized form is what a shared store keeps (one record per call), kept small
+/// (BENCHMARKS.md, Redis memory per call): fields that are unset are left out (and read back
+/// as unset), and times are milliseconds since the epoch (a third of the bytes of RFC 3339
+/// text; a store keeps times to the millisecond).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Call {
     pub id: CallId,
@@ -386,23 +391,64 @@ pub struct Call {
     pub language: CompactString,
     pub status: CallStatus,
     /// When each status was reached, in order.
+    #[serde(with = "history_ms")]
     pub history: Vec<(CallStatus, DateTime<Utc>)>,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
     pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_secs: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<CallSid>,
     /// Boxed: most calls never fail, and the box keeps `Call` small (BENCHMARKS.md, memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Box<CallError>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answered_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sip_response_code: Option<u16>,
     pub origin: Origin,
     /// Dial attempts made (retries included).
     pub attempts: u32,
     /// Highest provider sequence number applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sequence: Option<u64>,
     /// When the provider accepted the call (its time limit runs from here, not from when it
     /// was queued here).
-    #[serde(default)]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "chrono::serde::ts_milliseconds_option"
+    )]
     pub placed_at: Option<DateTime<Utc>>,
+}
+
+/// A call's history as `[status, milliseconds since the epoch]` pairs. chrono's serde
+/// modules cover a single time, not a time inside a tuple, hence these few lines.
+mod history_ms {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    use super::CallStatus;
+
+    pub fn serialize<S: Serializer>(
+        history: &[(CallStatus, DateTime<Utc>)],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(history.iter().map(|(st, at)| (st, at.timestamp_millis())))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(CallStatus, DateTime<Utc>)>, D::Error> {
+        Vec::<(CallStatus, i64)>::deserialize(d)?
+            .into_iter()
+            .map(|(st, ms)| {
+                DateTime::from_timestamp_millis(ms)
+                    .map(|at| (st, at))
+                    .ok_or_else(|| serde::de::Error::custom("a time out of range"))
+            })
+            .collect()
+    }
 }
 
 impl Call {

@@ -1,8 +1,10 @@
 //! [`CallStore`] on Redis: the calls every instance sees.
 //!
 //! Keys (all under the one `{prefix}` hash tag, so each script may touch any of them):
-//! - `call:<id>`: a hash, `j` the call as JSON and `v` its version for the compare-and-set.
-//!   It expires `store.ttl_hours` after the call ends; a live call never expires.
+//! - `call:<id>`: `<version>|<the call as JSON>`, the version for the compare-and-set. A plain
+//!   string rather than a hash of two fields: a field as long as a call's JSON turns a hash
+//!   from its compact encoding into a hash table, a few hundred bytes more per call. It
+//!   expires `store.ttl_hours` after the call ends; a live call never expires.
 //! - `calls`, `live`: sorted sets of ids scored by creation time (ms), every call and the live
 //!   ones; `list` reads them newest first, a page at a time, and drops ids whose record expired.
 //! - `sid:<sid>`: the id of the live call with that provider sid (the fallback for callbacks
@@ -14,7 +16,7 @@
 //!   what it would take off), so `/api/stats` is the deployment's history, not the retained
 //!   calls'.
 //!
-//! A status callback costs two round trips: `HMGET` of the record and the compare-and-set
+//! A status callback costs two round trips: `GET` of the record and the compare-and-set
 //! script, which also keeps the index, the live set, the counters and the expiry in step.
 
 use std::time::Duration;
@@ -37,11 +39,10 @@ const PAGE: usize = 200;
 
 /// Stores the call unless it exists (a retried insert whose answer was lost must not count
 /// it twice). KEYS: record, calls, live, stats, day, sid (or the record again when there is
-/// no sid). ARGV: id, json, created ms, status, terminal, completed duration ('' none,
+/// no sid). ARGV: id, record, created ms, status, terminal, completed duration ('' none,
 /// else seconds; only for completed calls), ttl secs, trim-below ms, has sid.
 const INSERT: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'v', 1, 'j', ARGV[2])
+if redis.call('SET', KEYS[1], ARGV[2], 'NX') == false then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[8])
 redis.call('HINCRBY', KEYS[4], 'total', 1)
@@ -65,13 +66,14 @@ end
 return 1
 ";
 
-/// Writes the call if its version is still the one read; 0 when another writer came first.
-/// KEYS: record, live, stats, sid (or the record again when there is no sid). ARGV: id,
-/// version read, json, old status, new status, ends now, completed duration ('' none),
-/// ttl secs, sid op ('set', 'del' or '').
+/// Writes the call if its version is still the one read; 0 when another writer came first
+/// (or the record is gone). KEYS: record, live, stats, sid (or the record again when there is
+/// no sid). ARGV: id, `<version read>|`, new record, old status, new status, ends now,
+/// completed duration ('' none), ttl secs, sid op ('set', 'del' or '').
 const UPDATE: &str = r"
-if redis.call('HGET', KEYS[1], 'v') ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], 'v', tonumber(ARGV[2]) + 1, 'j', ARGV[3])
+local cur = redis.call('GET', KEYS[1])
+if not cur or string.sub(cur, 1, #ARGV[2]) ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[3], 'KEEPTTL')
 if ARGV[4] ~= ARGV[5] then
   redis.call('HINCRBY', KEYS[3], 's:' .. ARGV[4], -1)
   redis.call('HINCRBY', KEYS[3], 's:' .. ARGV[5], 1)
@@ -151,19 +153,19 @@ impl RedisStore {
             if ids.is_empty() {
                 break;
             }
-            let mut pipe = redis::pipe();
-            for id in &ids {
-                pipe.hget(self.record(id), "j");
-            }
-            let records: Vec<Option<String>> =
-                pipe.query_async(&mut conn).await.map_err(store_error)?;
+            let keys: Vec<String> = ids.iter().map(|id| self.record(id)).collect();
+            let records: Vec<Option<String>> = redis::cmd("MGET")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await
+                .map_err(store_error)?;
             for (id, record) in ids.iter().zip(records) {
-                let Some(json) = record else {
+                let Some(record) = record else {
                     expired.push(id.clone());
                     continue;
                 };
-                match serde_json::from_str::<Call>(&json) {
-                    Ok(call) if filter.matches(&call) => found.push(call),
+                match decode(&record) {
+                    Ok((_, call)) if filter.matches(&call) => found.push(call),
                     Ok(_) => {}
                     Err(e) => {
                         tracing::warn!(call_id = %id, error = %e, "unreadable call record skipped")
@@ -186,12 +188,18 @@ fn store_error(e: redis::RedisError) -> StoreError {
     StoreError(format!("redis: {e}"))
 }
 
-fn decode(json: &str) -> Result<Call, StoreError> {
-    serde_json::from_str(json).map_err(|e| StoreError(format!("unreadable call record: {e}")))
+/// A record's version (with its `|`, as the update script compares it) and its call.
+fn decode(record: &str) -> Result<(&str, Call), StoreError> {
+    let unreadable = |e: &dyn std::fmt::Display| StoreError(format!("unreadable call record: {e}"));
+    let bar = record.find('|').ok_or_else(|| unreadable(&"no version"))?;
+    let call = serde_json::from_str(&record[bar + 1..]).map_err(|e| unreadable(&e))?;
+    Ok((&record[..=bar], call))
 }
 
-fn encode(call: &Call) -> Result<String, StoreError> {
-    serde_json::to_string(call).map_err(|e| StoreError(format!("call not serializable: {e}")))
+fn encode(version: u64, call: &Call) -> Result<String, StoreError> {
+    let json = serde_json::to_string(call)
+        .map_err(|e| StoreError(format!("call not serializable: {e}")))?;
+    Ok(format!("{version}|{json}"))
 }
 
 /// The duration argument of the scripts: the seconds of a completed call that has them.
@@ -220,7 +228,7 @@ impl CallStore for RedisStore {
             .key(self.day_key(call.created_at))
             .key(sid.as_deref().unwrap_or(&record))
             .arg(call.id.as_str())
-            .arg(encode(&call)?)
+            .arg(encode(1, &call)?)
             .arg(created)
             .arg(call.status.as_str())
             .arg(if call.status.is_terminal() { "1" } else { "0" })
@@ -235,13 +243,17 @@ impl CallStore for RedisStore {
     }
 
     async fn get(&self, id: &CallId) -> Result<Option<Call>, StoreError> {
-        let json: Option<String> = self
+        let record: Option<String> = self
             .redis
             .conn()
-            .hget(self.record(id.as_str()), "j")
+            .get(self.record(id.as_str()))
             .await
             .map_err(store_error)?;
-        json.as_deref().map(decode).transpose()
+        Ok(record
+            .as_deref()
+            .map(decode)
+            .transpose()?
+            .map(|(_, call)| call))
     }
 
     async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<CallId>, StoreError> {
@@ -262,17 +274,15 @@ impl CallStore for RedisStore {
         let record = self.record(id.as_str());
         let mut conn = self.redis.conn();
         for _ in 0..MAX_TRIES {
-            let (version, json): (Option<String>, Option<String>) = redis::cmd("HMGET")
-                .arg(&record)
-                .arg("v")
-                .arg("j")
-                .query_async(&mut conn)
-                .await
-                .map_err(store_error)?;
-            let (Some(version), Some(json)) = (version, json) else {
+            let stored: Option<String> = conn.get(&record).await.map_err(store_error)?;
+            let Some(stored) = stored else {
                 return Ok(None);
             };
-            let before = decode(&json)?;
+            let (version, before) = decode(&stored)?;
+            let next: u64 = version
+                .trim_end_matches('|')
+                .parse()
+                .map_err(|_| StoreError("unreadable call record: bad version".into()))?;
             let mut call = before.clone();
             let applied = change(&mut call);
             if call == before {
@@ -292,8 +302,8 @@ impl CallStore for RedisStore {
                 .key(self.redis.key("stats"))
                 .key(sid_key.as_deref().unwrap_or(&record))
                 .arg(id.as_str())
-                .arg(&version)
-                .arg(encode(&call)?)
+                .arg(version)
+                .arg(encode(next + 1, &call)?)
                 .arg(before.status.as_str())
                 .arg(call.status.as_str())
                 .arg(if ends { "1" } else { "0" })
