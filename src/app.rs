@@ -149,6 +149,10 @@ struct Engines {
         reason = "the housekeeping and Telegram polling leases come next"
     )]
     leases: Arc<dyn crate::calls::lease::Leases>,
+    /// Usage limits, counted for this process or for every instance.
+    ledger: Arc<dyn crate::calls::usage::Ledger>,
+    /// `calls.cps`, for this process or for every instance on the provider account.
+    pacer: Arc<dyn crate::calls::pacing::Pacer>,
 }
 
 async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
@@ -159,6 +163,8 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
                 Duration::from_secs(settings.store.ttl_hours * 3600),
             )),
             leases: Arc::new(crate::calls::lease::Solo),
+            ledger: Arc::new(crate::calls::usage::MemoryLedger::new()),
+            pacer: Arc::new(crate::calls::pacing::LocalPacer::new(settings.calls.cps)),
         }),
         #[cfg(feature = "redis")]
         StoreBackend::Redis => {
@@ -171,6 +177,17 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
             let redis =
                 crate::shared::Redis::connect(url.expose_secret(), &settings.store.redis_prefix)
                     .await?;
+            // One pace per provider account: instances dialing through it share its rate.
+            let account = match settings.telephony() {
+                Ok(TelephonyChoice::Twilio { account_sid, .. }) => account_sid,
+                _ => "simulator".to_owned(),
+            };
+            let _pacer = Arc::new(crate::shared::pacing::RedisPacer::new(
+                redis.clone(),
+                &account,
+                settings.calls.cps,
+            ));
+            let _ledger = Arc::new(crate::shared::limits::RedisLedger::new(redis.clone()));
             let _leases = Arc::new(crate::shared::lease::RedisLeases::new(redis));
             anyhow::bail!(
                 "the redis store is not available in this build yet; use CALLBOT_STORE=memory"
@@ -236,7 +253,12 @@ impl App {
             TelephonyChoice::Simulator => simulator::plug(&settings.simulator, plug_ctx),
         };
 
-        let Engines { store, leases: _ } = engines(&settings).await?;
+        let Engines {
+            store,
+            leases: _,
+            ledger,
+            pacer,
+        } = engines(&settings).await?;
 
         let calls = &settings.calls;
         let (service, queue) = CallService::with_bus(
@@ -251,6 +273,7 @@ impl App {
             settings.policy(),
             calls.queue_capacity,
             crate::calls::EventBus::with_capacity(calls.event_bus_capacity),
+            ledger,
         );
         if settings.access.open {
             warn!(
@@ -264,7 +287,6 @@ impl App {
             queue,
             telephony,
             DialerConfig {
-                cps: calls.cps,
                 max_concurrent: calls.max_concurrent_requests,
                 max_tries: calls.max_tries,
                 backoff_base: Duration::from_millis(calls.backoff_base_ms),
@@ -272,6 +294,7 @@ impl App {
                 grace,
             },
             shutdown.clone(),
+            pacer,
         );
 
         crate::calls::reaper::spawn(

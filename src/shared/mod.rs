@@ -8,6 +8,8 @@
 //! deployment's calls fit one shard easily).
 
 pub mod lease;
+pub mod limits;
+pub mod pacing;
 
 use std::time::Duration;
 
