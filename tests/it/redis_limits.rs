@@ -515,3 +515,94 @@ async fn a_requesters_cap_and_the_live_cap_hold_across_two_engines() {
     assert_eq!(fake.wait_creates(4).await.len(), 4);
     fake.no_creates_beyond(4, QUIET).await;
 }
+
+/// `n` calls to distinct numbers, asked of the engines in turn, all queued at once; waits
+/// for every create at the fake and checks none is lost or doubled. Returns the arrival times
+/// of the creates, in order.
+async fn dial_through(
+    engines: &[Engine],
+    fake: &FakeTwilio,
+    n: usize,
+    within: Duration,
+) -> Vec<std::time::Instant> {
+    let operator = Origin::new(Platform::Web, "load");
+    for i in 0..n {
+        engines[i % engines.len()]
+            .ask(&operator, &format!("+9198{:08}", 76_000_000 + i))
+            .await
+            .unwrap();
+    }
+    until(within, "every create at the fake", async || {
+        fake.creates().len() >= n
+    })
+    .await;
+    fake.no_creates_beyond(n, QUIET).await;
+    let creates = fake.creates();
+    let mut numbers: Vec<&str> = creates.iter().map(|c| c.get("To").unwrap()).collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    assert_eq!(numbers.len(), n, "none lost, none doubled");
+    let mut at: Vec<_> = creates.iter().map(|c| c.at).collect();
+    at.sort();
+    at
+}
+
+/// Three dialers share one account's pace: together they create no more than `calls.cps`
+/// in any second.
+#[tokio::test]
+async fn three_engines_at_cps_5_together_never_exceed_5_creates_a_second() {
+    let Some(test) = TestRedis::get("shared pacing") else {
+        return;
+    };
+    let fake = FakeTwilio::start().await;
+    let mut s = twilio_settings(&fake);
+    s.calls.cps = 5;
+    let engines = [
+        redis_engine(&test, &s).await,
+        redis_engine(&test, &s).await,
+        redis_engine(&test, &s).await,
+    ];
+    let n = 200;
+    let at = dial_through(&engines, &fake, n, Duration::from_secs(60)).await;
+    // At most 5 within any second; one more allowed for the start and for the arrival jitter
+    // of requests sent 200 ms apart. Alone, each dialer would send 5 a second: 15 together.
+    for (i, first) in at.iter().enumerate() {
+        let within = at[i..]
+            .iter()
+            .take_while(|t| **t - *first < Duration::from_secs(1))
+            .count();
+        assert!(within <= 6, "{within} creates within a second from #{i}");
+    }
+    // Every 10 intervals take 2 s less jitter, and the whole run its 39.8 s.
+    for w in at.windows(11) {
+        let span = w[10] - w[0];
+        assert!(
+            span >= Duration::from_millis(1900),
+            "11 creates within {span:?}"
+        );
+    }
+    let rate = (n - 1) as f64 / (at[n - 1] - at[0]).as_secs_f64();
+    assert!(
+        (4.75..=5.02).contains(&rate),
+        "{n} calls at CPS 5 from three engines: {rate:.3}/s"
+    );
+}
+
+/// One dialer on the Redis pace keeps the rate exact at a higher CPS (±1 %).
+#[tokio::test]
+async fn one_engine_on_the_redis_pace_keeps_cps_50_within_one_percent() {
+    let Some(test) = TestRedis::get("redis pacing exactness") else {
+        return;
+    };
+    let fake = FakeTwilio::start().await;
+    let mut s = twilio_settings(&fake);
+    s.calls.cps = 50;
+    let engine = [redis_engine(&test, &s).await];
+    let n = 501;
+    let at = dial_through(&engine, &fake, n, Duration::from_secs(30)).await;
+    let rate = (n - 1) as f64 / (at[n - 1] - at[0]).as_secs_f64();
+    assert!(
+        (rate / 50.0 - 1.0).abs() <= 0.01,
+        "{n} calls at CPS 50: {rate:.3}/s"
+    );
+}
