@@ -182,16 +182,19 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
                 Ok(TelephonyChoice::Twilio { account_sid, .. }) => account_sid,
                 _ => "simulator".to_owned(),
             };
-            let _pacer = Arc::new(crate::shared::pacing::RedisPacer::new(
-                redis.clone(),
-                &account,
-                settings.calls.cps,
-            ));
-            let _ledger = Arc::new(crate::shared::limits::RedisLedger::new(redis.clone()));
-            let _leases = Arc::new(crate::shared::lease::RedisLeases::new(redis));
-            anyhow::bail!(
-                "the redis store is not available in this build yet; use CALLBOT_STORE=memory"
-            )
+            Ok(Engines {
+                store: Arc::new(crate::shared::store::RedisStore::new(
+                    redis.clone(),
+                    Duration::from_secs(settings.store.ttl_hours * 3600),
+                )),
+                ledger: Arc::new(crate::shared::limits::RedisLedger::new(redis.clone())),
+                pacer: Arc::new(crate::shared::pacing::RedisPacer::new(
+                    redis.clone(),
+                    &account,
+                    settings.calls.cps,
+                )),
+                leases: Arc::new(crate::shared::lease::RedisLeases::new(redis)),
+            })
         }
         #[cfg(not(feature = "redis"))]
         StoreBackend::Redis => anyhow::bail!(

@@ -10,6 +10,7 @@
 pub mod lease;
 pub mod limits;
 pub mod pacing;
+pub mod store;
 
 use std::time::Duration;
 

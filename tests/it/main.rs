@@ -21,6 +21,8 @@ mod llm;
 mod policy;
 #[cfg(feature = "redis")]
 mod redis_limits;
+#[cfg(feature = "redis")]
+mod redis_store;
 mod shutdown;
 mod simulator;
 #[cfg(feature = "slack")]
