@@ -4,8 +4,8 @@
 //! Redis `TIME`, the one clock all instances share). [`GCRA`] answers 0 (go, counted) or how
 //! long to wait; the pacer sleeps that long and asks again, so whichever instance asks first
 //! after the wait takes the slot. Same burst rule as the local pacer
-//! ([`crate::calls::pacing::burst`]); the key expires when its time has passed, so an idle
-//! account starts again with the spare cell taken (no two creates back to back after idling).
+//! ([`crate::calls::pacing::burst`]); the key expires a second after its time has passed, so
+//! an account idle for longer starts again with the spare cell taken.
 
 use std::time::Duration;
 
@@ -15,24 +15,32 @@ use tracing::warn;
 use super::Redis;
 use crate::calls::pacing::{Pacer, burst, period};
 
-/// KEYS: the account's pace key. ARGV: period (µs), burst tolerance (µs: spare cells × period).
+/// KEYS: the account's pace key. ARGV: period (µs), burst tolerance (µs: spare cells × period),
+/// how long the key outlives its time (µs).
 const GCRA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local period = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local stored = redis.call('GET', KEYS[1])
-local tat = stored and tonumber(stored)
-if not tat or tat < now then
+local tat
+if stored then
+  tat = math.max(tonumber(stored), now)
+else
   tat = now + tolerance
 end
 if now < tat - tolerance then
   return tat - tolerance - now
 end
 tat = tat + period
-redis.call('SET', KEYS[1], tat, 'PX', math.ceil((tat - now) / 1000))
+redis.call('SET', KEYS[1], tat, 'PX', math.ceil((tat - now + tonumber(ARGV[3])) / 1000))
 return 0
 ";
+
+/// How long the pace key outlives its time. A dialer that wakes late finds the key and
+/// catches up (within the burst); after an idle spell longer than this the next create
+/// starts afresh, with the spare cell taken.
+const IDLE: Duration = Duration::from_secs(1);
 
 /// How long to wait before asking again when Redis does not answer.
 const UNREACHABLE_WAIT: Duration = Duration::from_millis(500);
@@ -69,6 +77,7 @@ impl Pacer for RedisPacer {
                 .key(&self.key)
                 .arg(self.period_us)
                 .arg(self.tolerance_us)
+                .arg(u64::try_from(IDLE.as_micros()).unwrap_or(u64::MAX))
                 .invoke_async(&mut self.redis.conn())
                 .await;
             match answer {
