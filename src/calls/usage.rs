@@ -40,7 +40,7 @@ pub enum Admission {
 
 #[async_trait]
 pub trait Ledger: Send + Sync + 'static {
-    /// Checks the claim against `limits` (in [`crate::core::policy::Limit::ORDER`]) and, when
+    /// Checks the claim against `limits` (in the order [`crate::core::policy::Limit`] lists them) and, when
     /// none is reached, counts it in every window and in the live set; atomically.
     async fn admit(&self, limits: &Limits, claim: &Claim<'_>) -> Result<Admission, StoreError>;
     /// Takes back what `admit` counted for a request that placed nothing.

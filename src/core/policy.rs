@@ -306,7 +306,7 @@ impl Policy {
 }
 
 impl Limits {
-    /// Checks the limits in their order ([`Limit::ORDER`]) against the usage so far.
+    /// Checks the limits in their order (as [`Limit`] lists them) against the usage so far.
     pub fn check(
         &self,
         origin: &Origin,
@@ -392,7 +392,7 @@ impl Limits {
     }
 }
 
-/// One of the usage limits. Every ledger checks them in [`Limit::ORDER`], so a request over
+/// One of the usage limits. Every ledger checks them in the order listed here, so a request over
 /// several gets the same refusal wherever it is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
@@ -406,15 +406,6 @@ pub enum Limit {
 }
 
 impl Limit {
-    pub const ORDER: [Self; 6] = [
-        Self::Concurrent,
-        Self::UserHour,
-        Self::UserDay,
-        Self::GlobalHour,
-        Self::GlobalDay,
-        Self::Destination,
-    ];
-
     /// How far back the limit counts; zero for the live-call cap, which counts the calls not
     /// ended, however old.
     pub fn window(self) -> Duration {

@@ -69,7 +69,7 @@ impl RedisLedger {
     }
 
     /// The windows a claim is counted in, with the limits checked on each, in
-    /// [`Limit::ORDER`]; the operator's own ways in have no per-requester window.
+    /// the order [`Limit`] lists them in; the operator's own ways in have no per-requester window.
     fn windows(&self, claim: &Claim<'_>) -> Vec<(String, &'static [Limit])> {
         let mut windows = Vec::with_capacity(3);
         if has_quota(claim.origin) {
