@@ -706,3 +706,51 @@ fn assert_paced_at_5(at: &[std::time::Instant]) {
         "{n} calls at CPS 5 from three instances: {rate:.3}/s"
     );
 }
+
+/// Two real apps behind one public URL (as behind a load balancer), the live-call cap at one:
+/// a call placed on A blocks a request on B until Twilio's final callback, delivered to B,
+/// ends it there.
+#[tokio::test]
+async fn a_call_ended_by_a_callback_on_another_instance_frees_its_place() {
+    use callbot::telephony::twilio::signature::sign;
+
+    use crate::support::TestApp;
+
+    let Some(test) = TestRedis::get("live cap across two apps") else {
+        return;
+    };
+    let fake = FakeTwilio::start().await;
+    let mut s = test.settings(twilio_settings(&fake));
+    s.limits.max_concurrent = 1;
+    let a = TestApp::spawn(s.clone()).await;
+    s.server.public_url = Some(a.base.clone());
+    let b = TestApp::spawn(s).await;
+
+    let id = a.place("call +91 98765 43210").await;
+    let create = fake.wait_creates(1).await.remove(0);
+    let (status, body) = b.prompt("call +91 98765 43211").await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(
+        body["error"],
+        "1 calls are already in progress, the most at once. Try again when one ends."
+    );
+
+    // Twilio's final callback, signed for the shared public URL, lands on B.
+    a.wait_for(&id, Duration::from_secs(5), |c| c.sid.is_some())
+        .await;
+    let form = fake.callback(&create, "completed", 3, &[("CallDuration", "7")]);
+    let public = create.get("StatusCallback").unwrap();
+    let on_b = public.replacen(&a.base, &b.base, 1);
+    assert_ne!(on_b, public);
+    let res = reqwest::Client::new()
+        .post(&on_b)
+        .header("X-Twilio-Signature", sign(AUTH_TOKEN, public, &form))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(a.call(&id).await.status, CallStatus::Completed);
+    b.place("call +91 98765 43211").await;
+    assert_eq!(fake.wait_creates(2).await.len(), 2);
+}
