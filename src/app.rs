@@ -149,6 +149,10 @@ struct Engines {
         reason = "the housekeeping and Telegram polling leases come next"
     )]
     leases: Arc<dyn crate::calls::lease::Leases>,
+    /// Usage limits, counted for this process or for every instance.
+    ledger: Arc<dyn crate::calls::usage::Ledger>,
+    /// `calls.cps`, for this process or for every instance on the provider account.
+    pacer: Arc<dyn crate::calls::pacing::Pacer>,
     /// What the instance cannot work without, checked every second for `/healthz`.
     probe: Option<Probe>,
 }
@@ -208,6 +212,8 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
             )),
             leases: Arc::new(crate::calls::lease::Solo),
             probe: None,
+            ledger: Arc::new(crate::calls::usage::MemoryLedger::new()),
+            pacer: Arc::new(crate::calls::pacing::LocalPacer::new(settings.calls.cps)),
         }),
         #[cfg(feature = "redis")]
         StoreBackend::Redis => {
@@ -220,10 +226,21 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
             let redis =
                 crate::shared::Redis::connect(url.expose_secret(), &settings.store.redis_prefix)
                     .await?;
+            // One pace per provider account: instances dialing through it share its rate.
+            let account = match settings.telephony() {
+                Ok(TelephonyChoice::Twilio { account_sid, .. }) => account_sid,
+                _ => "simulator".to_owned(),
+            };
             Ok(Engines {
                 store: Arc::new(crate::shared::store::RedisStore::new(
                     redis.clone(),
                     Duration::from_secs(settings.store.ttl_hours * 3600),
+                )),
+                ledger: Arc::new(crate::shared::limits::RedisLedger::new(redis.clone())),
+                pacer: Arc::new(crate::shared::pacing::RedisPacer::new(
+                    redis.clone(),
+                    &account,
+                    settings.calls.cps,
                 )),
                 leases: Arc::new(crate::shared::lease::RedisLeases::new(redis.clone())),
                 probe: Some((
@@ -301,6 +318,8 @@ impl App {
             store,
             leases: _,
             probe,
+            ledger,
+            pacer,
         } = engines(&settings).await?;
 
         let calls = &settings.calls;
@@ -316,6 +335,7 @@ impl App {
             settings.policy(),
             calls.queue_capacity,
             crate::calls::EventBus::with_capacity(calls.event_bus_capacity),
+            ledger,
         );
         if settings.access.open {
             warn!(
@@ -329,7 +349,6 @@ impl App {
             queue,
             telephony,
             DialerConfig {
-                cps: calls.cps,
                 max_concurrent: calls.max_concurrent_requests,
                 max_tries: calls.max_tries,
                 backoff_base: Duration::from_millis(calls.backoff_base_ms),
@@ -337,6 +356,7 @@ impl App {
                 grace,
             },
             shutdown.clone(),
+            pacer,
         );
 
         crate::calls::reaper::spawn(

@@ -6,9 +6,11 @@
 pub mod dialer;
 pub mod events;
 pub mod lease;
+pub mod pacing;
 pub mod reaper;
 pub mod service;
 pub mod store;
+pub mod usage;
 
 use std::time::Duration;
 

@@ -8,6 +8,8 @@
 //! deployment's calls fit one shard easily).
 
 pub mod lease;
+pub mod limits;
+pub mod pacing;
 pub mod store;
 
 use std::time::Duration;
