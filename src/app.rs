@@ -18,8 +18,9 @@ use tracing::{Span, info, warn};
 use self::serve::ConnectionLimits;
 
 use crate::calls::dialer::{self, DialerConfig};
+use crate::calls::reaper::Housekeeping;
 use crate::calls::service::CallDefaults;
-use crate::calls::{CallService, CallStore, MemoryStore};
+use crate::calls::{CallService, CallStore, DialQueue, MemoryQueue, MemoryStore};
 use crate::chat::web::{self, WebState};
 use crate::chat::{AdapterContext, Interpreter};
 use crate::config::{Settings, StoreBackend, TelephonyChoice};
@@ -143,11 +144,9 @@ async fn whole_body(
 /// in one Redis shared by every instance (`CALLBOT_STORE=redis`).
 struct Engines {
     store: Arc<dyn CallStore>,
+    /// Calls waiting for a dialer (of any instance, on Redis).
+    queue: Arc<dyn DialQueue>,
     /// Jobs that run on one instance at a time.
-    #[allow(
-        dead_code,
-        reason = "the housekeeping and Telegram polling leases come next"
-    )]
     leases: Arc<dyn crate::calls::lease::Leases>,
 }
 
@@ -158,6 +157,7 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
                 settings.store.capacity,
                 Duration::from_secs(settings.store.ttl_hours * 3600),
             )),
+            queue: Arc::new(MemoryQueue::new(settings.calls.queue_capacity)),
             leases: Arc::new(crate::calls::lease::Solo),
         }),
         #[cfg(feature = "redis")]
@@ -171,6 +171,13 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
             let redis =
                 crate::shared::Redis::connect(url.expose_secret(), &settings.store.redis_prefix)
                     .await?;
+            let _queue = crate::shared::queue::RedisQueue::start(
+                redis.clone(),
+                url.expose_secret(),
+                settings.calls.queue_capacity,
+                Duration::from_millis(settings.store.claim_ms),
+            )
+            .await?;
             let _leases = Arc::new(crate::shared::lease::RedisLeases::new(redis));
             anyhow::bail!(
                 "the redis store is not available in this build yet; use CALLBOT_STORE=memory"
@@ -236,10 +243,14 @@ impl App {
             TelephonyChoice::Simulator => simulator::plug(&settings.simulator, plug_ctx),
         };
 
-        let Engines { store, leases: _ } = engines(&settings).await?;
+        let Engines {
+            store,
+            queue,
+            leases,
+        } = engines(&settings).await?;
 
         let calls = &settings.calls;
-        let (service, queue) = CallService::with_bus(
+        let service = CallService::with_bus(
             store,
             telephony.clone(),
             CallDefaults {
@@ -249,7 +260,7 @@ impl App {
                 message: calls.default_message.clone(),
             },
             settings.policy(),
-            calls.queue_capacity,
+            queue.clone(),
             crate::calls::EventBus::with_capacity(calls.event_bus_capacity),
         );
         if settings.access.open {
@@ -276,8 +287,14 @@ impl App {
 
         crate::calls::reaper::spawn(
             service.clone(),
-            Duration::from_millis(calls.reap_interval_ms.max(10)),
-            Duration::from_secs(u64::from(calls.time_limit_secs) + calls.reap_margin_secs),
+            leases,
+            Housekeeping {
+                interval: Duration::from_millis(calls.reap_interval_ms.max(10)),
+                max_age: Duration::from_secs(
+                    u64::from(calls.time_limit_secs) + calls.reap_margin_secs,
+                ),
+                recover_after: Duration::from_millis(settings.store.claim_ms),
+            },
             shutdown.clone(),
         );
 
