@@ -171,17 +171,21 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
             let redis =
                 crate::shared::Redis::connect(url.expose_secret(), &settings.store.redis_prefix)
                     .await?;
-            let _queue = crate::shared::queue::RedisQueue::start(
+            let queue = crate::shared::queue::RedisQueue::start(
                 redis.clone(),
                 url.expose_secret(),
                 settings.calls.queue_capacity,
                 Duration::from_millis(settings.store.claim_ms),
             )
             .await?;
-            let _leases = Arc::new(crate::shared::lease::RedisLeases::new(redis));
-            anyhow::bail!(
-                "the redis store is not available in this build yet; use CALLBOT_STORE=memory"
-            )
+            Ok(Engines {
+                store: Arc::new(crate::shared::store::RedisStore::new(
+                    redis.clone(),
+                    Duration::from_secs(settings.store.ttl_hours * 3600),
+                )),
+                queue,
+                leases: Arc::new(crate::shared::lease::RedisLeases::new(redis)),
+            })
         }
         #[cfg(not(feature = "redis"))]
         StoreBackend::Redis => anyhow::bail!(

@@ -9,6 +9,7 @@
 
 pub mod lease;
 pub mod queue;
+pub mod store;
 
 use std::time::Duration;
 
