@@ -20,6 +20,8 @@ mod leases;
 mod llm;
 mod policy;
 #[cfg(feature = "redis")]
+mod redis_queue;
+#[cfg(feature = "redis")]
 mod redis_store;
 mod shutdown;
 mod simulator;
