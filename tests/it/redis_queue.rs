@@ -220,7 +220,7 @@ async fn concurrent_consumers_lose_none_and_double_none() {
     for w in workers {
         total += w.await.unwrap();
     }
-    let acked = acked.lock();
+    let acked = acked.lock().clone();
     assert_eq!(total, 300, "every entry acknowledged once");
     assert_eq!(acked.len(), 300, "none lost");
     assert!(acked.values().all(|&n| n == 1), "none doubled");
