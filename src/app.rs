@@ -33,6 +33,8 @@ pub struct App {
     public_url: String,
     shutdown: CancellationToken,
     dialer: JoinHandle<()>,
+    /// Gives its lease up on a graceful stop, so another instance takes over at once.
+    housekeeping: JoinHandle<()>,
     grace: Duration,
     limits: ConnectionLimits,
 }
@@ -289,7 +291,7 @@ impl App {
             shutdown.clone(),
         );
 
-        crate::calls::reaper::spawn(
+        let housekeeping = crate::calls::reaper::spawn(
             service.clone(),
             leases,
             Housekeeping {
@@ -376,6 +378,7 @@ impl App {
             public_url,
             shutdown,
             dialer,
+            housekeeping,
             grace,
             limits,
         })
@@ -419,6 +422,7 @@ impl App {
         {
             warn!("dialer did not stop within the grace period");
         }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.housekeeping).await;
         info!("callbot stopped");
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! consumer dies, none lost or doubled under concurrent consumers; then real apps sharing one
 //! Redis: an instance killed (as SIGKILL does) with calls queued and live, and the survivor
 //! dials each queued call exactly once; a graceful stop leaves its queue to the others; a call
-//! stored but never queued is failed by housekeeping.
+//! stored but never queued is failed by housekeeping, which runs on the holder of its lease alone.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -437,4 +437,63 @@ async fn a_graceful_stop_leaves_queued_calls_to_another_instance() {
         assert_ne!(call.status, CallStatus::Failed, "{call:#?}");
         assert_eq!(by_call.get(id.as_str()), Some(&1), "{id} created once");
     }
+}
+
+/// Housekeeping runs on the holder of the `housekeeping` lease alone: a second instance does
+/// not take it while the holder renews it, and takes it at its next look (well within the
+/// lease time) once the holder stops gracefully and gives it up.
+#[tokio::test]
+async fn the_housekeeping_lease_stays_with_one_instance_and_moves_when_it_stops() {
+    let Some(test) = TestRedis::get("redis housekeeping lease") else {
+        return;
+    };
+    let mut s = test.settings(crate::support::settings());
+    // The lease lives 3 s: left to expire, it would pass at least 2 s after the holder's
+    // last renewal.
+    s.calls.reap_interval_ms = 1000;
+    let key = test.key("lease:housekeeping");
+    let mut conn = test
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let a = Instance::spawn(s.clone()).await;
+    let mut holder: Option<String> = None;
+    until(Duration::from_secs(5), "A takes the lease", async || {
+        holder = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        holder.is_some()
+    })
+    .await;
+    let b = TestApp::spawn(s).await;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        let now: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(now, holder, "the holder keeps the lease while it renews it");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stopped = Instant::now();
+    a.stop().await;
+    until(Duration::from_secs(5), "B takes the lease", async || {
+        let now: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        now.is_some() && now != holder
+    })
+    .await;
+    assert!(
+        stopped.elapsed() < Duration::from_millis(1800),
+        "given up, not left to expire: {:?}",
+        stopped.elapsed()
+    );
+    drop(b);
 }
