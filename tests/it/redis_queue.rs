@@ -72,6 +72,25 @@ async fn push_next_and_ack_keep_order_and_depth() {
     }
     // Nothing more: an acknowledged entry never comes back, not even after the claim time.
     assert!(next_within(&q, CLAIM * 3).await.is_none());
+    // Housekeeping keeps a consumer that is alive (it read a moment ago).
+    q.tidy().await.unwrap();
+    let consumers: redis::Value = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(test.key("dial"))
+        .arg("dialers")
+        .query_async(
+            &mut test
+                .client()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&consumers, redis::Value::Array(c) if c.len() == 1),
+        "{consumers:?}"
+    );
     // A graceful stop of a shared queue fails nothing: whatever waits is left to the others.
     q.push(&calls[0]).await.unwrap();
     assert!(q.close().await.unwrap().is_empty());
