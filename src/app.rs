@@ -18,8 +18,9 @@ use tracing::{Span, info, warn};
 use self::serve::ConnectionLimits;
 
 use crate::calls::dialer::{self, DialerConfig};
+use crate::calls::reaper::Housekeeping;
 use crate::calls::service::CallDefaults;
-use crate::calls::{CallService, CallStore, MemoryStore};
+use crate::calls::{CallService, CallStore, DialQueue, MemoryQueue, MemoryStore};
 use crate::chat::web::{self, WebState};
 use crate::chat::{AdapterContext, Interpreter};
 use crate::config::{Settings, StoreBackend, TelephonyChoice};
@@ -32,6 +33,8 @@ pub struct App {
     public_url: String,
     shutdown: CancellationToken,
     dialer: JoinHandle<()>,
+    /// Gives its lease up on a graceful stop, so another instance takes over at once.
+    housekeeping: JoinHandle<()>,
     grace: Duration,
     limits: ConnectionLimits,
 }
@@ -143,11 +146,9 @@ async fn whole_body(
 /// in one Redis shared by every instance (`CALLBOT_STORE=redis`).
 struct Engines {
     store: Arc<dyn CallStore>,
+    /// Calls waiting for a dialer (of any instance, on Redis).
+    queue: Arc<dyn DialQueue>,
     /// Jobs that run on one instance at a time.
-    #[allow(
-        dead_code,
-        reason = "the housekeeping and Telegram polling leases come next"
-    )]
     leases: Arc<dyn crate::calls::lease::Leases>,
     /// Usage limits, counted for this process or for every instance.
     ledger: Arc<dyn crate::calls::usage::Ledger>,
@@ -210,6 +211,7 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
                 settings.store.capacity,
                 Duration::from_secs(settings.store.ttl_hours * 3600),
             )),
+            queue: Arc::new(MemoryQueue::new(settings.calls.queue_capacity)),
             leases: Arc::new(crate::calls::lease::Solo),
             probe: None,
             ledger: Arc::new(crate::calls::usage::MemoryLedger::new()),
@@ -231,11 +233,19 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
                 Ok(TelephonyChoice::Twilio { account_sid, .. }) => account_sid,
                 _ => "simulator".to_owned(),
             };
+            let queue = crate::shared::queue::RedisQueue::start(
+                redis.clone(),
+                url.expose_secret(),
+                settings.calls.queue_capacity,
+                Duration::from_millis(settings.store.claim_ms),
+            )
+            .await?;
             Ok(Engines {
                 store: Arc::new(crate::shared::store::RedisStore::new(
                     redis.clone(),
                     Duration::from_secs(settings.store.ttl_hours * 3600),
                 )),
+                queue,
                 ledger: Arc::new(crate::shared::limits::RedisLedger::new(redis.clone())),
                 pacer: Arc::new(crate::shared::pacing::RedisPacer::new(
                     redis.clone(),
@@ -316,14 +326,15 @@ impl App {
 
         let Engines {
             store,
-            leases: _,
+            queue,
+            leases,
             probe,
             ledger,
             pacer,
         } = engines(&settings).await?;
 
         let calls = &settings.calls;
-        let (service, queue) = CallService::with_bus(
+        let service = CallService::with_bus(
             store,
             telephony.clone(),
             CallDefaults {
@@ -333,7 +344,7 @@ impl App {
                 message: calls.default_message.clone(),
             },
             settings.policy(),
-            calls.queue_capacity,
+            queue.clone(),
             crate::calls::EventBus::with_capacity(calls.event_bus_capacity),
             ledger,
         );
@@ -359,10 +370,16 @@ impl App {
             pacer,
         );
 
-        crate::calls::reaper::spawn(
+        let housekeeping = crate::calls::reaper::spawn(
             service.clone(),
-            Duration::from_millis(calls.reap_interval_ms.max(10)),
-            Duration::from_secs(u64::from(calls.time_limit_secs) + calls.reap_margin_secs),
+            leases,
+            Housekeeping {
+                interval: Duration::from_millis(calls.reap_interval_ms.max(10)),
+                max_age: Duration::from_secs(
+                    u64::from(calls.time_limit_secs) + calls.reap_margin_secs,
+                ),
+                recover_after: Duration::from_millis(settings.store.claim_ms),
+            },
             shutdown.clone(),
         );
 
@@ -443,6 +460,7 @@ impl App {
             public_url,
             shutdown,
             dialer,
+            housekeeping,
             grace,
             limits,
         })
@@ -486,6 +504,7 @@ impl App {
         {
             warn!("dialer did not stop within the grace period");
         }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.housekeeping).await;
         info!("callbot stopped");
         Ok(())
     }

@@ -10,6 +10,7 @@
 pub mod lease;
 pub mod limits;
 pub mod pacing;
+pub mod queue;
 pub mod store;
 
 use std::time::Duration;

@@ -21,6 +21,7 @@ mod llm;
 mod policy;
 #[cfg(feature = "redis")]
 mod redis_limits;
+mod redis_queue;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod shutdown;
