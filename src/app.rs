@@ -149,6 +149,34 @@ struct Engines {
         reason = "the housekeeping and Telegram polling leases come next"
     )]
     leases: Arc<dyn crate::calls::lease::Leases>,
+    /// How the chat followers share the calls' follow-up.
+    follow: crate::chat::follow::Coordination,
+    /// Brings the other instances' call events to this one's bus, and this one's to them.
+    #[cfg(feature = "redis")]
+    bridge: Option<crate::shared::events::EventBridge>,
+}
+
+/// The Redis side of chat follow-up: per-call follow claims on the shared leases, the outcome
+/// step claimed once (kept as long as ended calls), and the event bridge.
+#[cfg(feature = "redis")]
+fn shared_follow(
+    redis: &crate::shared::Redis,
+    leases: Arc<dyn crate::calls::lease::Leases>,
+    settings: &Settings,
+) -> (
+    crate::chat::follow::Coordination,
+    crate::shared::events::EventBridge,
+) {
+    let follow = crate::chat::follow::Coordination {
+        leases,
+        claims: Arc::new(crate::shared::claims::RedisClaims::new(
+            redis.clone(),
+            Duration::from_secs(settings.store.ttl_hours * 3600),
+        )),
+        ttl: Duration::from_millis(settings.store.follow_claim_ms),
+        shared: true,
+    };
+    (follow, crate::shared::events::EventBridge::new(redis.clone()))
 }
 
 async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
@@ -159,6 +187,9 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
                 Duration::from_secs(settings.store.ttl_hours * 3600),
             )),
             leases: Arc::new(crate::calls::lease::Solo),
+            follow: crate::chat::follow::Coordination::solo(),
+            #[cfg(feature = "redis")]
+            bridge: None,
         }),
         #[cfg(feature = "redis")]
         StoreBackend::Redis => {
@@ -171,7 +202,8 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
             let redis =
                 crate::shared::Redis::connect(url.expose_secret(), &settings.store.redis_prefix)
                     .await?;
-            let _leases = Arc::new(crate::shared::lease::RedisLeases::new(redis));
+            let leases = Arc::new(crate::shared::lease::RedisLeases::new(redis.clone()));
+            let (_follow, _bridge) = shared_follow(&redis, leases, settings);
             anyhow::bail!(
                 "the redis store is not available in this build yet; use CALLBOT_STORE=memory"
             )
@@ -236,9 +268,24 @@ impl App {
             TelephonyChoice::Simulator => simulator::plug(&settings.simulator, plug_ctx),
         };
 
-        let Engines { store, leases: _ } = engines(&settings).await?;
+        let Engines {
+            store,
+            leases: _,
+            follow,
+            #[cfg(feature = "redis")]
+            bridge,
+        } = engines(&settings).await?;
 
         let calls = &settings.calls;
+        let shutdown = CancellationToken::new();
+        let bus = crate::calls::EventBus::with_capacity(calls.event_bus_capacity);
+        #[cfg(feature = "redis")]
+        if let Some(bridge) = bridge {
+            bridge
+                .start(&bus, shutdown.clone())
+                .await
+                .context("could not start the call event bridge on Redis")?;
+        }
         let (service, queue) = CallService::with_bus(
             store,
             telephony.clone(),
@@ -250,14 +297,13 @@ impl App {
             },
             settings.policy(),
             calls.queue_capacity,
-            crate::calls::EventBus::with_capacity(calls.event_bus_capacity),
+            bus,
         );
         if settings.access.open {
             warn!(
                 "ACCESS IS OPEN: anyone who can reach a chat adapter may place calls (access.open = true)"
             );
         }
-        let shutdown = CancellationToken::new();
         let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
         let dialer = dialer::spawn(
             service.clone(),
@@ -305,6 +351,7 @@ impl App {
             shutdown: shutdown.clone(),
             health: health.clone(),
             memory: Default::default(),
+            follow,
         };
         let web = Arc::new(WebState {
             ctx: ctx.clone(),

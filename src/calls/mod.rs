@@ -3,6 +3,7 @@
 //! [`events::EventBus`] tells the chat adapters what happened. Adapters implement the
 //! [`Telephony`] and [`store::CallStore`] ports; nothing here imports an adapter.
 
+pub mod claims;
 pub mod dialer;
 pub mod events;
 pub mod lease;
