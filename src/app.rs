@@ -203,10 +203,16 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
                 crate::shared::Redis::connect(url.expose_secret(), &settings.store.redis_prefix)
                     .await?;
             let leases = Arc::new(crate::shared::lease::RedisLeases::new(redis.clone()));
-            let (_follow, _bridge) = shared_follow(&redis, leases, settings);
-            anyhow::bail!(
-                "the redis store is not available in this build yet; use CALLBOT_STORE=memory"
-            )
+            let (follow, bridge) = shared_follow(&redis, leases.clone(), settings);
+            Ok(Engines {
+                store: Arc::new(crate::shared::store::RedisStore::new(
+                    redis,
+                    Duration::from_secs(settings.store.ttl_hours * 3600),
+                )),
+                leases,
+                follow,
+                bridge: Some(bridge),
+            })
         }
         #[cfg(not(feature = "redis"))]
         StoreBackend::Redis => anyhow::bail!(

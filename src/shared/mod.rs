@@ -10,6 +10,7 @@
 pub mod claims;
 pub mod events;
 pub mod lease;
+pub mod store;
 
 use std::time::Duration;
 

@@ -19,6 +19,8 @@ mod leases;
 #[cfg(feature = "llm")]
 mod llm;
 mod policy;
+#[cfg(feature = "redis")]
+mod redis_store;
 mod shutdown;
 mod simulator;
 #[cfg(feature = "slack")]
