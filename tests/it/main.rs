@@ -16,6 +16,8 @@ mod fuzz_replay;
 mod hostile;
 #[cfg(feature = "redis")]
 mod leases;
+#[cfg(all(feature = "redis", feature = "telegram"))]
+mod redis_follow;
 #[cfg(feature = "llm")]
 mod llm;
 mod policy;
