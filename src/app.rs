@@ -157,7 +157,9 @@ struct Engines {
 }
 
 /// The Redis side of chat follow-up: per-call follow claims on the shared leases, the outcome
-/// step claimed once (kept as long as ended calls), and the event bridge.
+/// step claimed once, and the event bridge. An outcome claim is only asked for while its call
+/// is live or just ended, so it is kept a day (or `store.ttl_hours`, if shorter), not as long
+/// as the ended call.
 #[cfg(feature = "redis")]
 fn shared_follow(
     redis: &crate::shared::Redis,
@@ -171,12 +173,15 @@ fn shared_follow(
         leases,
         claims: Arc::new(crate::shared::claims::RedisClaims::new(
             redis.clone(),
-            Duration::from_secs(settings.store.ttl_hours * 3600),
+            Duration::from_secs(settings.store.ttl_hours.min(24) * 3600),
         )),
         ttl: Duration::from_millis(settings.store.follow_claim_ms),
         shared: true,
     };
-    (follow, crate::shared::events::EventBridge::new(redis.clone()))
+    (
+        follow,
+        crate::shared::events::EventBridge::new(redis.clone()),
+    )
 }
 
 async fn engines(settings: &Settings) -> anyhow::Result<Engines> {

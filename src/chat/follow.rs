@@ -29,7 +29,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -37,7 +37,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::calls::claims::{Claims, Once};
 use crate::calls::lease::{Leases, Solo};
@@ -388,6 +388,9 @@ impl Drop for WorkerCount {
     }
 }
 
+/// Set while the follow claims cannot be reached (Redis down), so that is logged once.
+static CLAIMS_FAILING: AtomicBool = AtomicBool::new(false);
+
 /// What a worker needs besides its call's states.
 struct Job<S: Sink> {
     sink: Arc<S>,
@@ -461,9 +464,17 @@ async fn work<S: Sink>(
         if looked.is_none_or(|at| at.elapsed() >= renew_every) {
             looked = Some(Instant::now());
             let held = match co.leases.hold(&lease, co.ttl).await {
-                Ok(held) => held,
+                Ok(held) => {
+                    if CLAIMS_FAILING.swap(false, Ordering::AcqRel) {
+                        info!("follow claims answer again");
+                    }
+                    held
+                }
                 Err(e) => {
-                    warn!(call_id = %id, error = %e, "could not renew the follow claim");
+                    // Once per outage, not once per call and renewal.
+                    if !CLAIMS_FAILING.swap(true, Ordering::AcqRel) {
+                        warn!(call_id = %id, error = %e, "could not take or renew follow claims; calls are shown again when they answer");
+                    }
                     false
                 }
             };
@@ -472,12 +483,18 @@ async fn work<S: Sink>(
                 // state and the status message another instance posted.
                 match service.get(&id).await {
                     Ok(Some(stored)) => {
+                        let message = stored.origin.status_message.clone();
                         call = newest(call, Arc::new(stored));
+                        if call.origin.status_message.is_none() && message.is_some() {
+                            Arc::make_mut(&mut call).origin.status_message = message;
+                        }
                         latest = Some(call.clone());
                         fresh = true;
                     }
                     Ok(None) => {}
-                    Err(e) => warn!(call_id = %id, error = %e, "could not re-read a call taken over"),
+                    Err(e) => {
+                        warn!(call_id = %id, error = %e, "could not re-read a call taken over")
+                    }
                 }
             }
             holding = held;
@@ -666,7 +683,12 @@ mod tests {
         let (service, _queue) = service(4);
         let sink = Arc::new(Recorder::default());
         let stop = CancellationToken::new();
-        let follower = spawn(sink.clone(), service.clone(), Coordination::solo(), stop.clone());
+        let follower = spawn(
+            sink.clone(),
+            service.clone(),
+            Coordination::solo(),
+            stop.clone(),
+        );
         let mut probe = service.subscribe();
 
         let ids = place(&service, Platform::Telegram, 1000).await;
@@ -713,7 +735,12 @@ mod tests {
         let (service, _queue) = service(4);
         let sink = Arc::new(Recorder::default());
         let stop = CancellationToken::new();
-        let follower = spawn(sink.clone(), service.clone(), Coordination::solo(), stop.clone());
+        let follower = spawn(
+            sink.clone(),
+            service.clone(),
+            Coordination::solo(),
+            stop.clone(),
+        );
 
         let ids = place(&service, Platform::Telegram, 50).await;
         end(&service, &ids, CallStatus::Failed).await;

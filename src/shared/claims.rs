@@ -1,5 +1,5 @@
 //! [`Claims`] on Redis: `{prefix}:claim:<call>:<step>` is set once (`SET NX`), by the instance
-//! that does the step, and kept as long as ended calls are (`store.ttl_hours`).
+//! that does the step, and kept for the time it is given (a day: see `app::shared_follow`).
 
 use std::time::Duration;
 
@@ -29,7 +29,11 @@ impl Claims for RedisClaims {
             .arg(self.redis.instance())
             .arg("NX")
             .arg("PX")
-            .arg(u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .arg(
+                u64::try_from(self.ttl.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            )
             .query_async(&mut self.redis.conn())
             .await
             .map_err(|e| StoreError(format!("redis: {e}")))?;

@@ -205,7 +205,9 @@ impl EventBridge {
                             .and_then(|c| serde_json::from_slice::<Call>(&c).ok());
                         match (kind, call) {
                             (Some(kind), Some(call)) => bus.publish_remote(kind, Arc::new(call)),
-                            _ => warn!(id = %entry.id, "unreadable entry in the event stream; skipped"),
+                            _ => {
+                                warn!(id = %entry.id, "unreadable entry in the event stream; skipped")
+                            }
                         }
                     }
                 }
@@ -221,7 +223,6 @@ impl EventBridge {
         }
     }
 }
-
 
 /// Keeps this instance's own events for the stream; counts what was lost.
 fn take(batch: &mut Vec<CallEvent>, event: Result<CallEvent, RecvError>) {

@@ -16,11 +16,11 @@ mod fuzz_replay;
 mod hostile;
 #[cfg(feature = "redis")]
 mod leases;
-#[cfg(all(feature = "redis", feature = "telegram"))]
-mod redis_follow;
 #[cfg(feature = "llm")]
 mod llm;
 mod policy;
+#[cfg(all(feature = "redis", feature = "telegram"))]
+mod redis_follow;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod shutdown;

@@ -83,7 +83,9 @@ impl Env {
     /// Twilio does, the load balancer choosing `on`).
     async fn callback(&self, on: &Instance, created: &Created, form: &[(String, String)]) {
         let url = created.get("StatusCallback").unwrap();
-        let path = url.strip_prefix(PUBLIC).expect("callbacks go to the public URL");
+        let path = url
+            .strip_prefix(PUBLIC)
+            .expect("callbacks go to the public URL");
         let status = self
             .http
             .post(format!("{}{path}", on.base))
@@ -108,7 +110,12 @@ impl Env {
 fn sent(tg: &FakeTelegram, starts: &str) -> Vec<Recorded> {
     tg.requests("sendMessage")
         .into_iter()
-        .filter(|r| r.status == 200 && r.body["text"].as_str().is_some_and(|t| t.starts_with(starts)))
+        .filter(|r| {
+            r.status == 200
+                && r.body["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with(starts))
+        })
         .collect()
 }
 
@@ -119,14 +126,18 @@ fn message_id(sent: &Recorded) -> i64 {
 /// The one call of the test, once it has Twilio's sid and its status message is stored.
 async fn the_call(on: &Instance) -> Call {
     let mut found = None;
-    until(Duration::from_secs(15), "the call with its status message", async || {
-        let calls = on.service.list(10, &ListFilter::default()).await.unwrap();
-        assert!(calls.len() <= 1, "one call: {calls:#?}");
-        found = calls
-            .into_iter()
-            .find(|c| c.sid.is_some() && c.origin.status_message.is_some());
-        found.is_some()
-    })
+    until(
+        Duration::from_secs(15),
+        "the call with its status message",
+        async || {
+            let calls = on.service.list(10, &ListFilter::default()).await.unwrap();
+            assert!(calls.len() <= 1, "one call: {calls:#?}");
+            found = calls
+                .into_iter()
+                .find(|c| c.sid.is_some() && c.origin.status_message.is_some());
+            found.is_some()
+        },
+    )
     .await;
     found.unwrap()
 }
@@ -183,7 +194,10 @@ async fn callbacks_on_either_instance_shuffled_and_repeated_give_one_status_mess
     );
     assert_eq!(env.outcomes().len(), 1, "one outcome");
 
-    let (on_a, on_b) = (a.service.get(&call.id).await.unwrap().unwrap(), b.service.get(&call.id).await.unwrap().unwrap());
+    let (on_a, on_b) = (
+        a.service.get(&call.id).await.unwrap().unwrap(),
+        b.service.get(&call.id).await.unwrap().unwrap(),
+    );
     assert_eq!(on_a.status, CallStatus::Completed);
     assert_eq!(on_a.duration_secs, Some(42));
     assert_eq!(on_a, on_b, "the same call on both");
@@ -232,7 +246,10 @@ async fn a_later_instance_takes_over_a_killed_owners_call_and_posts_its_outcome_
         .unwrap();
     let status = env.status_messages();
     assert_eq!(status.len(), 1, "B edits the status message A posted");
-    assert_eq!(takeover.body["message_id"].as_i64(), Some(message_id(&status[0])));
+    assert_eq!(
+        takeover.body["message_id"].as_i64(),
+        Some(message_id(&status[0]))
+    );
 
     let t = &env.twilio;
     env.callback(&b, &created, &t.callback(&created, "in-progress", 2, &[]))
@@ -245,7 +262,10 @@ async fn a_later_instance_takes_over_a_killed_owners_call_and_posts_its_outcome_
     never(QUIET * 2, "a second outcome", || env.outcomes().len() > 1).await;
     assert_eq!(env.status_messages().len(), 1);
     let on_b = b.service.get(&call.id).await.unwrap().unwrap();
-    assert_eq!((on_b.status, on_b.duration_secs), (CallStatus::Completed, Some(7)));
+    assert_eq!(
+        (on_b.status, on_b.duration_secs),
+        (CallStatus::Completed, Some(7))
+    );
 }
 
 /// The console's live log on B shows a call placed on A, every step of it in order.
@@ -291,8 +311,17 @@ async fn the_live_log_on_b_shows_a_call_placed_on_a() {
     }
     assert_eq!(seen.first().map(String::as_str), Some("queued"), "{seen:?}");
     let last = seen.last().unwrap();
-    let on_a = a.service.get(&CallId::parse(&id).unwrap()).await.unwrap().unwrap();
-    assert_eq!(last, on_a.status.as_str(), "B's log ends as the call did: {seen:?}");
+    let on_a = a
+        .service
+        .get(&CallId::parse(&id).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        last,
+        on_a.status.as_str(),
+        "B's log ends as the call did: {seen:?}"
+    );
     assert!(seen.len() >= 3, "every step, not just the end: {seen:?}");
 }
 
@@ -324,14 +353,22 @@ async fn the_bridge_brings_each_instances_events_to_the_others_once() {
     // Before B exists: B does not see it.
     let early = Arc::new(a_call(0));
     let mut on_a = bus_a.subscribe();
-    EventBridge::new(redis_a).start(&bus_a, stop.clone()).await.unwrap();
+    EventBridge::new(redis_a)
+        .start(&bus_a, stop.clone())
+        .await
+        .unwrap();
     bus_a.publish(EventKind::Created, early.clone());
-    until(Duration::from_secs(5), "the early event in the stream", async || {
-        !test.keys().is_empty()
-    })
+    until(
+        Duration::from_secs(5),
+        "the early event in the stream",
+        async || !test.keys().is_empty(),
+    )
     .await;
     let mut on_b = bus_b.subscribe();
-    EventBridge::new(redis_b).start(&bus_b, stop.clone()).await.unwrap();
+    EventBridge::new(redis_b)
+        .start(&bus_b, stop.clone())
+        .await
+        .unwrap();
 
     let calls: Vec<Arc<Call>> = (1..=50).map(|n| Arc::new(a_call(n))).collect();
     for (i, call) in calls.iter().enumerate() {
@@ -346,21 +383,38 @@ async fn the_bridge_brings_each_instances_events_to_the_others_once() {
     let mut from_b = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while from_a.len() < 25 {
-        let ev = tokio::time::timeout_at(deadline, on_b.recv()).await.expect("A's events on B").unwrap();
+        let ev = tokio::time::timeout_at(deadline, on_b.recv())
+            .await
+            .expect("A's events on B")
+            .unwrap();
         if ev.remote {
             assert_eq!(ev.kind, EventKind::Created);
             from_a.push(ev.call.id.clone());
         }
     }
     while from_b.len() < 25 {
-        let ev = tokio::time::timeout_at(deadline, on_a.recv()).await.expect("B's events on A").unwrap();
+        let ev = tokio::time::timeout_at(deadline, on_a.recv())
+            .await
+            .expect("B's events on A")
+            .unwrap();
         if ev.remote {
             assert_eq!(ev.kind, EventKind::Progress);
-            assert_eq!(*ev.call, *calls[from_b.len() * 2 + 1], "the whole call, as published");
+            assert_eq!(
+                *ev.call,
+                *calls[from_b.len() * 2 + 1],
+                "the whole call, as published"
+            );
             from_b.push(ev.call.id.clone());
         }
     }
-    let want = |start: usize| -> Vec<CallId> { calls.iter().skip(start).step_by(2).map(|c| c.id.clone()).collect() };
+    let want = |start: usize| -> Vec<CallId> {
+        calls
+            .iter()
+            .skip(start)
+            .step_by(2)
+            .map(|c| c.id.clone())
+            .collect()
+    };
     assert_eq!(from_a, want(0));
     assert_eq!(from_b, want(1));
     // Nothing more: no echo of a remote event, no early event on B.
@@ -397,6 +451,14 @@ async fn a_step_is_claimed_once_among_instances() {
         .filter(|r| *r.as_ref().unwrap())
         .count();
     assert_eq!(won, 1, "one claim of twenty");
-    assert!(claims[0].claim_step(&call, "other").await.unwrap(), "another step is another claim");
-    assert!(claims[1].claim_step(&CallId::generate(), "outcome").await.unwrap());
+    assert!(
+        claims[0].claim_step(&call, "other").await.unwrap(),
+        "another step is another claim"
+    );
+    assert!(
+        claims[1]
+            .claim_step(&CallId::generate(), "outcome")
+            .await
+            .unwrap()
+    );
 }
