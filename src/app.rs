@@ -156,6 +156,11 @@ struct Engines {
     pacer: Arc<dyn crate::calls::pacing::Pacer>,
     /// What the instance cannot work without, checked every second for `/healthz`.
     probe: Option<Probe>,
+    /// How the chat followers share the calls' follow-up.
+    follow: crate::chat::follow::Coordination,
+    /// Brings the other instances' call events to this one's bus, and this one's to them.
+    #[cfg(feature = "redis")]
+    bridge: Option<crate::shared::events::EventBridge>,
 }
 
 /// A dependency's name and its check (the reason when it fails).
@@ -204,6 +209,34 @@ fn watch(
     });
 }
 
+/// The Redis side of chat follow-up: per-call follow claims on the shared leases, the outcome
+/// step claimed once, and the event bridge. An outcome claim is only asked for while its call
+/// is live or just ended, so it is kept a day (or `store.ttl_hours`, if shorter), not as long
+/// as the ended call.
+#[cfg(feature = "redis")]
+fn shared_follow(
+    redis: &crate::shared::Redis,
+    leases: Arc<dyn crate::calls::lease::Leases>,
+    settings: &Settings,
+) -> (
+    crate::chat::follow::Coordination,
+    crate::shared::events::EventBridge,
+) {
+    let follow = crate::chat::follow::Coordination {
+        leases,
+        claims: Arc::new(crate::shared::claims::RedisClaims::new(
+            redis.clone(),
+            Duration::from_secs(settings.store.ttl_hours.min(24) * 3600),
+        )),
+        ttl: Duration::from_millis(settings.store.follow_claim_ms),
+        shared: true,
+    };
+    (
+        follow,
+        crate::shared::events::EventBridge::new(redis.clone()),
+    )
+}
+
 async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
     match settings.store.backend {
         StoreBackend::Memory => Ok(Engines {
@@ -216,6 +249,9 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
             probe: None,
             ledger: Arc::new(crate::calls::usage::MemoryLedger::new()),
             pacer: Arc::new(crate::calls::pacing::LocalPacer::new(settings.calls.cps)),
+            follow: crate::chat::follow::Coordination::solo(),
+            #[cfg(feature = "redis")]
+            bridge: None,
         }),
         #[cfg(feature = "redis")]
         StoreBackend::Redis => {
@@ -240,6 +276,8 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
                 Duration::from_millis(settings.store.claim_ms),
             )
             .await?;
+            let leases = Arc::new(crate::shared::lease::RedisLeases::new(redis.clone()));
+            let (follow, bridge) = shared_follow(&redis, leases.clone(), settings);
             Ok(Engines {
                 store: Arc::new(crate::shared::store::RedisStore::new(
                     redis.clone(),
@@ -252,7 +290,6 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
                     &account,
                     settings.calls.cps,
                 )),
-                leases: Arc::new(crate::shared::lease::RedisLeases::new(redis.clone())),
                 probe: Some((
                     "redis",
                     Arc::new(move || {
@@ -262,6 +299,9 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
                         })
                     }),
                 )),
+                leases,
+                follow,
+                bridge: Some(bridge),
             })
         }
         #[cfg(not(feature = "redis"))]
@@ -331,9 +371,21 @@ impl App {
             probe,
             ledger,
             pacer,
+            follow,
+            #[cfg(feature = "redis")]
+            bridge,
         } = engines(&settings).await?;
 
         let calls = &settings.calls;
+        let shutdown = CancellationToken::new();
+        let bus = crate::calls::EventBus::with_capacity(calls.event_bus_capacity);
+        #[cfg(feature = "redis")]
+        if let Some(bridge) = bridge {
+            bridge
+                .start(&bus, shutdown.clone())
+                .await
+                .context("could not start the call event bridge on Redis")?;
+        }
         let service = CallService::with_bus(
             store,
             telephony.clone(),
@@ -345,7 +397,7 @@ impl App {
             },
             settings.policy(),
             queue.clone(),
-            crate::calls::EventBus::with_capacity(calls.event_bus_capacity),
+            bus,
             ledger,
         );
         if settings.access.open {
@@ -353,7 +405,6 @@ impl App {
                 "ACCESS IS OPEN: anyone who can reach a chat adapter may place calls (access.open = true)"
             );
         }
-        let shutdown = CancellationToken::new();
         let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
         let dialer = dialer::spawn(
             service.clone(),
@@ -410,6 +461,7 @@ impl App {
             shutdown: shutdown.clone(),
             health: health.clone(),
             memory: Default::default(),
+            follow,
         };
         let web = Arc::new(WebState {
             ctx: ctx.clone(),

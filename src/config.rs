@@ -403,6 +403,9 @@ pub struct StoreSettings {
     pub claim_ms: u64,
     /// Most calls kept in memory.
     pub capacity: u64,
+    /// Several instances: how long a call's follow claim lasts unrenewed, in milliseconds
+    /// (a dead instance's calls are followed by another within it).
+    pub follow_claim_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -934,6 +937,12 @@ impl Settings {
             refuse(format!(
                 "{} must be 100 to 3600000 milliseconds",
                 self.named("store.claim_ms", self.store.claim_ms)
+            ));
+        }
+        if !(100..=600_000).contains(&self.store.follow_claim_ms) {
+            refuse(format!(
+                "{} must be 100 to 600000 milliseconds",
+                self.named("store.follow_claim_ms", self.store.follow_claim_ms)
             ));
         }
         let prefix = &self.store.redis_prefix;

@@ -4,6 +4,7 @@
 //! [`Telephony`], [`store::CallStore`], [`queue::DialQueue`] and [`lease::Leases`] ports;
 //! nothing here imports an adapter.
 
+pub mod claims;
 pub mod dialer;
 pub mod events;
 pub mod lease;

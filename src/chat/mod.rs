@@ -100,4 +100,6 @@ pub struct AdapterContext {
     /// The dialogue's memory (deliveries taken, confirmations waiting), one for every
     /// adapter: see [`dialogue`].
     pub memory: Arc<dialogue::Memory>,
+    /// How the call followers of several instances share the calls (one process: all here).
+    pub follow: follow::Coordination,
 }
