@@ -19,6 +19,7 @@ use self::serve::ConnectionLimits;
 
 use crate::calls::dialer::{self, DialerConfig};
 use crate::calls::service::CallDefaults;
+use crate::calls::memo::{Memo, MemoryMemo};
 use crate::calls::{CallService, CallStore, MemoryStore};
 use crate::chat::web::{self, WebState};
 use crate::chat::{AdapterContext, Interpreter};
@@ -36,13 +37,16 @@ pub struct App {
     limits: ConnectionLimits,
 }
 
-fn interpreter(settings: &Settings) -> Interpreter {
+fn interpreter(settings: &Settings, memo: &Arc<dyn Memo>) -> Interpreter {
     let interpreter = Interpreter::new(settings.region());
     #[cfg(feature = "llm")]
     let interpreter = interpreter.with_llm(crate::llm::LlmParser::from_settings(
         &settings.llm,
         &settings.limits,
+        memo.clone(),
     ));
+    #[cfg(not(feature = "llm"))]
+    let _ = memo;
     interpreter
 }
 
@@ -144,11 +148,13 @@ async fn whole_body(
 struct Engines {
     store: Arc<dyn CallStore>,
     /// Jobs that run on one instance at a time.
-    #[allow(
-        dead_code,
-        reason = "the housekeeping and Telegram polling leases come next"
+    #[cfg_attr(
+        not(feature = "telegram"),
+        allow(dead_code, reason = "the Telegram polling lease is the one user so far")
     )]
     leases: Arc<dyn crate::calls::lease::Leases>,
+    /// The chat side's short-lived memory (dedupe, confirmations, the model's answers).
+    memo: Arc<dyn Memo>,
 }
 
 async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
@@ -159,6 +165,7 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
                 Duration::from_secs(settings.store.ttl_hours * 3600),
             )),
             leases: Arc::new(crate::calls::lease::Solo),
+            memo: Arc::new(MemoryMemo::default()),
         }),
         #[cfg(feature = "redis")]
         StoreBackend::Redis => {
@@ -171,7 +178,8 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
             let redis =
                 crate::shared::Redis::connect(url.expose_secret(), &settings.store.redis_prefix)
                     .await?;
-            let _leases = Arc::new(crate::shared::lease::RedisLeases::new(redis));
+            let _leases = Arc::new(crate::shared::lease::RedisLeases::new(redis.clone()));
+            let _memo = Arc::new(crate::shared::memo::RedisMemo::new(redis));
             anyhow::bail!(
                 "the redis store is not available in this build yet; use CALLBOT_STORE=memory"
             )
@@ -236,7 +244,11 @@ impl App {
             TelephonyChoice::Simulator => simulator::plug(&settings.simulator, plug_ctx),
         };
 
-        let Engines { store, leases: _ } = engines(&settings).await?;
+        let Engines {
+            store,
+            leases,
+            memo,
+        } = engines(&settings).await?;
 
         let calls = &settings.calls;
         let (service, queue) = CallService::with_bus(
@@ -299,12 +311,12 @@ impl App {
         ));
         let ctx = AdapterContext {
             service: service.clone(),
-            interpreter: Arc::new(interpreter(&settings)),
+            interpreter: Arc::new(interpreter(&settings, &memo)),
             public_url: public_url.clone(),
             confirm: settings.calls.confirm,
             shutdown: shutdown.clone(),
             health: health.clone(),
-            memory: Default::default(),
+            memory: memo,
         };
         let web = Arc::new(WebState {
             ctx: ctx.clone(),
@@ -325,7 +337,10 @@ impl App {
         #[cfg(feature = "telegram")]
         if settings.telegram.bot_token.is_some() {
             router =
-                router.merge(crate::chat::telegram::start(&settings.telegram, ctx.clone()).await?);
+                router.merge(
+                    crate::chat::telegram::start(&settings.telegram, ctx.clone(), leases.clone())
+                        .await?,
+                );
         }
         #[cfg(feature = "slack")]
         if settings.slack.bot_token.is_some() {

@@ -6,6 +6,7 @@
 pub mod dialer;
 pub mod events;
 pub mod lease;
+pub mod memo;
 pub mod reaper;
 pub mod service;
 pub mod store;

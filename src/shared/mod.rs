@@ -8,6 +8,7 @@
 //! deployment's calls fit one shard easily).
 
 pub mod lease;
+pub mod memo;
 
 use std::time::Duration;
 
