@@ -19,6 +19,8 @@ mod leases;
 #[cfg(feature = "llm")]
 mod llm;
 mod policy;
+#[cfg(all(feature = "redis", feature = "telegram"))]
+mod redis_chat;
 mod shutdown;
 mod simulator;
 #[cfg(feature = "slack")]
