@@ -178,11 +178,14 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
             let redis =
                 crate::shared::Redis::connect(url.expose_secret(), &settings.store.redis_prefix)
                     .await?;
-            let _leases = Arc::new(crate::shared::lease::RedisLeases::new(redis.clone()));
-            let _memo = Arc::new(crate::shared::memo::RedisMemo::new(redis));
-            anyhow::bail!(
-                "the redis store is not available in this build yet; use CALLBOT_STORE=memory"
-            )
+            Ok(Engines {
+                store: Arc::new(crate::shared::store::RedisStore::new(
+                    redis.clone(),
+                    Duration::from_secs(settings.store.ttl_hours * 3600),
+                )),
+                leases: Arc::new(crate::shared::lease::RedisLeases::new(redis.clone())),
+                memo: Arc::new(crate::shared::memo::RedisMemo::new(redis)),
+            })
         }
         #[cfg(not(feature = "redis"))]
         StoreBackend::Redis => anyhow::bail!(

@@ -9,6 +9,7 @@
 
 pub mod lease;
 pub mod memo;
+pub mod store;
 
 use std::time::Duration;
 

@@ -21,6 +21,8 @@ mod llm;
 mod policy;
 #[cfg(all(feature = "redis", feature = "telegram"))]
 mod redis_chat;
+#[cfg(feature = "redis")]
+mod redis_store;
 mod shutdown;
 mod simulator;
 #[cfg(feature = "slack")]

@@ -1,0 +1,371 @@
+//! [`CallStore`] on Redis: the calls every instance sees.
+//!
+//! Keys (all under the one `{prefix}` hash tag, so each script may touch any of them):
+//! - `call:<id>`: a hash, `j` the call as JSON and `v` its version for the compare-and-set.
+//!   It expires `store.ttl_hours` after the call ends; a live call never expires.
+//! - `calls`, `live`: sorted sets of ids scored by creation time (ms), every call and the live
+//!   ones; `list` reads them newest first, a page at a time, and drops ids whose record expired.
+//! - `sid:<sid>`: the id of the live call with that provider sid (the fallback for callbacks
+//!   without our id; ended calls leave it, as in `MemoryStore`).
+//! - `stats`: a hash of counters (`total`, `s:<status>` for the current status of each call,
+//!   `ended`, `completed`, `dur_sum`, `dur_n`), and `day:<YYYY-MM-DD>` the calls created that
+//!   day (UTC, kept two days). The counters cover every call since the prefix was first used:
+//!   they are not decremented when a record expires (an expired record is gone, and with it
+//!   what it would take off), so `/api/stats` is the deployment's history, not the retained
+//!   calls'.
+//!
+//! A status callback costs two round trips: `HMGET` of the record and the compare-and-set
+//! script, which also keeps the index, the live set, the counters and the expiry in step.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use redis::AsyncCommands as _;
+
+use super::Redis;
+use crate::calls::store::{CallStore, ListFilter, Mutation, Stats, StoreError};
+use crate::core::call::{Applied, Call, CallId, CallSid, CallStatus};
+
+/// How often `update` re-reads and re-applies after losing the compare-and-set to another
+/// writer of the same call. Callbacks of one call are a handful; this bound only stops a
+/// pathological storm from spinning forever.
+const MAX_TRIES: usize = 64;
+
+/// Ids read per round trip by `list`.
+const PAGE: usize = 200;
+
+/// Stores the call unless it exists (a retried insert whose answer was lost must not count
+/// it twice). KEYS: record, calls, live, stats, day, sid (or the record again when there is
+/// no sid). ARGV: id, json, created ms, status, terminal, completed duration ('' none,
+/// else seconds; only for completed calls), ttl secs, trim-below ms, has sid.
+const INSERT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'v', 1, 'j', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[8])
+redis.call('HINCRBY', KEYS[4], 'total', 1)
+redis.call('HINCRBY', KEYS[4], 's:' .. ARGV[4], 1)
+redis.call('INCR', KEYS[5])
+redis.call('EXPIRE', KEYS[5], 172800)
+if ARGV[5] == '1' then
+  redis.call('EXPIRE', KEYS[1], ARGV[7])
+  redis.call('HINCRBY', KEYS[4], 'ended', 1)
+  if ARGV[4] == 'completed' then
+    redis.call('HINCRBY', KEYS[4], 'completed', 1)
+    if ARGV[6] ~= '' then
+      redis.call('HINCRBY', KEYS[4], 'dur_sum', ARGV[6])
+      redis.call('HINCRBY', KEYS[4], 'dur_n', 1)
+    end
+  end
+else
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+  if ARGV[9] == '1' then redis.call('SET', KEYS[6], ARGV[1], 'EX', ARGV[7]) end
+end
+return 1
+";
+
+/// Writes the call if its version is still the one read; 0 when another writer came first.
+/// KEYS: record, live, stats, sid (or the record again when there is no sid). ARGV: id,
+/// version read, json, old status, new status, ends now, completed duration ('' none),
+/// ttl secs, sid op ('set', 'del' or '').
+const UPDATE: &str = r"
+if redis.call('HGET', KEYS[1], 'v') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'v', tonumber(ARGV[2]) + 1, 'j', ARGV[3])
+if ARGV[4] ~= ARGV[5] then
+  redis.call('HINCRBY', KEYS[3], 's:' .. ARGV[4], -1)
+  redis.call('HINCRBY', KEYS[3], 's:' .. ARGV[5], 1)
+end
+if ARGV[6] == '1' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[8])
+  redis.call('HINCRBY', KEYS[3], 'ended', 1)
+  if ARGV[5] == 'completed' then
+    redis.call('HINCRBY', KEYS[3], 'completed', 1)
+    if ARGV[7] ~= '' then
+      redis.call('HINCRBY', KEYS[3], 'dur_sum', ARGV[7])
+      redis.call('HINCRBY', KEYS[3], 'dur_n', 1)
+    end
+  end
+end
+if ARGV[9] == 'set' then
+  redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[8])
+elseif ARGV[9] == 'del' then
+  redis.call('DEL', KEYS[4])
+end
+return 1
+";
+
+pub struct RedisStore {
+    redis: Redis,
+    /// How long an ended call is kept (`store.ttl_hours`).
+    ttl: Duration,
+    insert: redis::Script,
+    update: redis::Script,
+}
+
+impl RedisStore {
+    pub fn new(redis: Redis, ttl: Duration) -> Self {
+        Self {
+            redis,
+            ttl: ttl.max(Duration::from_secs(1)),
+            insert: redis::Script::new(INSERT),
+            update: redis::Script::new(UPDATE),
+        }
+    }
+
+    fn record(&self, id: &str) -> String {
+        self.redis.key(&format!("call:{id}"))
+    }
+
+    fn sid_key(&self, sid: &CallSid) -> String {
+        self.redis.key(&format!("sid:{sid}"))
+    }
+
+    fn day_key(&self, at: DateTime<Utc>) -> String {
+        self.redis.key(&format!("day:{}", at.format("%Y-%m-%d")))
+    }
+
+    fn ttl_secs(&self) -> u64 {
+        self.ttl.as_secs().max(1)
+    }
+
+    /// Pages of ids, newest first, and their records: the matching calls, up to `limit`.
+    async fn read_pages(
+        &self,
+        set: &str,
+        limit: usize,
+        filter: &ListFilter,
+    ) -> Result<(Vec<Call>, Vec<String>), StoreError> {
+        let mut conn = self.redis.conn();
+        let mut found = Vec::new();
+        let mut expired = Vec::new();
+        let mut start = 0isize;
+        while found.len() < limit {
+            let page = PAGE.min(limit - found.len()).max(1);
+            let stop = start + page as isize - 1;
+            let ids: Vec<String> = conn
+                .zrevrange(set, start, stop)
+                .await
+                .map_err(store_error)?;
+            if ids.is_empty() {
+                break;
+            }
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.hget(self.record(id), "j");
+            }
+            let records: Vec<Option<String>> =
+                pipe.query_async(&mut conn).await.map_err(store_error)?;
+            for (id, record) in ids.iter().zip(records) {
+                let Some(json) = record else {
+                    expired.push(id.clone());
+                    continue;
+                };
+                match serde_json::from_str::<Call>(&json) {
+                    Ok(call) if filter.matches(&call) => found.push(call),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(call_id = %id, error = %e, "unreadable call record skipped")
+                    }
+                }
+                if found.len() == limit {
+                    break;
+                }
+            }
+            if ids.len() < page {
+                break;
+            }
+            start += ids.len() as isize;
+        }
+        Ok((found, expired))
+    }
+}
+
+fn store_error(e: redis::RedisError) -> StoreError {
+    StoreError(format!("redis: {e}"))
+}
+
+fn decode(json: &str) -> Result<Call, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError(format!("unreadable call record: {e}")))
+}
+
+fn encode(call: &Call) -> Result<String, StoreError> {
+    serde_json::to_string(call).map_err(|e| StoreError(format!("call not serializable: {e}")))
+}
+
+/// The duration argument of the scripts: the seconds of a completed call that has them.
+fn completed_duration(call: &Call) -> String {
+    match (call.status, call.duration_secs) {
+        (CallStatus::Completed, Some(d)) => d.to_string(),
+        _ => String::new(),
+    }
+}
+
+#[async_trait]
+impl CallStore for RedisStore {
+    async fn insert(&self, call: Call) -> Result<(), StoreError> {
+        let record = self.record(call.id.as_str());
+        let created = call.created_at.timestamp_millis();
+        // Ids older than any record can be are dropped from `calls` as new ones come (a day
+        // beyond the ttl: a call ends well within a day of being created).
+        let trim_below = created - (self.ttl_secs() as i64 + 86_400) * 1000;
+        let sid = call.sid.as_ref().map(|s| self.sid_key(s));
+        let _: i64 = self
+            .insert
+            .key(&record)
+            .key(self.redis.key("calls"))
+            .key(self.redis.key("live"))
+            .key(self.redis.key("stats"))
+            .key(self.day_key(call.created_at))
+            .key(sid.as_deref().unwrap_or(&record))
+            .arg(call.id.as_str())
+            .arg(encode(&call)?)
+            .arg(created)
+            .arg(call.status.as_str())
+            .arg(if call.status.is_terminal() { "1" } else { "0" })
+            .arg(completed_duration(&call))
+            .arg(self.ttl_secs())
+            .arg(trim_below)
+            .arg(if sid.is_some() { "1" } else { "0" })
+            .invoke_async(&mut self.redis.conn())
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn get(&self, id: &CallId) -> Result<Option<Call>, StoreError> {
+        let json: Option<String> = self
+            .redis
+            .conn()
+            .hget(self.record(id.as_str()), "j")
+            .await
+            .map_err(store_error)?;
+        json.as_deref().map(decode).transpose()
+    }
+
+    async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<CallId>, StoreError> {
+        let id: Option<String> = self
+            .redis
+            .conn()
+            .get(self.sid_key(sid))
+            .await
+            .map_err(store_error)?;
+        Ok(id.as_deref().and_then(CallId::parse))
+    }
+
+    async fn update(
+        &self,
+        id: &CallId,
+        change: Mutation<'_>,
+    ) -> Result<Option<(Call, Applied)>, StoreError> {
+        let record = self.record(id.as_str());
+        let mut conn = self.redis.conn();
+        for _ in 0..MAX_TRIES {
+            let (version, json): (Option<String>, Option<String>) = redis::cmd("HMGET")
+                .arg(&record)
+                .arg("v")
+                .arg("j")
+                .query_async(&mut conn)
+                .await
+                .map_err(store_error)?;
+            let (Some(version), Some(json)) = (version, json) else {
+                return Ok(None);
+            };
+            let before = decode(&json)?;
+            let mut call = before.clone();
+            let applied = change(&mut call);
+            if call == before {
+                return Ok(Some((call, applied)));
+            }
+            let ends = !before.status.is_terminal() && call.status.is_terminal();
+            // The index holds live calls: a new sid joins it, an ended call leaves it.
+            let (sid_key, sid_op) = match (&before.sid, &call.sid) {
+                (_, Some(sid)) if ends => (Some(self.sid_key(sid)), "del"),
+                (None, Some(sid)) if !call.status.is_terminal() => (Some(self.sid_key(sid)), "set"),
+                _ => (None, ""),
+            };
+            let written: i64 = self
+                .update
+                .key(&record)
+                .key(self.redis.key("live"))
+                .key(self.redis.key("stats"))
+                .key(sid_key.as_deref().unwrap_or(&record))
+                .arg(id.as_str())
+                .arg(&version)
+                .arg(encode(&call)?)
+                .arg(before.status.as_str())
+                .arg(call.status.as_str())
+                .arg(if ends { "1" } else { "0" })
+                .arg(if ends {
+                    completed_duration(&call)
+                } else {
+                    String::new()
+                })
+                .arg(self.ttl_secs())
+                .arg(sid_op)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(store_error)?;
+            if written == 1 {
+                return Ok(Some((call, applied)));
+            }
+            metrics::counter!("callbot_store_conflicts_total").increment(1);
+            tokio::task::yield_now().await;
+        }
+        Err(StoreError(format!(
+            "call {id} changed by others {MAX_TRIES} times in a row; not updated"
+        )))
+    }
+
+    async fn list(&self, limit: usize, filter: &ListFilter) -> Result<Vec<Call>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let set = self
+            .redis
+            .key(if filter.live_only { "live" } else { "calls" });
+        let (calls, expired) = self.read_pages(&set, limit, filter).await?;
+        if !expired.is_empty() {
+            // Removed after reading, so the pages above did not shift under the reader.
+            let mut pipe = redis::pipe();
+            pipe.zrem(self.redis.key("calls"), &expired).ignore();
+            pipe.zrem(self.redis.key("live"), &expired).ignore();
+            let pruned: Result<(), _> = pipe.query_async(&mut self.redis.conn()).await;
+            if let Err(e) = pruned {
+                tracing::debug!(error = %e, "expired calls not pruned from the lists this time");
+            }
+        }
+        Ok(calls)
+    }
+
+    async fn stats(&self, now: DateTime<Utc>) -> Result<Stats, StoreError> {
+        let (counters, today): (std::collections::HashMap<String, i64>, Option<i64>) =
+            redis::pipe()
+                .hgetall(self.redis.key("stats"))
+                .get(self.day_key(now))
+                .query_async(&mut self.redis.conn())
+                .await
+                .map_err(store_error)?;
+        let count = |name: &str| counters.get(name).copied().unwrap_or(0).max(0) as u64;
+        let mut stats = Stats {
+            total: count("total"),
+            today: today.unwrap_or(0).max(0) as u64,
+            ..Stats::default()
+        };
+        for status in CallStatus::ALL {
+            let n = count(&format!("s:{}", status.as_str()));
+            if n > 0 {
+                stats.by_status.insert(status.as_str(), n);
+                if !status.is_terminal() {
+                    stats.active += n;
+                }
+            }
+        }
+        let (ended, completed) = (count("ended"), count("completed"));
+        let (dur_sum, dur_n) = (count("dur_sum"), count("dur_n"));
+        stats.answer_rate = (ended > 0).then(|| completed as f64 * 100.0 / ended as f64);
+        stats.average_duration_secs = (dur_n > 0).then(|| dur_sum as f64 / dur_n as f64);
+        Ok(stats)
+    }
+}
