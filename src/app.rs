@@ -18,8 +18,8 @@ use tracing::{Span, info, warn};
 use self::serve::ConnectionLimits;
 
 use crate::calls::dialer::{self, DialerConfig};
-use crate::calls::service::CallDefaults;
 use crate::calls::memo::{Memo, MemoryMemo};
+use crate::calls::service::CallDefaults;
 use crate::calls::{CallService, CallStore, MemoryStore};
 use crate::chat::web::{self, WebState};
 use crate::chat::{AdapterContext, Interpreter};
@@ -150,7 +150,10 @@ struct Engines {
     /// Jobs that run on one instance at a time.
     #[cfg_attr(
         not(feature = "telegram"),
-        allow(dead_code, reason = "the Telegram polling lease is the one user so far")
+        allow(
+            dead_code,
+            reason = "the Telegram polling lease is the one user so far"
+        )
     )]
     leases: Arc<dyn crate::calls::lease::Leases>,
     /// The chat side's short-lived memory (dedupe, confirmations, the model's answers).
@@ -339,11 +342,10 @@ impl App {
             .merge(web::routes(web));
         #[cfg(feature = "telegram")]
         if settings.telegram.bot_token.is_some() {
-            router =
-                router.merge(
-                    crate::chat::telegram::start(&settings.telegram, ctx.clone(), leases.clone())
-                        .await?,
-                );
+            router = router.merge(
+                crate::chat::telegram::start(&settings.telegram, ctx.clone(), leases.clone())
+                    .await?,
+            );
         }
         #[cfg(feature = "slack")]
         if settings.slack.bot_token.is_some() {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
-use moka::sync::Cache;
 use moka::ops::compute::{CompResult, Op};
+use moka::sync::Cache;
 
 use super::store::StoreError;
 
@@ -175,7 +175,10 @@ mod tests {
             name: "other",
             capacity: 10,
         };
-        assert!(memo.first(other, "a", ttl).await.unwrap(), "spaces are apart");
+        assert!(
+            memo.first(other, "a", ttl).await.unwrap(),
+            "spaces are apart"
+        );
 
         assert!(!memo.replace(SPACE, "v", b"0".to_vec(), ttl).await.unwrap());
         assert_eq!(memo.get(SPACE, "v").await.unwrap(), None);

@@ -19,7 +19,7 @@ mod leases;
 #[cfg(feature = "llm")]
 mod llm;
 mod policy;
-#[cfg(all(feature = "redis", feature = "telegram"))]
+#[cfg(all(feature = "redis", feature = "telegram", feature = "slack"))]
 mod redis_chat;
 #[cfg(feature = "redis")]
 mod redis_store;

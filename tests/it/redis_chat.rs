@@ -1,5 +1,6 @@
 //! The chat side shared through Redis: the Memo (dedupe, confirmations, replay guard, the
-//! model's answers) and Telegram long polling on one instance at a time.
+//! model's answers) and Telegram long polling on one instance at a time. Several instances
+//! are real apps ([`Instance`]) sharing one Redis under the test's prefix.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,9 +11,11 @@ use callbot::shared::Redis;
 use callbot::shared::memo::RedisMemo;
 use serde_json::Value;
 
+use crate::slack::{ALICE as SLACK_ALICE, CHANNEL, TEAM, with_slack};
+use crate::support::fake_slack::{FakeSlack, SIGNING_SECRET, signature};
 use crate::support::fake_telegram::{Chat, FakeTelegram, TOKEN, TgUser};
 use crate::support::redis::TestRedis;
-use crate::support::{never, settings, until};
+use crate::support::{FakeTwilio, Instance, never, settings, stays_false, twilio_settings, until};
 
 const SPACE: Space = Space {
     name: "contract",
@@ -29,14 +32,23 @@ async fn the_redis_memo_marks_keeps_replaces_and_takes_once_and_every_key_expire
     let ttl = Duration::from_secs(60);
 
     assert!(a.first(SPACE, "delivery-1", ttl).await.unwrap());
-    assert!(!b.first(SPACE, "delivery-1", ttl).await.unwrap(), "one mark for both instances");
+    assert!(
+        !b.first(SPACE, "delivery-1", ttl).await.unwrap(),
+        "one mark for both instances"
+    );
     let other = Space {
         name: "other",
         capacity: 10,
     };
-    assert!(b.first(other, "delivery-1", ttl).await.unwrap(), "spaces are apart");
+    assert!(
+        b.first(other, "delivery-1", ttl).await.unwrap(),
+        "spaces are apart"
+    );
 
-    assert!(!a.replace(SPACE, "nonce", b"0".to_vec(), ttl).await.unwrap(), "nothing to replace");
+    assert!(
+        !a.replace(SPACE, "nonce", b"0".to_vec(), ttl).await.unwrap(),
+        "nothing to replace"
+    );
     assert_eq!(b.get(SPACE, "nonce").await.unwrap(), None);
     a.put(SPACE, "nonce", b"1".to_vec(), ttl).await.unwrap();
     assert_eq!(b.get(SPACE, "nonce").await.unwrap(), Some(b"1".to_vec()));
@@ -56,9 +68,9 @@ async fn the_redis_memo_marks_keeps_replaces_and_takes_once_and_every_key_expire
     for i in 0..40 {
         let memo = if i % 2 == 0 { a.clone() } else { b.clone() };
         let m = memo.clone();
-        takes.push(tokio::spawn(
-            async move { m.take(SPACE, "contested").await.unwrap() },
-        ));
+        takes.push(tokio::spawn(async move {
+            m.take(SPACE, "contested").await.unwrap()
+        }));
         marks.push(tokio::spawn(async move {
             memo.first(SPACE, "contested-mark", ttl).await.unwrap()
         }));
@@ -77,7 +89,10 @@ async fn the_redis_memo_marks_keeps_replaces_and_takes_once_and_every_key_expire
     a.put(SPACE, "kept", b"y".to_vec(), ttl).await.unwrap();
     let keys = test.keys();
     assert!(keys.contains(&test.key("memo:contract:kept")), "{keys:?}");
-    assert!(keys.contains(&test.key("memo:other:delivery-1")), "{keys:?}");
+    assert!(
+        keys.contains(&test.key("memo:other:delivery-1")),
+        "{keys:?}"
+    );
     let mut conn = test.client().get_connection().unwrap();
     for key in &keys {
         let pttl: i64 = redis::cmd("PTTL").arg(key).query(&mut conn).unwrap();
@@ -88,9 +103,11 @@ async fn the_redis_memo_marks_keeps_replaces_and_takes_once_and_every_key_expire
     a.put(SPACE, "short", b"z".to_vec(), Duration::from_millis(50))
         .await
         .unwrap();
-    until(Duration::from_secs(2), "the short entry to expire", async || {
-        a.get(SPACE, "short").await.unwrap().is_none()
-    })
+    until(
+        Duration::from_secs(2),
+        "the short entry to expire",
+        async || a.get(SPACE, "short").await.unwrap().is_none(),
+    )
     .await;
 }
 
@@ -142,24 +159,28 @@ async fn talk(tg: &FakeTelegram, n: usize, within: Duration) -> Vec<i64> {
 /// Every message answered exactly once, and the fake never saw two polls at once.
 fn once_each_and_no_conflict(tg: &FakeTelegram) {
     let twice: Vec<_> = answers(tg).into_iter().filter(|(_, n)| *n > 1).collect();
-    assert!(twice.is_empty(), "messages answered more than once: {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "messages answered more than once: {twice:?}"
+    );
     assert_eq!(tg.conflicts(), 0, "two getUpdates overlapped (409)");
 }
 
 #[tokio::test]
-async fn two_instances_poll_telegram_one_at_a_time_and_the_other_takes_over_when_the_leader_dies()
-{
+async fn two_instances_poll_telegram_one_at_a_time_and_the_other_takes_over_when_the_leader_dies() {
     let Some(redis) = TestRedis::get("telegram polling lease") else {
         return;
     };
     let tg = FakeTelegram::start().await;
     let lease = Duration::from_millis(1500);
-    let a = poller::spawn(polling_settings(&tg, lease), &redis).await;
-    until(Duration::from_secs(5), "the first instance to poll", async || {
-        tg.polls() > 0
-    })
+    let a = Instance::spawn(redis.settings(polling_settings(&tg, lease))).await;
+    until(
+        Duration::from_secs(5),
+        "the first instance to poll",
+        async || tg.polls() > 0,
+    )
     .await;
-    let b = poller::spawn(polling_settings(&tg, lease), &redis).await;
+    let b = Instance::spawn(redis.settings(polling_settings(&tg, lease))).await;
 
     // Both run for several lease times: one polls, the other waits, nothing twice.
     let ids = talk(&tg, 20, Duration::from_secs(10)).await;
@@ -200,12 +221,14 @@ async fn a_graceful_stop_hands_telegram_polling_over_at_once() {
     let tg = FakeTelegram::start().await;
     // Long enough that waiting for it to run out would show.
     let lease = Duration::from_secs(6);
-    let a = poller::spawn(polling_settings(&tg, lease), &redis).await;
-    until(Duration::from_secs(5), "the first instance to poll", async || {
-        tg.polls() > 0
-    })
+    let a = Instance::spawn(redis.settings(polling_settings(&tg, lease))).await;
+    until(
+        Duration::from_secs(5),
+        "the first instance to poll",
+        async || tg.polls() > 0,
+    )
     .await;
-    let b = poller::spawn(polling_settings(&tg, lease), &redis).await;
+    let b = Instance::spawn(redis.settings(polling_settings(&tg, lease))).await;
     talk(&tg, 5, Duration::from_secs(10)).await;
     let polls = tg.polls();
     // b does not poll while a holds the lease.
@@ -213,7 +236,11 @@ async fn a_graceful_stop_hands_telegram_polling_over_at_once() {
         tg.conflicts() > 0
     })
     .await;
-    assert!(tg.polls() <= polls + 2, "one poller: {} polls", tg.polls() - polls);
+    assert!(
+        tg.polls() <= polls + 2,
+        "one poller: {} polls",
+        tg.polls() - polls
+    );
 
     let stopped = Instant::now();
     a.stop().await;
@@ -231,115 +258,220 @@ async fn a_graceful_stop_hands_telegram_polling_over_at_once() {
     drop(b);
 }
 
-/// The Telegram adapter alone on its own runtime, with the Redis memo and leases: two of them
-/// are two instances of the chat side (dropping the runtime is a SIGKILL).
-mod poller {
-    use std::sync::Arc;
-    use std::time::Duration;
+// ---------------------------------------------------------------------------------------
+// Slack on two instances
 
-    use callbot::Settings;
-    use callbot::calls::service::CallDefaults;
-    use callbot::calls::{CallService, MemoryStore};
-    use callbot::chat::health::Health;
-    use callbot::chat::{AdapterContext, Interpreter};
-    use callbot::shared::Redis;
-    use callbot::shared::lease::RedisLeases;
-    use callbot::shared::memo::RedisMemo;
-    use callbot::telephony::{PlugContext, simulator};
-    use tokio_util::sync::CancellationToken;
+const FORM: &str = "application/x-www-form-urlencoded";
 
-    use crate::support::redis::TestRedis;
-
-    pub struct Poller {
-        stop: CancellationToken,
-        runtime: Option<tokio::runtime::Runtime>,
+/// Posts `body` to `instance`'s `path`, signed by Slack at `ts`; the status and the answer.
+async fn post_signed(
+    instance: &Instance,
+    path: &str,
+    content_type: &str,
+    body: &str,
+    ts: i64,
+    extra: &[(&str, &str)],
+) -> (u16, String) {
+    let ts = ts.to_string();
+    let mut req = instance
+        .http
+        .post(format!("{}{path}", instance.base))
+        .header("content-type", content_type)
+        .header("x-slack-request-timestamp", &ts)
+        .header("x-slack-signature", signature(SIGNING_SECRET, &ts, body));
+    for (k, v) in extra {
+        req = req.header(*k, *v);
     }
+    let res = req.body(body.to_owned()).send().await.unwrap();
+    (res.status().as_u16(), res.text().await.unwrap_or_default())
+}
 
-    pub async fn spawn(settings: Settings, redis: &TestRedis) -> Poller {
-        crate::support::init_logs();
-        let (url, prefix) = (redis.url.clone(), redis.prefix.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            let stop = runtime.block_on(async move {
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                let redis = Redis::connect(&url, &prefix).await.unwrap();
-                let plug = simulator::plug(
-                    &settings.simulator,
-                    PlugContext {
-                        public_url: "http://127.0.0.1:9",
-                        body_limit: settings.server.webhook_body_limit,
-                        calls: &settings.calls,
-                    },
-                );
-                let (service, _queue) = CallService::new(
-                    Arc::new(MemoryStore::new(1000, Duration::from_secs(3600))),
-                    plug.telephony,
-                    CallDefaults {
-                        from: plug.from,
-                        voice: settings.calls.voice.clone(),
-                        language: settings.calls.language.clone(),
-                        message: settings.calls.default_message.clone(),
-                    },
-                    settings.policy(),
-                    16,
-                );
-                let stop = CancellationToken::new();
-                let ctx = AdapterContext {
-                    service,
-                    interpreter: Arc::new(Interpreter::new(settings.region())),
-                    public_url: "http://127.0.0.1:9".into(),
-                    confirm: false,
-                    shutdown: stop.clone(),
-                    health: Health::new(Duration::from_secs(60)),
-                    memory: Arc::new(RedisMemo::new(redis.clone())),
-                };
-                let _routes = callbot::chat::telegram::start(
-                    &settings.telegram,
-                    ctx,
-                    Arc::new(RedisLeases::new(redis)),
-                )
-                .await
-                .unwrap();
-                stop
-            });
-            let _ = tx.send((runtime, stop));
-        });
-        let (runtime, stop) = rx.await.unwrap();
-        Poller {
-            stop,
-            runtime: Some(runtime),
-        }
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// `/call {text}` from Alice; its response_url posts back to the fake as `reply`.
+fn command_body(slack: &FakeSlack, text: &str, reply: &str) -> String {
+    serde_urlencoded::to_string([
+        ("team_id", TEAM),
+        ("channel_id", CHANNEL),
+        ("channel_name", "general"),
+        ("user_id", SLACK_ALICE),
+        ("user_name", "alice"),
+        ("command", "/call"),
+        ("text", text),
+        ("response_url", &slack.response_url(reply)),
+        ("trigger_id", &format!("1.2.{}", rand::random::<u64>())),
+    ])
+    .unwrap()
+}
+
+/// Alice clicks `action_id` carrying `value`; the answer goes to the fake as `reply`.
+async fn click(
+    instance: &Instance,
+    slack: &FakeSlack,
+    action_id: &str,
+    value: &str,
+    reply: &str,
+) -> u16 {
+    let payload = serde_json::json!({
+        "type": "block_actions",
+        "user": {"id": SLACK_ALICE, "username": "alice", "team_id": TEAM},
+        "team": {"id": TEAM, "domain": "test"},
+        "channel": {"id": CHANNEL, "name": "general"},
+        "response_url": slack.response_url(reply),
+        "actions": [{"action_id": action_id, "block_id": "b", "value": value, "type": "button", "action_ts": "1.1"}],
+    });
+    let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
+    post_signed(instance, "/slack/interactions", FORM, &body, now(), &[])
+        .await
+        .0
+}
+
+/// Two instances on one Redis with Slack and the fake Twilio.
+async fn two_slack_instances(
+    redis: &TestRedis,
+    configure: impl Fn(&mut Settings),
+) -> (Instance, Instance, FakeSlack, FakeTwilio) {
+    let twilio = FakeTwilio::start().await;
+    let slack = FakeSlack::start().await;
+    let mut s = redis.settings(with_slack(twilio_settings(&twilio), &slack));
+    configure(&mut s);
+    let a = Instance::spawn(s.clone()).await;
+    let b = Instance::spawn(s).await;
+    (a, b, slack, twilio)
+}
+
+#[tokio::test]
+async fn a_confirm_pressed_on_b_for_a_prompt_shown_by_a_places_one_call() {
+    let Some(redis) = TestRedis::get("confirm across instances") else {
+        return;
+    };
+    let (a, b, slack, twilio) = two_slack_instances(&redis, |s| s.calls.confirm = true).await;
+    let body = command_body(&slack, "98765 43210 and say hello", "ask");
+    let (status, ack) = post_signed(&a, "/slack/commands", FORM, &body, now(), &[]).await;
+    assert_eq!(status, 200, "{ack}");
+    let ack: Value = serde_json::from_str(&ack).unwrap();
+    assert_eq!(ack["text"], "Call +91 98765 43210 and say “hello”?");
+    let nonce = ack["blocks"][1]["elements"][0]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Pressed on B: B finds the prompt A showed, and places the call.
+    assert_eq!(
+        click(&b, &slack, "confirm_call", &nonce, "press-b").await,
+        200
+    );
+    let placed = slack
+        .wait_for("the press answered", |r| r.path == "press-b")
+        .await;
+    assert!(
+        placed.text().starts_with("Placing the call"),
+        "{}",
+        placed.text()
+    );
+    assert_eq!(placed.body["replace_original"], true);
+    let created = twilio.wait_creates(1).await;
+    assert_eq!(created[0].get("To"), Some("+919876543210"));
+
+    // Pressed again, on both at once: answered already, on either.
+    let (on_a, on_b) = tokio::join!(
+        click(&a, &slack, "confirm_call", &nonce, "again-a"),
+        click(&b, &slack, "confirm_call", &nonce, "again-b"),
+    );
+    assert_eq!((on_a, on_b), (200, 200));
+    for path in ["again-a", "again-b"] {
+        let again = slack
+            .wait_for("the second press answered", |r| r.path == path)
+            .await;
+        assert_eq!(again.text(), "This request was already answered.");
     }
-
-    impl Poller {
-        /// As SIGKILL: every task dropped where it stands, nothing given up.
-        pub fn kill(mut self) {
-            if let Some(rt) = self.runtime.take() {
-                rt.shutdown_background();
-            }
-        }
-
-        /// As SIGTERM: polling stops and gives its lease up.
-        pub async fn stop(mut self) {
-            self.stop.cancel();
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            if let Some(rt) = self.runtime.take() {
-                rt.shutdown_background();
-            }
-        }
+    stays_false("a second call from one confirmation", async || {
+        twilio.creates().len() > 1
+    })
+    .await;
+    // Both instances see the one call (one store).
+    for instance in [&a, &b] {
+        let calls = instance
+            .service
+            .list(10, &callbot::calls::store::ListFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(calls.len(), 1);
     }
+}
 
-    impl Drop for Poller {
-        fn drop(&mut self) {
-            self.stop.cancel();
-            if let Some(rt) = self.runtime.take() {
-                rt.shutdown_background();
-            }
-        }
-    }
+#[tokio::test]
+async fn a_slack_event_or_command_delivered_to_a_and_again_to_b_places_one_call() {
+    let Some(redis) = TestRedis::get("slack dedupe across instances") else {
+        return;
+    };
+    let (a, b, slack, twilio) = two_slack_instances(&redis, |_| {}).await;
+
+    // An event, and Slack's retries of it, re-signed, spread over both instances.
+    // The same body each time; each delivery signed anew, as Slack does.
+    let event = serde_json::json!({
+        "team_id": TEAM, "api_app_id": "A0APP", "type": "event_callback",
+        "event_id": "Ev0SHARED", "event_time": now(),
+        "event": {
+            "type": "app_mention", "user": SLACK_ALICE, "channel": CHANNEL,
+            "text": "<@U0BOT> call +91 98765 43210", "ts": "1600000010.0", "event_ts": "1600000010.0",
+        },
+        "authorizations": [{"team_id": TEAM, "user_id": "U0BOT", "is_bot": true}],
+    })
+    .to_string();
+    let json = "application/json";
+    let (first, retry_b, retry_a) = tokio::join!(
+        post_signed(&a, "/slack/events", json, &event, now(), &[]),
+        post_signed(
+            &b,
+            "/slack/events",
+            json,
+            &event,
+            now() - 1,
+            &[("x-slack-retry-num", "1")]
+        ),
+        post_signed(
+            &a,
+            "/slack/events",
+            json,
+            &event,
+            now() - 2,
+            &[("x-slack-retry-num", "2")]
+        ),
+    );
+    assert_eq!((first.0, retry_b.0, retry_a.0), (200, 200, 200));
+    twilio.wait_creates(1).await;
+    slack
+        .wait_for("the status message", |r| r.text().contains("is calling"))
+        .await;
+    stays_false("a retried event placed a second call", async || {
+        twilio.creates().len() > 1
+    })
+    .await;
+
+    // One signed slash command, copied to both instances at once: one call.
+    let body = command_body(&slack, "+91 98765 43211", "cmd");
+    let ts = now();
+    let (on_a, on_b) = tokio::join!(
+        post_signed(&a, "/slack/commands", FORM, &body, ts, &[]),
+        post_signed(&b, "/slack/commands", FORM, &body, ts, &[]),
+    );
+    assert_eq!((on_a.0, on_b.0), (200, 200));
+    let answers: Vec<&str> = [on_a.1.as_str(), on_b.1.as_str()]
+        .into_iter()
+        .filter(|t| !t.is_empty())
+        .collect();
+    assert_eq!(
+        answers.len(),
+        1,
+        "one instance answers, the copy is ignored: {answers:?}"
+    );
+    assert!(answers[0].contains("Placing the call"), "{}", answers[0]);
+    twilio.wait_creates(2).await;
+    stays_false("a copied command placed a second call", async || {
+        twilio.creates().len() > 2
+    })
+    .await;
 }

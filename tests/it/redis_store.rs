@@ -188,16 +188,14 @@ async fn the_store_contract_holds_on_redis() {
         "an ended call expires after the ttl: {ttl}"
     );
     let live_ttl: i64 = redis::cmd("TTL")
-        .arg(
-            test.key(&format!(
+        .arg(test.key(&format!(
                 "call:{}",
                 calls
                     .iter()
                     .find(|c| c.created_at > start + chrono::Duration::seconds(5))
                     .unwrap()
                     .id
-            )),
-        )
+            )))
         .query_async(&mut conn)
         .await
         .unwrap();

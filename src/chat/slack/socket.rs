@@ -18,9 +18,9 @@ use slack_morphism::prelude::*;
 use tracing::{error, info, warn};
 
 use super::Slack;
-use crate::calls::store::StoreError;
 use super::api::{Client, Connector};
 use super::inbound::{EventCallback, Interaction, SlashCommand};
+use crate::calls::store::StoreError;
 
 /// slack-morphism's callback error type (its own alias is crate-private).
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
