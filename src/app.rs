@@ -148,13 +148,6 @@ async fn whole_body(
 struct Engines {
     store: Arc<dyn CallStore>,
     /// Jobs that run on one instance at a time.
-    #[cfg_attr(
-        not(feature = "telegram"),
-        allow(
-            dead_code,
-            reason = "the Telegram polling lease is the one user so far"
-        )
-    )]
     leases: Arc<dyn crate::calls::lease::Leases>,
     /// The chat side's short-lived memory (dedupe, confirmations, the model's answers).
     memo: Arc<dyn Memo>,
@@ -255,6 +248,8 @@ impl App {
             leases,
             memo,
         } = engines(&settings).await?;
+        #[cfg(not(feature = "telegram"))]
+        let _ = leases;
 
         let calls = &settings.calls;
         let (service, queue) = CallService::with_bus(

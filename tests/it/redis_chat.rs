@@ -475,3 +475,49 @@ async fn a_slack_event_or_command_delivered_to_a_and_again_to_b_places_one_call(
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------------------
+// The model's answers
+
+#[cfg(feature = "llm")]
+#[tokio::test]
+async fn the_model_is_asked_once_for_a_text_whichever_instance_reads_it() {
+    use crate::support::fake_openai::{Answer, FakeOpenAi};
+    let Some(redis) = TestRedis::get("model cache across instances") else {
+        return;
+    };
+    let (openai, twilio) = (FakeOpenAi::start().await, FakeTwilio::start().await);
+    openai.answer([Answer::Json(serde_json::json!({
+        "intent": "call", "number": "9876543210", "message": "The meeting moved to 5pm", "language": "en",
+    }))]);
+    let mut s = redis.settings(twilio_settings(&twilio));
+    s.llm.base_url = Some(openai.base.clone());
+    s.llm.api_key = Some("sk-test-key".to_owned().into());
+    s.llm.model = "test-model".into();
+    let a = Instance::spawn(s.clone()).await;
+    let b = Instance::spawn(s).await;
+    let text = "hey, could you ring my colleague on nine eight seven six five four three two one zero and tell him the meeting moved to 5pm";
+
+    let (status, body) = a.prompt(text).await;
+    assert_eq!(status, 202, "{body}");
+    // The same words on B (another message, another call): the answer A got is reused.
+    let (status, body) = b.prompt(&format!("  {text} ")).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["message"], "The meeting moved to 5pm", "{body}");
+    assert_eq!(openai.requests().len(), 1, "the model was asked once");
+    twilio.wait_creates(2).await;
+    let cached: Vec<String> = redis
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with(&redis.key("memo:model:")))
+        .collect();
+    assert_eq!(
+        cached.len(),
+        1,
+        "one cached answer, keyed by a digest: {cached:?}"
+    );
+    assert!(
+        !cached[0].contains("colleague"),
+        "the key does not hold the text"
+    );
+}
