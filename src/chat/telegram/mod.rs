@@ -74,6 +74,9 @@ fn poll_wait_secs(request_timeout: Duration) -> u32 {
 /// The updates we ask Telegram for.
 const ALLOWED_UPDATES: [AllowedUpdate; 2] = [AllowedUpdate::Message, AllowedUpdate::CallbackQuery];
 
+/// How long polling pauses when an update could not be taken (the shared memo is down).
+const STALLED_PAUSE: Duration = Duration::from_secs(1);
+
 /// The lease of the one instance that long-polls.
 const POLLING_LEASE: &str = "telegram-polling";
 
@@ -394,15 +397,20 @@ async fn poll(
             Ok(updates) => {
                 failures = 0;
                 health.ok();
+                let mut stalled = false;
                 for update in updates {
                     let next = update.id.as_offset();
                     if tg.accept(update).await.is_err() {
-                        // Not confirmed: the next poll gets it (and those after it) again.
+                        // Not confirmed: a later poll gets it (and those after it) again.
+                        stalled = true;
                         break;
                     }
                     offset = offset.max(next);
                 }
-                continue;
+                if !stalled {
+                    continue;
+                }
+                STALLED_PAUSE
             }
             Err(RequestError::RetryAfter(secs)) => secs.duration(),
             Err(RequestError::Api(e)) => {
