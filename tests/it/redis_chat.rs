@@ -536,3 +536,85 @@ async fn the_model_is_asked_once_for_a_text_whichever_instance_reads_it() {
         "the key does not hold the text"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Telegram confirmations on two instances (webhook mode: every instance takes updates)
+
+#[tokio::test]
+async fn a_telegram_confirm_pressed_on_b_places_the_call_in_the_prompt_a_showed() {
+    let Some(redis) = TestRedis::get("telegram confirm across instances") else {
+        return;
+    };
+    let (tg, twilio) = (FakeTelegram::start().await, FakeTwilio::start().await);
+    let mut s = redis.settings(twilio_settings(&twilio));
+    s.telegram.bot_token = Some(TOKEN.to_owned().into());
+    s.telegram.api_url = tg.base.clone();
+    crate::telegram::webhook(&mut s);
+    s.calls.confirm = true;
+    s.access.telegram_users = vec![ALICE.id.to_string()];
+    let a = Instance::spawn(s.clone()).await;
+    let b = Instance::spawn(s).await;
+    let deliver = async |to: &Instance, update: &Value| {
+        to.http
+            .post(format!("{}/telegram/webhook", to.base))
+            .header("X-Telegram-Bot-Api-Secret-Token", crate::telegram::SECRET)
+            .json(update)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+
+    let ask = tg.text(Chat::Private, ALICE, "call +91 9876543210");
+    assert_eq!(deliver(&a, &ask).await, 200);
+    let question = tg.wait_message("Call +91 98765 43210?").await;
+    let nonce = question["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("ok:")
+        .to_owned();
+    // A noted which message shows the question (it becomes the call's status message).
+    let shown = format!("\"status_message\":\"{}\"", question["message_id"]);
+    until(
+        Duration::from_secs(5),
+        "the prompt recorded as shown",
+        async || {
+            let mut conn = redis.client().get_connection().unwrap();
+            let pending: Option<String> = redis::cmd("GET")
+                .arg(redis.key(&format!("memo:confirm:{nonce}")))
+                .query(&mut conn)
+                .unwrap();
+            pending.is_some_and(|p| p.contains(&shown))
+        },
+    )
+    .await;
+
+    // Pressed on B: B places the call and edits A's question into its status.
+    assert_eq!(deliver(&b, &tg.press(ALICE, &question, "Call")).await, 200);
+    twilio.wait_creates(1).await;
+    let edited = tg
+        .wait_for("the question edited into the call's status", |r| {
+            r.iter().any(|r| {
+                r.method == "editMessageText"
+                    && r.body["message_id"] == question["message_id"]
+                    && r.status == 200
+            })
+        })
+        .await;
+    assert!(!edited.is_empty());
+
+    // Pressed again, on A: already answered, nothing dialed.
+    assert_eq!(deliver(&a, &tg.press(ALICE, &question, "Call")).await, 200);
+    tg.wait_for("the second press answered", |r| {
+        r.iter().any(|r| {
+            r.method == "answerCallbackQuery"
+                && r.body["text"] == "This request was already answered."
+        })
+    })
+    .await;
+    stays_false("a second call from one confirmation", async || {
+        twilio.creates().len() > 1
+    })
+    .await;
+}
