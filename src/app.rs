@@ -18,6 +18,7 @@ use tracing::{Span, info, warn};
 use self::serve::ConnectionLimits;
 
 use crate::calls::dialer::{self, DialerConfig};
+use crate::calls::memo::{Memo, MemoryMemo};
 use crate::calls::reaper::Housekeeping;
 use crate::calls::service::CallDefaults;
 use crate::calls::{CallService, CallStore, DialQueue, MemoryQueue, MemoryStore};
@@ -39,13 +40,16 @@ pub struct App {
     limits: ConnectionLimits,
 }
 
-fn interpreter(settings: &Settings) -> Interpreter {
+fn interpreter(settings: &Settings, memo: &Arc<dyn Memo>) -> Interpreter {
     let interpreter = Interpreter::new(settings.region());
     #[cfg(feature = "llm")]
     let interpreter = interpreter.with_llm(crate::llm::LlmParser::from_settings(
         &settings.llm,
         &settings.limits,
+        memo.clone(),
     ));
+    #[cfg(not(feature = "llm"))]
+    let _ = memo;
     interpreter
 }
 
@@ -161,6 +165,8 @@ struct Engines {
     /// Brings the other instances' call events to this one's bus, and this one's to them.
     #[cfg(feature = "redis")]
     bridge: Option<crate::shared::events::EventBridge>,
+    /// The chat side's short-lived memory (dedupe, confirmations, the model's answers).
+    memo: Arc<dyn Memo>,
 }
 
 /// A dependency's name and its check (the reason when it fails).
@@ -252,6 +258,7 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
             follow: crate::chat::follow::Coordination::solo(),
             #[cfg(feature = "redis")]
             bridge: None,
+            memo: Arc::new(MemoryMemo::default()),
         }),
         #[cfg(feature = "redis")]
         StoreBackend::Redis => {
@@ -284,6 +291,7 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
                     Duration::from_secs(settings.store.ttl_hours * 3600),
                 )),
                 queue,
+                memo: Arc::new(crate::shared::memo::RedisMemo::new(redis.clone())),
                 ledger: Arc::new(crate::shared::limits::RedisLedger::new(redis.clone())),
                 pacer: Arc::new(crate::shared::pacing::RedisPacer::new(
                     redis.clone(),
@@ -374,6 +382,7 @@ impl App {
             follow,
             #[cfg(feature = "redis")]
             bridge,
+            memo,
         } = engines(&settings).await?;
 
         let calls = &settings.calls;
@@ -423,7 +432,7 @@ impl App {
 
         let housekeeping = crate::calls::reaper::spawn(
             service.clone(),
-            leases,
+            leases.clone(),
             Housekeeping {
                 interval: Duration::from_millis(calls.reap_interval_ms.max(10)),
                 max_age: Duration::from_secs(
@@ -455,12 +464,12 @@ impl App {
         }
         let ctx = AdapterContext {
             service: service.clone(),
-            interpreter: Arc::new(interpreter(&settings)),
+            interpreter: Arc::new(interpreter(&settings, &memo)),
             public_url: public_url.clone(),
             confirm: settings.calls.confirm,
             shutdown: shutdown.clone(),
             health: health.clone(),
-            memory: Default::default(),
+            memory: memo,
             follow,
         };
         let web = Arc::new(WebState {
@@ -481,8 +490,10 @@ impl App {
             .merge(web::routes(web));
         #[cfg(feature = "telegram")]
         if settings.telegram.bot_token.is_some() {
-            router =
-                router.merge(crate::chat::telegram::start(&settings.telegram, ctx.clone()).await?);
+            router = router.merge(
+                crate::chat::telegram::start(&settings.telegram, ctx.clone(), leases.clone())
+                    .await?,
+            );
         }
         #[cfg(feature = "slack")]
         if settings.slack.bot_token.is_some() {

@@ -101,6 +101,10 @@ pub struct TelegramSettings {
     /// Time limit for one Bot API request, milliseconds; a long poll waits at most this
     /// minus 5 s (up to 10 s) for updates.
     pub request_timeout_ms: u64,
+    /// Long polling runs on one instance at a time, the holder of a lease this long,
+    /// milliseconds (CALLBOT_TELEGRAM__POLLING_LEASE_MS): renewed every third of it; when the
+    /// holder dies another instance polls within it.
+    pub polling_lease_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -900,6 +904,12 @@ impl Settings {
             refuse(format!(
                 "{} must have 1 to 4000 characters",
                 self.name("calls.default_message")
+            ));
+        }
+        if !(300..=600_000).contains(&self.telegram.polling_lease_ms) {
+            refuse(format!(
+                "{} must be 300 to 600000 milliseconds",
+                self.named("telegram.polling_lease_ms", self.telegram.polling_lease_ms)
             ));
         }
         if !(5..=600).contains(&c.ring_timeout_secs) {

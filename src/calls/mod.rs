@@ -8,6 +8,7 @@ pub mod claims;
 pub mod dialer;
 pub mod events;
 pub mod lease;
+pub mod memo;
 pub mod pacing;
 pub mod queue;
 pub mod reaper;

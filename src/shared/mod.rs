@@ -11,6 +11,7 @@ pub mod claims;
 pub mod events;
 pub mod lease;
 pub mod limits;
+pub mod memo;
 pub mod pacing;
 pub mod queue;
 pub mod store;
