@@ -202,7 +202,8 @@ impl Telegram {
                     // The question becomes the call's status message; Telegram's clock dates it.
                     self.ctx
                         .dialogue()
-                        .prompt_shown(nonce, &sent.id.0.to_string(), sent.date);
+                        .prompt_shown(nonce, &sent.id.0.to_string(), sent.date)
+                        .await;
                 }
                 reply => {
                     self.reply(target, reply.text(), None).await;
