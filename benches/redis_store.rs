@@ -138,10 +138,11 @@ impl Monitor {
                 sink.lock().push(line);
             }
         });
+        let monitor = Self { child, lines };
         // MONITOR answers OK once it watches; commands before that are not shown.
         for _ in 0..400 {
-            if !lines.lock().is_empty() {
-                return Self { child, lines };
+            if !monitor.lines.lock().is_empty() {
+                return monitor;
             }
             std::thread::sleep(Duration::from_millis(5));
         }

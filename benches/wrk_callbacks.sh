@@ -8,6 +8,12 @@
 #   NO_BUILD=1 bash benches/wrk_callbacks.sh   use the release binaries already built
 #   SCENARIOS=unknown PERF_DATA=cb.data bash benches/wrk_callbacks.sh
 #                    one scenario, callbot profiled with `perf record -g` during the rounds
+#   STORE=redis REDIS_URL=redis://127.0.0.1:6379/0 bash benches/wrk_callbacks.sh
+#                    callbot on the Redis store (CALLBOT_STORE=redis) under a prefix of its
+#                    own, deleted afterwards (with redis-cli, when installed); run it beside a
+#                    default (memory) run to compare the two stores
+#   BIN=target/debug NO_BUILD=1 bash benches/wrk_callbacks.sh --smoke
+#                    the debug binaries already built (a smoke run without a release build)
 #
 # Two scenarios, each compared with the bare endpoint (examples/wrk_peer.rs, POST answers
 # 200) receiving the same path, headers and body:
@@ -36,13 +42,25 @@ for tool in wrk curl; do
   command -v "$tool" >/dev/null || { echo "wrk_callbacks: $tool is not installed (apt-get install $tool)" >&2; exit 1; }
 done
 
+STORE=${STORE:-memory}
+STORE_ENV=(CALLBOT_STORE="$STORE")
+if [ "$STORE" = redis ]; then
+  [ -n "${REDIS_URL:-}" ] || { echo "wrk_callbacks: STORE=redis needs REDIS_URL" >&2; exit 1; }
+  REDIS_PREFIX="wrk-callbacks-$$"
+  STORE_ENV+=(REDIS_URL="$REDIS_URL" CALLBOT_STORE__REDIS_PREFIX="$REDIS_PREFIX")
+fi
+
 [ -n "${NO_BUILD:-}" ] || cargo build --release --quiet --bin callbot --example wrk_peer
-BIN=target/release
+BIN=${BIN:-target/release}
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   rm -rf "$WORK"
+  if [ -n "${REDIS_PREFIX:-}" ] && command -v redis-cli >/dev/null; then
+    redis-cli -u "$REDIS_URL" --scan --pattern "{$REDIS_PREFIX}:*" |
+      xargs -r -n 500 redis-cli -u "$REDIS_URL" DEL >/dev/null || true
+  fi
 }
 trap cleanup EXIT
 
@@ -65,6 +83,7 @@ TOKEN="bench-auth-token-0123456789abcdef"
 FROM="+15005550006"
 printf '[twilio]\nfrom_number = "%s"\n' "$FROM" >"$WORK/callbot.toml"
 env -u RUST_LOG \
+  "${STORE_ENV[@]}" \
   CALLBOT_BIND=127.0.0.1:0 \
   TWILIO_ACCOUNT_SID="$SID" \
   TWILIO_AUTH_TOKEN="$TOKEN" \
@@ -128,7 +147,7 @@ round() { # base path body sig
 
 median() { sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
 
-echo "callbot $CALLBOT vs bare axum $PEER: $ROUNDS alternating rounds of ${SECONDS_PER_ROUND}s," \
+echo "callbot $CALLBOT (store: $STORE) vs bare axum $PEER: $ROUNDS alternating rounds of ${SECONDS_PER_ROUND}s," \
   "wrk -t1 -c$CONNECTIONS, $(nproc) CPUs"
 if [ -n "${PERF_DATA:-}" ]; then
   perf record -F 999 -g -p "$CALLBOT_PID" -o "$PERF_DATA" 2>"$WORK/perf.err" &
