@@ -334,7 +334,8 @@ fn a_call(n: u32) -> Call {
         "alice",
         "en-US",
         Origin::new(Platform::Telegram, "alice"),
-        chrono::Utc::now(),
+        // A serialized call keeps its times to the millisecond.
+        chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 3),
     )
 }
 
