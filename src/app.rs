@@ -151,6 +151,58 @@ struct Engines {
     leases: Arc<dyn crate::calls::lease::Leases>,
     /// The chat side's short-lived memory (dedupe, confirmations, the model's answers).
     memo: Arc<dyn Memo>,
+    /// Usage limits, counted for this process or for every instance.
+    ledger: Arc<dyn crate::calls::usage::Ledger>,
+    /// `calls.cps`, for this process or for every instance on the provider account.
+    pacer: Arc<dyn crate::calls::pacing::Pacer>,
+    /// What the instance cannot work without, checked every second for `/healthz`.
+    probe: Option<Probe>,
+}
+
+/// A dependency's name and its check (the reason when it fails).
+type Probe = (
+    &'static str,
+    Arc<dyn Fn() -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync>,
+);
+
+/// How often a dependency is checked for `/healthz`.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// Checks `probe` every [`PROBE_EVERY`] until shutdown and tells `/healthz`; the reason is
+/// logged once per outage, not once a second.
+fn watch(
+    (name, check): Probe,
+    health: &Arc<crate::chat::health::Health>,
+    shutdown: CancellationToken,
+) {
+    let line = health.dependency(name);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(PROBE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut down = false;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            match check().await {
+                Ok(()) => {
+                    if down {
+                        info!(dependency = name, "reachable again");
+                    }
+                    down = false;
+                    line.ok();
+                }
+                Err(reason) => {
+                    if !down {
+                        tracing::error!(dependency = name, %reason, "dependency down: requests and callbacks fail until it is back");
+                    }
+                    down = true;
+                    line.failing(reason);
+                }
+            }
+        }
+    });
 }
 
 async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
@@ -162,6 +214,9 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
             )),
             leases: Arc::new(crate::calls::lease::Solo),
             memo: Arc::new(MemoryMemo::default()),
+            probe: None,
+            ledger: Arc::new(crate::calls::usage::MemoryLedger::new()),
+            pacer: Arc::new(crate::calls::pacing::LocalPacer::new(settings.calls.cps)),
         }),
         #[cfg(feature = "redis")]
         StoreBackend::Redis => {
@@ -174,13 +229,33 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
             let redis =
                 crate::shared::Redis::connect(url.expose_secret(), &settings.store.redis_prefix)
                     .await?;
+            // One pace per provider account: instances dialing through it share its rate.
+            let account = match settings.telephony() {
+                Ok(TelephonyChoice::Twilio { account_sid, .. }) => account_sid,
+                _ => "simulator".to_owned(),
+            };
             Ok(Engines {
                 store: Arc::new(crate::shared::store::RedisStore::new(
                     redis.clone(),
                     Duration::from_secs(settings.store.ttl_hours * 3600),
                 )),
+                ledger: Arc::new(crate::shared::limits::RedisLedger::new(redis.clone())),
+                pacer: Arc::new(crate::shared::pacing::RedisPacer::new(
+                    redis.clone(),
+                    &account,
+                    settings.calls.cps,
+                )),
                 leases: Arc::new(crate::shared::lease::RedisLeases::new(redis.clone())),
-                memo: Arc::new(crate::shared::memo::RedisMemo::new(redis)),
+                memo: Arc::new(crate::shared::memo::RedisMemo::new(redis.clone())),
+                probe: Some((
+                    "redis",
+                    Arc::new(move || {
+                        let redis = redis.clone();
+                        Box::pin(async move {
+                            redis.ping().await.map_err(|e| format!("unreachable: {e}"))
+                        })
+                    }),
+                )),
             })
         }
         #[cfg(not(feature = "redis"))]
@@ -247,6 +322,9 @@ impl App {
             store,
             leases,
             memo,
+            probe,
+            ledger,
+            pacer,
         } = engines(&settings).await?;
         #[cfg(not(feature = "telegram"))]
         let _ = leases;
@@ -264,6 +342,7 @@ impl App {
             settings.policy(),
             calls.queue_capacity,
             crate::calls::EventBus::with_capacity(calls.event_bus_capacity),
+            ledger,
         );
         if settings.access.open {
             warn!(
@@ -277,7 +356,6 @@ impl App {
             queue,
             telephony,
             DialerConfig {
-                cps: calls.cps,
                 max_concurrent: calls.max_concurrent_requests,
                 max_tries: calls.max_tries,
                 backoff_base: Duration::from_millis(calls.backoff_base_ms),
@@ -285,6 +363,7 @@ impl App {
                 grace,
             },
             shutdown.clone(),
+            pacer,
         );
 
         crate::calls::reaper::spawn(
@@ -310,6 +389,9 @@ impl App {
         let health = crate::chat::health::Health::new(Duration::from_millis(
             settings.health.adapter_down_ms,
         ));
+        if let Some(probe) = probe {
+            watch(probe, &health, shutdown.clone());
+        }
         let ctx = AdapterContext {
             service: service.clone(),
             interpreter: Arc::new(interpreter(&settings, &memo)),

@@ -1,5 +1,5 @@
 //! The dialer: takes queued calls in order and creates them at the provider no faster than
-//! `cps` per second (governor), with at most `max_concurrent` create requests in flight, and
+//! `cps` per second (the [`Pacer`]: governor in one process, Redis for several), with at most `max_concurrent` create requests in flight, and
 //! retries 429 / 5xx / timeouts / connection errors by the one retry policy
 //! ([`crate::retry`]: jittered exponential backoff, Retry-After honoured, `max_tries` tries).
 //! A create is never retried blindly: after one that went unanswered, the provider's call list is
@@ -7,17 +7,16 @@
 //! On shutdown it stops taking calls, fails what is still queued with a reason, and waits
 //! up to `grace` for requests in flight.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, info, info_span, warn};
 
+use super::pacing::Pacer;
 use super::service::CallService;
 use super::{Telephony, TelephonyError};
 use crate::core::call::{CallId, CallStatus};
@@ -33,7 +32,6 @@ const UNCONFIRMED_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct DialerConfig {
-    pub cps: u32,
     pub max_concurrent: usize,
     pub max_tries: u32,
     pub backoff_base: Duration,
@@ -44,7 +42,7 @@ pub struct DialerConfig {
 struct Ctx {
     service: Arc<CallService>,
     telephony: Arc<dyn Telephony>,
-    limiter: DefaultDirectRateLimiter,
+    pacer: Arc<dyn Pacer>,
     cfg: DialerConfig,
     shutdown: CancellationToken,
 }
@@ -56,30 +54,12 @@ pub fn spawn(
     telephony: Arc<dyn Telephony>,
     cfg: DialerConfig,
     shutdown: CancellationToken,
+    pacer: Arc<dyn Pacer>,
 ) -> JoinHandle<()> {
-    let period = Duration::from_secs_f64(1.0 / f64::from(cfg.cps.max(1)));
-    // A burst of one makes every timer overshoot (tokio sleeps in whole milliseconds, late)
-    // push the schedule back: at 100 CPS that lost 2 % of the rate. A burst of two lets a late
-    // dial catch up with the schedule instead, at the price of two dials back to back after an
-    // idle spell (not at start: see below). Below 10 CPS the overshoot is negligible and the strict limit stays.
-    let burst = if cfg.cps >= 10 {
-        NonZeroU32::new(2).expect("non-zero")
-    } else {
-        NonZeroU32::MIN
-    };
-    let quota = Quota::with_period(period)
-        .expect("period is positive")
-        .allow_burst(burst);
-    let limiter = RateLimiter::direct(quota);
-    if burst.get() > 1 {
-        // Start with the spare cell taken, so a queue that starts full is not dialed two at
-        // once; the first call still goes at once.
-        let _ = limiter.check();
-    }
     let ctx = Arc::new(Ctx {
         service,
         telephony,
-        limiter,
+        pacer,
         cfg,
         shutdown: shutdown.clone(),
     });
@@ -101,7 +81,7 @@ async fn run(ctx: Arc<Ctx>, mut queue: mpsc::Receiver<CallId>, shutdown: Cancell
         };
         tokio::select! {
             () = shutdown.cancelled() => { fail_unplaced(&ctx, &id).await; break }
-            () = ctx.limiter.until_ready() => {}
+            () = ctx.pacer.ready() => {}
         }
         let ctx = ctx.clone();
         let span = info_span!("dial", call_id = %id);
@@ -208,7 +188,7 @@ async fn dial(ctx: &Ctx, id: &CallId) {
                         () = ctx.shutdown.cancelled() => true,
                         () = async {
                             tokio::time::sleep(delay).await;
-                            ctx.limiter.until_ready().await;
+                            ctx.pacer.ready().await;
                         } => false,
                     };
                     // Checked last thing before the next try: a callback may have come meanwhile.

@@ -7,9 +7,11 @@ pub mod dialer;
 pub mod events;
 pub mod lease;
 pub mod memo;
+pub mod pacing;
 pub mod reaper;
 pub mod service;
 pub mod store;
+pub mod usage;
 
 use std::time::Duration;
 

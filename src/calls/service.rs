@@ -4,19 +4,25 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use parking_lot::Mutex;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
 
 use super::events::{CallEvent, EventBus, EventKind};
 use super::store::{CallStore, ListFilter, Stats, StoreError};
+use super::usage::{Admission, Admitted, Claim, Ledger, MemoryLedger};
 use super::{Hangup, Placed, Telephony, TelephonyError};
 use crate::core::call::{
     Applied, Call, CallError, CallId, CallSid, CallStatus, Origin, StatusUpdate,
 };
 use crate::core::phone::PhoneNumber;
-use crate::core::policy::{Policy, Refusal, RefusalKind, Request, Usage};
+use crate::core::policy::{Policy, Refusal, RefusalKind, Request};
 use crate::core::replies;
+
+/// How soon, and then how often at most, an ended call's leaving the live set is retried
+/// when the ledger could not be reached.
+const ENDED_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(250);
+const ENDED_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+const ENDED_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// What a call says and sounds like when the request does not choose.
 #[derive(Debug, Clone)]
@@ -84,8 +90,9 @@ pub enum Cancelled {
 
 pub struct CallService {
     policy: Policy,
-    /// Per-requester and per-destination usage, and live calls (this instance's view).
-    usage: Mutex<Usage>,
+    /// Per-requester, per-destination and global usage, and live calls: this process's, or
+    /// shared by every instance.
+    ledger: Arc<dyn Ledger>,
     store: Arc<dyn CallStore>,
     bus: EventBus,
     queue: mpsc::Sender<CallId>,
@@ -110,10 +117,12 @@ impl CallService {
             policy,
             queue_capacity,
             EventBus::new(),
+            Arc::new(MemoryLedger::new()),
         )
     }
 
-    /// [`CallService::new`] publishing on `bus` (`calls.event_bus_capacity`).
+    /// [`CallService::new`] publishing on `bus` (`calls.event_bus_capacity`) and counting
+    /// usage in `ledger`.
     pub fn with_bus(
         store: Arc<dyn CallStore>,
         telephony: Arc<dyn Telephony>,
@@ -121,11 +130,12 @@ impl CallService {
         policy: Policy,
         queue_capacity: usize,
         bus: EventBus,
+        ledger: Arc<dyn Ledger>,
     ) -> (Arc<Self>, mpsc::Receiver<CallId>) {
         let (queue, rx) = mpsc::channel(queue_capacity);
         let service = Arc::new(Self {
             policy,
-            usage: Mutex::new(Usage::default()),
+            ledger,
             store,
             bus,
             queue,
@@ -152,46 +162,53 @@ impl CallService {
     /// One audit event per request, whatever the decision.
     pub async fn request(&self, req: CallRequest) -> Result<Call, RequestError> {
         let id = CallId::generate();
-        let now;
-        {
-            let mut usage = self.usage.lock();
-            // Read under the lock, so the shared windows get their times in order (their
-            // checks bisect on that order).
-            now = Utc::now();
-            let decision = self.policy.check(
-                &Request {
+        let request = Request {
+            origin: &req.origin,
+            to: &req.to,
+            message: req.message.as_deref(),
+        };
+        // Identity and destination first (pure); then the limits, checked and counted in one
+        // step by the ledger.
+        let decision = match self.policy.check_request(&request) {
+            Err(refusal) => Ok(Admission::Refused(refusal)),
+            Ok(()) => {
+                let claim = Claim {
                     origin: &req.origin,
                     to: &req.to,
-                    message: req.message.as_deref(),
-                },
-                &usage,
-                now,
-            );
-            info!(
-                target: "callbot::audit",
-                platform = %req.origin.platform,
-                requester = %req.origin.requester,
-                chat = %req.origin.chat,
-                destination = %req.to,
-                decision = if decision.is_ok() { "allow" } else { "refuse" },
-                reason = decision.as_ref().err().map_or("", Refusal::code),
-                message_chars = req.message.as_ref().map_or(0, |m| m.chars().count()),
-                "call request"
-            );
+                    call_id: id.as_str(),
+                };
+                self.ledger.admit(&self.policy.limits, &claim).await
+            }
+        };
+        let (verdict, reason) = match &decision {
+            Ok(Admission::Admitted(_)) => ("allow", ""),
+            Ok(Admission::Refused(refusal)) => ("refuse", refusal.code()),
+            Err(_) => ("error", "usage_unavailable"),
+        };
+        info!(
+            target: "callbot::audit",
+            platform = %req.origin.platform,
+            requester = %req.origin.requester,
+            chat = %req.origin.chat,
+            destination = %req.to,
+            decision = verdict,
+            reason,
+            message_chars = req.message.as_ref().map_or(0, |m| m.chars().count()),
+            "call request"
+        );
+        let admitted = match decision? {
+            Admission::Admitted(admitted) => admitted,
             // The refusal keeps its type up to the adapter that renders it.
-            if let Err(refusal) = decision {
+            Admission::Refused(refusal) => {
                 return Err(match refusal.kind() {
                     RefusalKind::Identity => RequestError::Refused(refusal),
                     RefusalKind::Request => RequestError::Rejected(refusal),
                     RefusalKind::Limit => RequestError::Limited(refusal),
                 });
             }
-            usage.record(&req.origin, &req.to, id.as_str(), now);
-            metrics::gauge!("callbot_active_calls").set(usage.active() as f64);
-            usage.users.prune(now);
-            usage.destinations.prune(now);
-            usage.everyone.prune(now);
-        }
+        };
+        metrics::gauge!("callbot_active_calls").set(admitted.live as f64);
+        let now = admitted.at;
         let message = req
             .message
             .filter(|m| !m.trim().is_empty())
@@ -207,9 +224,7 @@ impl CallService {
         )
         .with_id(id);
         if let Err(e) = self.store.insert(call.clone()).await {
-            self.usage
-                .lock()
-                .unrecord(&call.origin, &call.to, call.id.as_str(), now);
+            self.take_back(&call, &admitted).await;
             return Err(e.into());
         }
         info!(
@@ -233,11 +248,53 @@ impl CallService {
                     mpsc::error::TrySendError::Closed(_) => RequestError::Stopping,
                 };
                 // Nothing was placed, so nothing counts against the limits.
-                self.usage
-                    .lock()
-                    .unrecord(&call.origin, &call.to, call.id.as_str(), now);
+                self.take_back(&call, &admitted).await;
                 self.fail(&call.id, None, err.to_string(), 0).await?;
                 Err(err)
+            }
+        }
+    }
+
+    /// A request that placed nothing counts against no limit.
+    async fn take_back(&self, call: &Call, admitted: &Admitted) {
+        let claim = Claim {
+            origin: &call.origin,
+            to: &call.to,
+            call_id: call.id.as_str(),
+        };
+        if let Err(e) = self.ledger.take_back(&claim, admitted).await {
+            warn!(call_id = %call.id, error = %e, "could not take back a request's count; it counts until its windows pass");
+        }
+    }
+
+    /// An ended call leaves the live set (wherever it was admitted). When the ledger cannot
+    /// be reached, this is retried in the background until it can: the store already holds
+    /// the call as ended, so no later callback would bring it here again.
+    async fn left_live_set(&self, id: &CallId) {
+        match self.ledger.ended(id.as_str()).await {
+            Ok(live) => metrics::gauge!("callbot_active_calls").set(live as f64),
+            Err(e) => {
+                warn!(call_id = %id, error = %e, "could not take an ended call out of the live set; retrying");
+                let ledger = self.ledger.clone();
+                let id = id.clone();
+                tokio::spawn(async move {
+                    let mut wait = ENDED_RETRY_FIRST;
+                    let since = tokio::time::Instant::now();
+                    // After a day the live set has dropped the entry by itself.
+                    while since.elapsed() < ENDED_RETRY_FOR {
+                        tokio::time::sleep(wait).await;
+                        match ledger.ended(id.as_str()).await {
+                            Ok(live) => {
+                                metrics::gauge!("callbot_active_calls").set(live as f64);
+                                return;
+                            }
+                            Err(e) => {
+                                warn!(call_id = %id, error = %e, "still cannot take an ended call out of the live set");
+                                wait = (wait * 2).min(ENDED_RETRY_MAX);
+                            }
+                        }
+                    }
+                });
             }
         }
     }
@@ -272,12 +329,7 @@ impl CallService {
                 Applied::Ignored => {}
                 Applied::Progress => self.bus.publish(EventKind::Progress, call.clone()),
                 Applied::Final => {
-                    let active = {
-                        let mut usage = self.usage.lock();
-                        usage.ended(call.id.as_str());
-                        usage.active()
-                    };
-                    metrics::gauge!("callbot_active_calls").set(active as f64);
+                    self.left_live_set(&call.id).await;
                     metrics::counter!("callbot_calls_total", "status" => call.status.as_str())
                         .increment(1);
                     info!(call_id = %call.id, status = %call.status, duration = ?call.duration_secs, "call ended");

@@ -213,6 +213,8 @@ pub enum Reply {
     /// Recorded but not dialed (queue full, shutting down): the call ends failed with this
     /// reason and its outcome follows like any other.
     NotPlaced(RequestError),
+    /// The request could not be stored, so it was not taken (the store is down).
+    NotRecorded,
     /// Our store failed.
     Sorry,
 }
@@ -247,6 +249,7 @@ impl Reply {
             Self::HangingUp(call) => replies::hanging_up(call),
             Self::CancelFailed(e) => e.to_string(),
             Self::NotPlaced(e) => e.to_string(),
+            Self::NotRecorded => replies::not_recorded(),
             Self::Sorry => replies::sorry(),
         }
     }
@@ -491,8 +494,8 @@ impl Dialogue<'_> {
                 | RequestError::Limited(refusal),
             ) => Reply::Refused(refusal),
             Err(RequestError::Store(e)) => {
-                error!(error = %e, "could not record a call request");
-                Reply::Sorry
+                error!(error = %e, "could not record a call request; refused");
+                Reply::NotRecorded
             }
             Err(e) => {
                 info!(error = %e, "call not placed");

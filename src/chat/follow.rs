@@ -380,6 +380,7 @@ mod tests {
             settings.policy(),
             10_000,
             EventBus::with_capacity(bus_capacity),
+            Arc::new(crate::calls::usage::MemoryLedger::new()),
         )
     }
 

@@ -572,3 +572,79 @@ async fn the_example_env_file_as_written_is_accepted_by_check_config_and_serve()
     assert_eq!(complaint, None);
     assert!(accepted);
 }
+
+/// `CALLBOT_STORE=redis` as a user sets it up: without `REDIS_URL` both commands refuse and
+/// name it; with a Redis that does not answer both refuse clearly without printing its
+/// password; with a working one check-config shows its version and two `serve` processes
+/// share their calls.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_store_from_the_environment_is_checked_and_shared_by_two_processes() {
+    let Some(redis) = crate::support::redis::TestRedis::get("binary redis store") else {
+        return;
+    };
+    let without_url = with_port(env(&[("CALLBOT_STORE", "redis")]));
+    for outcome in [check_config(&without_url).await, serve(&without_url).await] {
+        let Outcome::Refused(text) = outcome else {
+            panic!("accepted without REDIS_URL")
+        };
+        assert!(text.contains("REDIS_URL"), "{text}");
+    }
+
+    let unreachable = format!("redis://:hunter2-secret@127.0.0.1:{}/0", free_port());
+    let down = with_port(env(&[
+        ("CALLBOT_STORE", "redis"),
+        ("REDIS_URL", &unreachable),
+    ]));
+    for outcome in [check_config(&down).await, serve(&down).await] {
+        let Outcome::Refused(text) = outcome else {
+            panic!("accepted an unreachable Redis")
+        };
+        assert!(
+            text.contains("could not connect to Redis at redis://:redacted@127.0.0.1"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "the password is printed: {text}");
+    }
+
+    let shared = env(&[
+        ("CALLBOT_STORE", "redis"),
+        ("REDIS_URL", &redis.url),
+        ("CALLBOT_STORE__REDIS_PREFIX", &redis.prefix),
+        ("CALLBOT_SIMULATOR__SPEED", "0.01"),
+    ]);
+    let out = command(&shared, &["check-config"]).output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("redis:           Redis "), "{text}");
+    let a = start(&with_port(shared.clone()), &[])
+        .await
+        .expect("A starts");
+    let b = start(&with_port(shared), &[]).await.expect("B starts");
+    let http = reqwest::Client::new();
+    let res = http
+        .post(format!("http://{}/ai_prompt", a.addr))
+        .json(&serde_json::json!({ "command": "Call to +91 98765 43215" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 202);
+    let placed: serde_json::Value = res.json().await.unwrap();
+    let id = placed["id"].as_str().unwrap().to_owned();
+    crate::support::until(
+        Duration::from_secs(20),
+        "B lists A's call, completed",
+        async || {
+            let listed: serde_json::Value = http
+                .get(format!("http://{}/api/calls", b.addr))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            listed.to_string().contains(&id) && listed.to_string().contains("completed")
+        },
+    )
+    .await;
+}

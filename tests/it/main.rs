@@ -22,6 +22,8 @@ mod policy;
 #[cfg(all(feature = "redis", feature = "telegram", feature = "slack"))]
 mod redis_chat;
 #[cfg(feature = "redis")]
+mod redis_limits;
+#[cfg(feature = "redis")]
 mod redis_store;
 mod shutdown;
 mod simulator;

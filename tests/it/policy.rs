@@ -374,7 +374,6 @@ async fn a_platform_core_does_not_know_is_allow_listed_and_limited_like_any_chat
         queue,
         plug.telephony,
         DialerConfig {
-            cps: 100,
             max_concurrent: 4,
             max_tries: 1,
             backoff_base: Duration::from_millis(20),
@@ -382,6 +381,7 @@ async fn a_platform_core_does_not_know_is_allow_listed_and_limited_like_any_chat
             grace: Duration::from_secs(1),
         },
         stop,
+        Arc::new(callbot::calls::pacing::LocalPacer::new(100)),
     );
     let ask = |user: &str, room: &str, to: &str| {
         let mut origin = Origin::new(matrix, user);

@@ -256,7 +256,11 @@ impl Telegram {
         // its status message, edited by the call's events).
         let settled = matches!(
             reply,
-            Reply::Declined | Reply::Expired | Reply::Refused(_) | Reply::Sorry
+            Reply::Declined
+                | Reply::Expired
+                | Reply::Refused(_)
+                | Reply::NotRecorded
+                | Reply::Sorry
         );
         if on_question && settled {
             self.edit(chat, id, text.clone(), None).await;
