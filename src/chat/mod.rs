@@ -100,4 +100,6 @@ pub struct AdapterContext {
     /// The dialogue's memory (deliveries taken, confirmations waiting, Slack's replay
     /// guard), one for every adapter and, on Redis, for every instance: see [`dialogue`].
     pub memory: Arc<dyn crate::calls::memo::Memo>,
+    /// How the call followers of several instances share the calls (one process: all here).
+    pub follow: follow::Coordination,
 }
