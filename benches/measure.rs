@@ -5,9 +5,12 @@
 //!   p50, p99, max.
 //! - `pacing`: calls queued at once at CPS 1, 10 and 50 (ten seconds' worth each): the rate
 //!   achieved at the fake.
+//! - `shared-pacing`: the same through three app instances sharing one Redis
+//!   (`CALLBOT_STORE=redis`; needs `CALLBOT_TEST_REDIS_URL`) at CPS 1, 5, 10 and 50: the rate of
+//!   the merged creates, lost, doubled, and the most creates within any one second.
 //!
-//! `cargo bench --bench measure -- [latency|pacing] [--smoke]` (both by default; `--smoke`
-//! runs a small, quick case of each).
+//! `cargo bench --bench measure -- [latency|pacing|shared-pacing] [--smoke]` (all by default;
+//! `--smoke` runs a small, quick case of each).
 
 use std::time::{Duration, Instant};
 
@@ -41,6 +44,11 @@ fn main() {
     if run("pacing") {
         let rates: &[u32] = if smoke { &[50] } else { &[1, 10, 50] };
         rt.block_on(dial_pacing(rates));
+    }
+    #[cfg(feature = "redis")]
+    if run("shared-pacing") {
+        let rates: &[u32] = if smoke { &[50] } else { &[1, 5, 10, 50] };
+        rt.block_on(shared_pacing(rates));
     }
 }
 
@@ -94,6 +102,61 @@ async fn dial_pacing(rates: &[u32]) {
             "cps {cps}: {n} calls queued at once, {} creates at the fake, achieved {rate:.3}/s ({:+.2} %)",
             twilio.creates().len(),
             (rate / f64::from(cps) - 1.0) * 100.0
+        );
+    }
+}
+
+/// For each rate, ten seconds' worth of calls (plus one) placed in turn through three app
+/// instances on one Redis; the merged creates at the fake.
+#[cfg(feature = "redis")]
+async fn shared_pacing(rates: &[u32]) {
+    for &cps in rates {
+        let Some(redis) = support::redis::TestRedis::get("shared-pacing") else {
+            return;
+        };
+        let twilio = FakeTwilio::start().await;
+        let mut settings = redis.settings(twilio_settings(&twilio));
+        settings.calls.cps = cps;
+        let apps = [
+            TestApp::spawn(settings.clone()).await,
+            TestApp::spawn(settings.clone()).await,
+            TestApp::spawn(settings).await,
+        ];
+        let n = (cps * 10 + 1) as usize;
+        let started = Instant::now();
+        for i in 0..n {
+            apps[i % 3]
+                .place(&format!("call +91 98{:08}", 76_000_000 + i))
+                .await;
+        }
+        // Each request is a few Redis round trips; when placing takes longer than dialing
+        // (n / cps), the rate shown is the placing rate.
+        let placing = started.elapsed();
+        while twilio.creates().len() < n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        twilio.no_creates_beyond(n, QUIET).await;
+        let creates = twilio.creates();
+        let mut numbers: Vec<&str> = creates.iter().filter_map(|c| c.get("To")).collect();
+        numbers.sort_unstable();
+        numbers.dedup();
+        let mut at: Vec<Instant> = creates.iter().map(|c| c.at).collect();
+        at.sort();
+        let busiest = (0..at.len())
+            .map(|i| {
+                at[i..]
+                    .iter()
+                    .take_while(|t| **t - at[i] < Duration::from_secs(1))
+                    .count()
+            })
+            .max()
+            .unwrap_or(0);
+        let rate = (n - 1) as f64 / (at[n - 1] - at[0]).as_secs_f64();
+        println!(
+            "cps {cps}, three instances: {n} calls (placed in {placing:.1?}), achieved {rate:.3}/s ({:+.2} %), lost {}, duplicated {}, at most {busiest} creates in any one second",
+            (rate / f64::from(cps) - 1.0) * 100.0,
+            n - numbers.len(),
+            creates.len() - numbers.len(),
         );
     }
 }

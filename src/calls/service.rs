@@ -4,19 +4,26 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use parking_lot::Mutex;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tracing::{info, warn};
 
 use super::events::{CallEvent, EventBus, EventKind};
+use super::queue::{DialQueue, QueueError};
 use super::store::{CallStore, ListFilter, Stats, StoreError};
+use super::usage::{Admission, Admitted, Claim, Ledger, MemoryLedger};
 use super::{Hangup, Placed, Telephony, TelephonyError};
 use crate::core::call::{
     Applied, Call, CallError, CallId, CallSid, CallStatus, Origin, StatusUpdate,
 };
 use crate::core::phone::PhoneNumber;
-use crate::core::policy::{Policy, Refusal, RefusalKind, Request, Usage};
+use crate::core::policy::{Policy, Refusal, RefusalKind, Request};
 use crate::core::replies;
+
+/// How soon, and then how often at most, an ended call's leaving the live set is retried
+/// when the ledger could not be reached.
+const ENDED_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(250);
+const ENDED_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+const ENDED_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// What a call says and sounds like when the request does not choose.
 #[derive(Debug, Clone)]
@@ -84,56 +91,56 @@ pub enum Cancelled {
 
 pub struct CallService {
     policy: Policy,
-    /// Per-requester and per-destination usage, and live calls (this instance's view).
-    usage: Mutex<Usage>,
+    /// Per-requester, per-destination and global usage, and live calls: this process's, or
+    /// shared by every instance.
+    ledger: Arc<dyn Ledger>,
     store: Arc<dyn CallStore>,
     bus: EventBus,
-    queue: mpsc::Sender<CallId>,
-    queue_capacity: usize,
+    queue: Arc<dyn DialQueue>,
     telephony: Arc<dyn Telephony>,
     defaults: CallDefaults,
 }
 
 impl CallService {
-    /// Returns the service and the receiving end of its dial queue (for the dialer).
+    /// The service; it pushes accepted calls on `queue`, which the dialer reads.
     pub fn new(
         store: Arc<dyn CallStore>,
         telephony: Arc<dyn Telephony>,
         defaults: CallDefaults,
         policy: Policy,
-        queue_capacity: usize,
-    ) -> (Arc<Self>, mpsc::Receiver<CallId>) {
+        queue: Arc<dyn DialQueue>,
+    ) -> Arc<Self> {
         Self::with_bus(
             store,
             telephony,
             defaults,
             policy,
-            queue_capacity,
+            queue,
             EventBus::new(),
+            Arc::new(MemoryLedger::new()),
         )
     }
 
-    /// [`CallService::new`] publishing on `bus` (`calls.event_bus_capacity`).
+    /// [`CallService::new`] publishing on `bus` (`calls.event_bus_capacity`) and counting
+    /// usage in `ledger`.
     pub fn with_bus(
         store: Arc<dyn CallStore>,
         telephony: Arc<dyn Telephony>,
         defaults: CallDefaults,
         policy: Policy,
-        queue_capacity: usize,
+        queue: Arc<dyn DialQueue>,
         bus: EventBus,
-    ) -> (Arc<Self>, mpsc::Receiver<CallId>) {
-        let (queue, rx) = mpsc::channel(queue_capacity);
-        let service = Arc::new(Self {
+        ledger: Arc<dyn Ledger>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
             policy,
-            usage: Mutex::new(Usage::default()),
+            ledger,
             store,
             bus,
             queue,
-            queue_capacity,
             telephony,
             defaults,
-        });
-        (service, rx)
+        })
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<CallEvent> {
@@ -152,46 +159,53 @@ impl CallService {
     /// One audit event per request, whatever the decision.
     pub async fn request(&self, req: CallRequest) -> Result<Call, RequestError> {
         let id = CallId::generate();
-        let now;
-        {
-            let mut usage = self.usage.lock();
-            // Read under the lock, so the shared windows get their times in order (their
-            // checks bisect on that order).
-            now = Utc::now();
-            let decision = self.policy.check(
-                &Request {
+        let request = Request {
+            origin: &req.origin,
+            to: &req.to,
+            message: req.message.as_deref(),
+        };
+        // Identity and destination first (pure); then the limits, checked and counted in one
+        // step by the ledger.
+        let decision = match self.policy.check_request(&request) {
+            Err(refusal) => Ok(Admission::Refused(refusal)),
+            Ok(()) => {
+                let claim = Claim {
                     origin: &req.origin,
                     to: &req.to,
-                    message: req.message.as_deref(),
-                },
-                &usage,
-                now,
-            );
-            info!(
-                target: "callbot::audit",
-                platform = %req.origin.platform,
-                requester = %req.origin.requester,
-                chat = %req.origin.chat,
-                destination = %req.to,
-                decision = if decision.is_ok() { "allow" } else { "refuse" },
-                reason = decision.as_ref().err().map_or("", Refusal::code),
-                message_chars = req.message.as_ref().map_or(0, |m| m.chars().count()),
-                "call request"
-            );
+                    call_id: id.as_str(),
+                };
+                self.ledger.admit(&self.policy.limits, &claim).await
+            }
+        };
+        let (verdict, reason) = match &decision {
+            Ok(Admission::Admitted(_)) => ("allow", ""),
+            Ok(Admission::Refused(refusal)) => ("refuse", refusal.code()),
+            Err(_) => ("error", "usage_unavailable"),
+        };
+        info!(
+            target: "callbot::audit",
+            platform = %req.origin.platform,
+            requester = %req.origin.requester,
+            chat = %req.origin.chat,
+            destination = %req.to,
+            decision = verdict,
+            reason,
+            message_chars = req.message.as_ref().map_or(0, |m| m.chars().count()),
+            "call request"
+        );
+        let admitted = match decision? {
+            Admission::Admitted(admitted) => admitted,
             // The refusal keeps its type up to the adapter that renders it.
-            if let Err(refusal) = decision {
+            Admission::Refused(refusal) => {
                 return Err(match refusal.kind() {
                     RefusalKind::Identity => RequestError::Refused(refusal),
                     RefusalKind::Request => RequestError::Rejected(refusal),
                     RefusalKind::Limit => RequestError::Limited(refusal),
                 });
             }
-            usage.record(&req.origin, &req.to, id.as_str(), now);
-            metrics::gauge!("callbot_active_calls").set(usage.active() as f64);
-            usage.users.prune(now);
-            usage.destinations.prune(now);
-            usage.everyone.prune(now);
-        }
+        };
+        metrics::gauge!("callbot_active_calls").set(admitted.live as f64);
+        let now = admitted.at;
         let message = req
             .message
             .filter(|m| !m.trim().is_empty())
@@ -207,9 +221,7 @@ impl CallService {
         )
         .with_id(id);
         if let Err(e) = self.store.insert(call.clone()).await {
-            self.usage
-                .lock()
-                .unrecord(&call.origin, &call.to, call.id.as_str(), now);
+            self.take_back(&call, &admitted).await;
             return Err(e.into());
         }
         info!(
@@ -220,24 +232,71 @@ impl CallService {
             "call queued"
         );
         self.bus.publish(EventKind::Created, Arc::new(call.clone()));
-        match self.queue.try_send(call.id.clone()) {
-            Ok(()) => {
-                metrics::gauge!("callbot_queue_depth").increment(1.0);
-                Ok(call)
-            }
+        match self.queue.push(&call.id).await {
+            Ok(()) => Ok(call),
             Err(e) => {
-                let err = match e {
-                    mpsc::error::TrySendError::Full(_) => {
-                        RequestError::QueueFull(self.queue_capacity)
+                let (err, reason) = match e {
+                    QueueError::Full(capacity) => {
+                        let err = RequestError::QueueFull(capacity);
+                        let reason = err.to_string();
+                        (err, reason)
                     }
-                    mpsc::error::TrySendError::Closed(_) => RequestError::Stopping,
+                    QueueError::Closed => (RequestError::Stopping, replies::stopping()),
+                    QueueError::Store(e) => (
+                        RequestError::Store(e),
+                        "not placed: the dial queue could not be reached".to_owned(),
+                    ),
                 };
                 // Nothing was placed, so nothing counts against the limits.
-                self.usage
-                    .lock()
-                    .unrecord(&call.origin, &call.to, call.id.as_str(), now);
-                self.fail(&call.id, None, err.to_string(), 0).await?;
+                self.take_back(&call, &admitted).await;
+                // Should this fail too, the call stays queued without a queue entry, and
+                // housekeeping (`recover`) fails it later: it is never dialed unannounced.
+                self.fail(&call.id, None, reason, 0).await?;
                 Err(err)
+            }
+        }
+    }
+
+    /// A request that placed nothing counts against no limit.
+    async fn take_back(&self, call: &Call, admitted: &Admitted) {
+        let claim = Claim {
+            origin: &call.origin,
+            to: &call.to,
+            call_id: call.id.as_str(),
+        };
+        if let Err(e) = self.ledger.take_back(&claim, admitted).await {
+            warn!(call_id = %call.id, error = %e, "could not take back a request's count; it counts until its windows pass");
+        }
+    }
+
+    /// An ended call leaves the live set (wherever it was admitted). When the ledger cannot
+    /// be reached, this is retried in the background until it can: the store already holds
+    /// the call as ended, so no later callback would bring it here again.
+    async fn left_live_set(&self, id: &CallId) {
+        match self.ledger.ended(id.as_str()).await {
+            Ok(live) => metrics::gauge!("callbot_active_calls").set(live as f64),
+            Err(e) => {
+                warn!(call_id = %id, error = %e, "could not take an ended call out of the live set; retrying");
+                let ledger = self.ledger.clone();
+                let id = id.clone();
+                tokio::spawn(async move {
+                    let mut wait = ENDED_RETRY_FIRST;
+                    let since = tokio::time::Instant::now();
+                    // After a day the live set has dropped the entry by itself.
+                    while since.elapsed() < ENDED_RETRY_FOR {
+                        tokio::time::sleep(wait).await;
+                        match ledger.ended(id.as_str()).await {
+                            Ok(live) => {
+                                metrics::gauge!("callbot_active_calls").set(live as f64);
+                                return;
+                            }
+                            Err(e) => {
+                                warn!(call_id = %id, error = %e, "still cannot take an ended call out of the live set");
+                                wait = (wait * 2).min(ENDED_RETRY_MAX);
+                            }
+                        }
+                    }
+                });
             }
         }
     }
@@ -272,12 +331,7 @@ impl CallService {
                 Applied::Ignored => {}
                 Applied::Progress => self.bus.publish(EventKind::Progress, call.clone()),
                 Applied::Final => {
-                    let active = {
-                        let mut usage = self.usage.lock();
-                        usage.ended(call.id.as_str());
-                        usage.active()
-                    };
-                    metrics::gauge!("callbot_active_calls").set(active as f64);
+                    self.left_live_set(&call.id).await;
                     metrics::counter!("callbot_calls_total", "status" => call.status.as_str())
                         .increment(1);
                     info!(call_id = %call.id, status = %call.status, duration = ?call.duration_secs, "call ended");
@@ -465,6 +519,62 @@ impl CallService {
             closed += usize::from(result);
         }
         Ok(closed)
+    }
+
+    /// Fails the calls an instance stored but never queued (it died in between, or the queue
+    /// refused and the failure could not be recorded either): queued without a sid, with no
+    /// queue entry, created more than `after` ago. Their requester was never told the call
+    /// was accepted, so they are not dialed now, and the thread still gets an outcome.
+    /// Does nothing where the queue cannot tell (one process). Returns how many it failed.
+    pub async fn recover(&self, after: std::time::Duration) -> Result<usize, StoreError> {
+        // The entries first, the calls second: an entry is acknowledged only after its call's
+        // result is recorded, so a call still queued now had no entry when they were read.
+        let Some(queued) = self.queue.calls().await? else {
+            return Ok(0);
+        };
+        let cutoff = Utc::now() - chrono::Duration::from_std(after).unwrap_or_default();
+        let orphans: Vec<CallId> = self
+            .store
+            .list(
+                usize::MAX,
+                &ListFilter {
+                    live_only: true,
+                    ..ListFilter::default()
+                },
+            )
+            .await?
+            .into_iter()
+            .filter(|c| c.status == CallStatus::Queued && c.sid.is_none())
+            .filter(|c| c.created_at < cutoff && !queued.contains(&c.id))
+            .map(|c| c.id)
+            .collect();
+        let mut failed = 0;
+        for id in orphans {
+            let error = CallError {
+                code: None,
+                message: "not placed: the callbot instance that took it stopped before queueing it"
+                    .to_owned(),
+            };
+            let now = Utc::now();
+            let result = self
+                .change(&id, |call| {
+                    if call.status != CallStatus::Queued || call.sid.is_some() {
+                        return Applied::Ignored;
+                    }
+                    call.fail(error.clone(), now)
+                })
+                .await?;
+            if let Some((_, Applied::Final)) = result {
+                warn!(call_id = %id, "a call stored but never queued was failed");
+                failed += 1;
+            }
+        }
+        Ok(failed)
+    }
+
+    /// Housekeeping of the dial queue itself.
+    pub async fn tidy_queue(&self) -> Result<(), StoreError> {
+        self.queue.tidy().await
     }
 
     /// Hangs up a live call at the provider (used by cancel and by the dialer when a call

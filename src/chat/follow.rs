@@ -612,7 +612,7 @@ mod tests {
         }
     }
 
-    fn service(bus_capacity: usize) -> (Arc<CallService>, mpsc::Receiver<CallId>) {
+    fn service(bus_capacity: usize) -> Arc<CallService> {
         let mut settings = Settings::defaults();
         settings.access.open = true;
         let l = &mut settings.limits;
@@ -632,8 +632,9 @@ mod tests {
                 message: "hello".into(),
             },
             settings.policy(),
-            10_000,
+            Arc::new(crate::calls::MemoryQueue::new(10_000)),
             EventBus::with_capacity(bus_capacity),
+            Arc::new(crate::calls::usage::MemoryLedger::new()),
         )
     }
 
@@ -681,7 +682,7 @@ mod tests {
     /// every outcome) in the store.
     #[tokio::test]
     async fn a_thousand_calls_ending_at_once_on_a_bus_of_four_get_one_outcome_each() {
-        let (service, _queue) = service(4);
+        let service = service(4);
         let sink = Arc::new(Recorder::default());
         let stop = CancellationToken::new();
         let follower = spawn(
@@ -733,7 +734,7 @@ mod tests {
     /// their outcome; the events left in the backlog after the resync start no worker.
     #[tokio::test]
     async fn calls_born_and_ended_while_behind_get_their_outcome_once() {
-        let (service, _queue) = service(4);
+        let service = service(4);
         let sink = Arc::new(Recorder::default());
         let stop = CancellationToken::new();
         let follower = spawn(

@@ -179,6 +179,14 @@ impl Policy {
         usage: &Usage,
         now: DateTime<Utc>,
     ) -> Result<(), Refusal> {
+        self.check_request(req)?;
+        self.limits.check(req.origin, req.to, usage, now)
+    }
+
+    /// Everything but the limits: who asks, the destination, the message. The limits are
+    /// checked where usage is counted ([`Limits::check`] on this process's [`Usage`], or a
+    /// ledger shared by several instances), in one step with counting the request.
+    pub fn check_request(&self, req: &Request<'_>) -> Result<(), Refusal> {
         self.check_identity(req.origin)?;
         self.check_destination(req.to)?;
         if let Some(message) = req.message {
@@ -190,7 +198,7 @@ impl Policy {
                 });
             }
         }
-        self.check_limits(req, usage, now)
+        Ok(())
     }
 
     pub fn check_identity(&self, origin: &Origin) -> Result<(), Refusal> {
@@ -247,78 +255,6 @@ impl Policy {
         Ok(())
     }
 
-    fn check_limits(
-        &self,
-        req: &Request<'_>,
-        usage: &Usage,
-        now: DateTime<Utc>,
-    ) -> Result<(), Refusal> {
-        let l = &self.limits;
-        if usage.active() >= l.max_concurrent as usize {
-            return Err(Refusal::Concurrent {
-                max: l.max_concurrent,
-            });
-        }
-        // Per-requester quotas are for every chat platform, known to core or not; the
-        // operator's own ways in (console behind its token, CLI) have none. Destination and
-        // concurrency limits apply to everyone.
-        if !req.origin.platform.is_operator() {
-            let user = requester_key(req.origin);
-            if let Some(retry_in) =
-                usage
-                    .users
-                    .full(&user, l.per_user_hour, Duration::hours(1), now)
-            {
-                return Err(Refusal::UserHour {
-                    limit: l.per_user_hour,
-                    retry_in,
-                });
-            }
-            if let Some(retry_in) = usage
-                .users
-                .full(&user, l.per_user_day, Duration::days(1), now)
-            {
-                return Err(Refusal::UserDay {
-                    limit: l.per_user_day,
-                    retry_in,
-                });
-            }
-        }
-        // The caps across everyone: chat, console and CLI alike.
-        if let Some(retry_in) =
-            usage
-                .everyone
-                .full(EVERYONE, l.global_hour, Duration::hours(1), now)
-        {
-            return Err(Refusal::GlobalHour {
-                limit: l.global_hour,
-                retry_in,
-            });
-        }
-        if let Some(retry_in) = usage
-            .everyone
-            .full(EVERYONE, l.global_day, Duration::days(1), now)
-        {
-            return Err(Refusal::GlobalDay {
-                limit: l.global_day,
-                retry_in,
-            });
-        }
-        if let Some(retry_in) = usage.destinations.full(
-            req.to.e164(),
-            l.per_destination_hour,
-            Duration::hours(1),
-            now,
-        ) {
-            return Err(Refusal::Destination {
-                number: req.to.display(),
-                limit: l.per_destination_hour,
-                retry_in,
-            });
-        }
-        Ok(())
-    }
-
     /// The policy in words, for `callbot check-config`.
     pub fn describe(&self) -> String {
         let list = |set: &HashSet<String>| {
@@ -369,6 +305,123 @@ impl Policy {
     }
 }
 
+impl Limits {
+    /// Checks the limits in their order (as [`Limit`] lists them) against the usage so far.
+    pub fn check(
+        &self,
+        origin: &Origin,
+        to: &PhoneNumber,
+        usage: &Usage,
+        now: DateTime<Utc>,
+    ) -> Result<(), Refusal> {
+        let l = self;
+        if usage.active() >= l.max_concurrent as usize {
+            return Err(l.refusal(Limit::Concurrent, to, Duration::zero()));
+        }
+        // Per-requester quotas are for every chat platform, known to core or not; the
+        // operator's own ways in (console behind its token, CLI) have none. Destination and
+        // concurrency limits apply to everyone.
+        if has_quota(origin) {
+            let user = requester_key(origin);
+            for limit in [Limit::UserHour, Limit::UserDay] {
+                if let Some(retry_in) = usage.users.full(&user, l.cap(limit), limit.window(), now) {
+                    return Err(l.refusal(limit, to, retry_in));
+                }
+            }
+        }
+        // The caps across everyone: chat, console and CLI alike.
+        for limit in [Limit::GlobalHour, Limit::GlobalDay] {
+            if let Some(retry_in) = usage
+                .everyone
+                .full(EVERYONE, l.cap(limit), limit.window(), now)
+            {
+                return Err(l.refusal(limit, to, retry_in));
+            }
+        }
+        let limit = Limit::Destination;
+        if let Some(retry_in) =
+            usage
+                .destinations
+                .full(to.e164(), l.cap(limit), limit.window(), now)
+        {
+            return Err(l.refusal(limit, to, retry_in));
+        }
+        Ok(())
+    }
+
+    /// How many `limit` allows.
+    pub fn cap(&self, limit: Limit) -> u32 {
+        match limit {
+            Limit::Concurrent => self.max_concurrent,
+            Limit::UserHour => self.per_user_hour,
+            Limit::UserDay => self.per_user_day,
+            Limit::GlobalHour => self.global_hour,
+            Limit::GlobalDay => self.global_day,
+            Limit::Destination => self.per_destination_hour,
+        }
+    }
+
+    /// The refusal when `limit` is reached for a call to `to`; `retry_in` is when the oldest
+    /// counted entry leaves the window (not shown for the live-call cap).
+    pub fn refusal(&self, limit: Limit, to: &PhoneNumber, retry_in: Duration) -> Refusal {
+        let cap = self.cap(limit);
+        match limit {
+            Limit::Concurrent => Refusal::Concurrent { max: cap },
+            Limit::UserHour => Refusal::UserHour {
+                limit: cap,
+                retry_in,
+            },
+            Limit::UserDay => Refusal::UserDay {
+                limit: cap,
+                retry_in,
+            },
+            Limit::GlobalHour => Refusal::GlobalHour {
+                limit: cap,
+                retry_in,
+            },
+            Limit::GlobalDay => Refusal::GlobalDay {
+                limit: cap,
+                retry_in,
+            },
+            Limit::Destination => Refusal::Destination {
+                number: to.display(),
+                limit: cap,
+                retry_in,
+            },
+        }
+    }
+}
+
+/// One of the usage limits. Every ledger checks them in the order listed here, so a request over
+/// several gets the same refusal wherever it is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// Calls live at once (`max_concurrent`).
+    Concurrent,
+    UserHour,
+    UserDay,
+    GlobalHour,
+    GlobalDay,
+    Destination,
+}
+
+impl Limit {
+    /// How far back the limit counts; zero for the live-call cap, which counts the calls not
+    /// ended, however old.
+    pub fn window(self) -> Duration {
+        match self {
+            Self::Concurrent => Duration::zero(),
+            Self::UserHour | Self::GlobalHour | Self::Destination => Duration::hours(1),
+            Self::UserDay | Self::GlobalDay => Duration::days(1),
+        }
+    }
+}
+
+/// Whether the per-requester quotas apply: not to the operator's own ways in.
+pub fn has_quota(origin: &Origin) -> bool {
+    !origin.platform.is_operator()
+}
+
 /// The identity limits count against: platform + requester id.
 pub fn requester_key(origin: &Origin) -> String {
     format!("{}:{}", origin.platform, origin.requester)
@@ -385,7 +438,7 @@ pub struct WindowLog {
 }
 
 /// The longest window any limit uses; older entries are dropped.
-const LONGEST_WINDOW: Duration = Duration::days(1);
+pub const LONGEST_WINDOW: Duration = Duration::days(1);
 
 impl WindowLog {
     pub fn record(&mut self, key: &str, now: DateTime<Utc>) {

@@ -10,6 +10,10 @@
 pub mod claims;
 pub mod events;
 pub mod lease;
+pub mod limits;
+pub mod memo;
+pub mod pacing;
+pub mod queue;
 pub mod store;
 
 use std::time::Duration;
@@ -54,10 +58,11 @@ impl Redis {
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(1));
+        // The error's text already ends with its cause: not chained again.
         let conn = client
             .get_connection_manager_with_config(config)
             .await
-            .with_context(|| format!("could not connect to Redis at {shown}"))?;
+            .map_err(|e| anyhow::anyhow!("could not connect to Redis at {shown}: {e}"))?;
         let instance = format!(
             "{}-{}-{:08x}",
             std::env::var("HOSTNAME").unwrap_or_else(|_| "callbot".into()),

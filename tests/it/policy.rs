@@ -318,7 +318,7 @@ async fn a_platform_core_does_not_know_is_allow_listed_and_limited_like_any_chat
 
     use callbot::calls::dialer::{self, DialerConfig};
     use callbot::calls::service::{CallDefaults, CallRequest};
-    use callbot::calls::{CallService, MemoryStore, RequestError};
+    use callbot::calls::{CallService, MemoryQueue, MemoryStore, RequestError};
     use callbot::core::call::{Origin, Platform};
     use callbot::core::phone::PhoneNumber;
     use callbot::core::policy::AllowList;
@@ -355,7 +355,8 @@ async fn a_platform_core_does_not_know_is_allow_listed_and_limited_like_any_chat
         },
     )
     .unwrap();
-    let (service, queue) = CallService::new(
+    let queue = Arc::new(MemoryQueue::new(100));
+    let service = CallService::new(
         Arc::new(MemoryStore::new(1000, Duration::from_secs(3600))),
         plug.telephony.clone(),
         CallDefaults {
@@ -365,7 +366,7 @@ async fn a_platform_core_does_not_know_is_allow_listed_and_limited_like_any_chat
             message: s.calls.default_message.clone(),
         },
         policy,
-        100,
+        queue.clone(),
     );
     let stop = CancellationToken::new();
     let _stop = stop.clone().drop_guard();
@@ -374,7 +375,6 @@ async fn a_platform_core_does_not_know_is_allow_listed_and_limited_like_any_chat
         queue,
         plug.telephony,
         DialerConfig {
-            cps: 100,
             max_concurrent: 4,
             max_tries: 1,
             backoff_base: Duration::from_millis(20),
@@ -382,6 +382,7 @@ async fn a_platform_core_does_not_know_is_allow_listed_and_limited_like_any_chat
             grace: Duration::from_secs(1),
         },
         stop,
+        Arc::new(callbot::calls::pacing::LocalPacer::new(100)),
     );
     let ask = |user: &str, room: &str, to: &str| {
         let mut origin = Origin::new(matrix, user);
