@@ -442,7 +442,8 @@ async fn count_finals(
     let deadline = tokio::time::Instant::now() + window;
     let mut finals = 0;
     while let Ok(Ok(ev)) = tokio::time::timeout_at(deadline, events.recv()).await {
-        if ev.call.id == *id && ev.kind == callbot::calls::EventKind::Final {
+        // Applied here, not another instance's brought by the event bridge.
+        if ev.call.id == *id && ev.kind == callbot::calls::EventKind::Final && !ev.remote {
             finals += 1;
         }
     }
