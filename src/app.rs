@@ -18,8 +18,10 @@ use tracing::{Span, info, warn};
 use self::serve::ConnectionLimits;
 
 use crate::calls::dialer::{self, DialerConfig};
+use crate::calls::memo::{Memo, MemoryMemo};
+use crate::calls::reaper::Housekeeping;
 use crate::calls::service::CallDefaults;
-use crate::calls::{CallService, CallStore, MemoryStore};
+use crate::calls::{CallService, CallStore, DialQueue, MemoryQueue, MemoryStore};
 use crate::chat::web::{self, WebState};
 use crate::chat::{AdapterContext, Interpreter};
 use crate::config::{Settings, StoreBackend, TelephonyChoice};
@@ -32,17 +34,22 @@ pub struct App {
     public_url: String,
     shutdown: CancellationToken,
     dialer: JoinHandle<()>,
+    /// Gives its lease up on a graceful stop, so another instance takes over at once.
+    housekeeping: JoinHandle<()>,
     grace: Duration,
     limits: ConnectionLimits,
 }
 
-fn interpreter(settings: &Settings) -> Interpreter {
+fn interpreter(settings: &Settings, memo: &Arc<dyn Memo>) -> Interpreter {
     let interpreter = Interpreter::new(settings.region());
     #[cfg(feature = "llm")]
     let interpreter = interpreter.with_llm(crate::llm::LlmParser::from_settings(
         &settings.llm,
         &settings.limits,
+        memo.clone(),
     ));
+    #[cfg(not(feature = "llm"))]
+    let _ = memo;
     interpreter
 }
 
@@ -143,16 +150,97 @@ async fn whole_body(
 /// in one Redis shared by every instance (`CALLBOT_STORE=redis`).
 struct Engines {
     store: Arc<dyn CallStore>,
+    /// Calls waiting for a dialer (of any instance, on Redis).
+    queue: Arc<dyn DialQueue>,
     /// Jobs that run on one instance at a time.
-    #[allow(
-        dead_code,
-        reason = "the housekeeping and Telegram polling leases come next"
-    )]
     leases: Arc<dyn crate::calls::lease::Leases>,
     /// Usage limits, counted for this process or for every instance.
     ledger: Arc<dyn crate::calls::usage::Ledger>,
     /// `calls.cps`, for this process or for every instance on the provider account.
     pacer: Arc<dyn crate::calls::pacing::Pacer>,
+    /// What the instance cannot work without, checked every second for `/healthz`.
+    probe: Option<Probe>,
+    /// How the chat followers share the calls' follow-up.
+    follow: crate::chat::follow::Coordination,
+    /// Brings the other instances' call events to this one's bus, and this one's to them.
+    #[cfg(feature = "redis")]
+    bridge: Option<crate::shared::events::EventBridge>,
+    /// The chat side's short-lived memory (dedupe, confirmations, the model's answers).
+    memo: Arc<dyn Memo>,
+}
+
+/// A dependency's name and its check (the reason when it fails).
+type Probe = (
+    &'static str,
+    Arc<dyn Fn() -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync>,
+);
+
+/// How often a dependency is checked for `/healthz`.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// Checks `probe` every [`PROBE_EVERY`] until shutdown and tells `/healthz`; the reason is
+/// logged once per outage, not once a second.
+fn watch(
+    (name, check): Probe,
+    health: &Arc<crate::chat::health::Health>,
+    shutdown: CancellationToken,
+) {
+    let line = health.dependency(name);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(PROBE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut down = false;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            match check().await {
+                Ok(()) => {
+                    if down {
+                        info!(dependency = name, "reachable again");
+                    }
+                    down = false;
+                    line.ok();
+                }
+                Err(reason) => {
+                    if !down {
+                        tracing::error!(dependency = name, %reason, "dependency down: requests and callbacks fail until it is back");
+                    }
+                    down = true;
+                    line.failing(reason);
+                }
+            }
+        }
+    });
+}
+
+/// The Redis side of chat follow-up: per-call follow claims on the shared leases, the outcome
+/// step claimed once, and the event bridge. An outcome claim is only asked for while its call
+/// is live or just ended, so it is kept a day (or `store.ttl_hours`, if shorter), not as long
+/// as the ended call.
+#[cfg(feature = "redis")]
+fn shared_follow(
+    redis: &crate::shared::Redis,
+    leases: Arc<dyn crate::calls::lease::Leases>,
+    settings: &Settings,
+) -> (
+    crate::chat::follow::Coordination,
+    crate::shared::events::EventBridge,
+) {
+    let follow = crate::chat::follow::Coordination {
+        leases,
+        claims: Arc::new(crate::shared::claims::RedisClaims::new(
+            redis.clone(),
+            Duration::from_secs(settings.store.ttl_hours.min(24) * 3600),
+        )),
+        ttl: Duration::from_millis(settings.store.follow_claim_ms),
+        shared: true,
+    };
+    (
+        follow,
+        crate::shared::events::EventBridge::new(redis.clone()),
+    )
 }
 
 async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
@@ -162,9 +250,15 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
                 settings.store.capacity,
                 Duration::from_secs(settings.store.ttl_hours * 3600),
             )),
+            queue: Arc::new(MemoryQueue::new(settings.calls.queue_capacity)),
             leases: Arc::new(crate::calls::lease::Solo),
+            probe: None,
             ledger: Arc::new(crate::calls::usage::MemoryLedger::new()),
             pacer: Arc::new(crate::calls::pacing::LocalPacer::new(settings.calls.cps)),
+            follow: crate::chat::follow::Coordination::solo(),
+            #[cfg(feature = "redis")]
+            bridge: None,
+            memo: Arc::new(MemoryMemo::default()),
         }),
         #[cfg(feature = "redis")]
         StoreBackend::Redis => {
@@ -182,18 +276,40 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
                 Ok(TelephonyChoice::Twilio { account_sid, .. }) => account_sid,
                 _ => "simulator".to_owned(),
             };
+            let queue = crate::shared::queue::RedisQueue::start(
+                redis.clone(),
+                url.expose_secret(),
+                settings.calls.queue_capacity,
+                Duration::from_millis(settings.store.claim_ms),
+            )
+            .await?;
+            let leases = Arc::new(crate::shared::lease::RedisLeases::new(redis.clone()));
+            let (follow, bridge) = shared_follow(&redis, leases.clone(), settings);
             Ok(Engines {
                 store: Arc::new(crate::shared::store::RedisStore::new(
                     redis.clone(),
                     Duration::from_secs(settings.store.ttl_hours * 3600),
                 )),
+                queue,
+                memo: Arc::new(crate::shared::memo::RedisMemo::new(redis.clone())),
                 ledger: Arc::new(crate::shared::limits::RedisLedger::new(redis.clone())),
                 pacer: Arc::new(crate::shared::pacing::RedisPacer::new(
                     redis.clone(),
                     &account,
                     settings.calls.cps,
                 )),
-                leases: Arc::new(crate::shared::lease::RedisLeases::new(redis)),
+                probe: Some((
+                    "redis",
+                    Arc::new(move || {
+                        let redis = redis.clone();
+                        Box::pin(async move {
+                            redis.ping().await.map_err(|e| format!("unreachable: {e}"))
+                        })
+                    }),
+                )),
+                leases,
+                follow,
+                bridge: Some(bridge),
             })
         }
         #[cfg(not(feature = "redis"))]
@@ -258,13 +374,28 @@ impl App {
 
         let Engines {
             store,
-            leases: _,
+            queue,
+            leases,
+            probe,
             ledger,
             pacer,
+            follow,
+            #[cfg(feature = "redis")]
+            bridge,
+            memo,
         } = engines(&settings).await?;
 
         let calls = &settings.calls;
-        let (service, queue) = CallService::with_bus(
+        let shutdown = CancellationToken::new();
+        let bus = crate::calls::EventBus::with_capacity(calls.event_bus_capacity);
+        #[cfg(feature = "redis")]
+        if let Some(bridge) = bridge {
+            bridge
+                .start(&bus, shutdown.clone())
+                .await
+                .context("could not start the call event bridge on Redis")?;
+        }
+        let service = CallService::with_bus(
             store,
             telephony.clone(),
             CallDefaults {
@@ -274,8 +405,8 @@ impl App {
                 message: calls.default_message.clone(),
             },
             settings.policy(),
-            calls.queue_capacity,
-            crate::calls::EventBus::with_capacity(calls.event_bus_capacity),
+            queue.clone(),
+            bus,
             ledger,
         );
         if settings.access.open {
@@ -283,7 +414,6 @@ impl App {
                 "ACCESS IS OPEN: anyone who can reach a chat adapter may place calls (access.open = true)"
             );
         }
-        let shutdown = CancellationToken::new();
         let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
         let dialer = dialer::spawn(
             service.clone(),
@@ -300,10 +430,16 @@ impl App {
             pacer,
         );
 
-        crate::calls::reaper::spawn(
+        let housekeeping = crate::calls::reaper::spawn(
             service.clone(),
-            Duration::from_millis(calls.reap_interval_ms.max(10)),
-            Duration::from_secs(u64::from(calls.time_limit_secs) + calls.reap_margin_secs),
+            leases.clone(),
+            Housekeeping {
+                interval: Duration::from_millis(calls.reap_interval_ms.max(10)),
+                max_age: Duration::from_secs(
+                    u64::from(calls.time_limit_secs) + calls.reap_margin_secs,
+                ),
+                recover_after: Duration::from_millis(settings.store.claim_ms),
+            },
             shutdown.clone(),
         );
 
@@ -323,14 +459,18 @@ impl App {
         let health = crate::chat::health::Health::new(Duration::from_millis(
             settings.health.adapter_down_ms,
         ));
+        if let Some(probe) = probe {
+            watch(probe, &health, shutdown.clone());
+        }
         let ctx = AdapterContext {
             service: service.clone(),
-            interpreter: Arc::new(interpreter(&settings)),
+            interpreter: Arc::new(interpreter(&settings, &memo)),
             public_url: public_url.clone(),
             confirm: settings.calls.confirm,
             shutdown: shutdown.clone(),
             health: health.clone(),
-            memory: Default::default(),
+            memory: memo,
+            follow,
         };
         let web = Arc::new(WebState {
             ctx: ctx.clone(),
@@ -350,8 +490,10 @@ impl App {
             .merge(web::routes(web));
         #[cfg(feature = "telegram")]
         if settings.telegram.bot_token.is_some() {
-            router =
-                router.merge(crate::chat::telegram::start(&settings.telegram, ctx.clone()).await?);
+            router = router.merge(
+                crate::chat::telegram::start(&settings.telegram, ctx.clone(), leases.clone())
+                    .await?,
+            );
         }
         #[cfg(feature = "slack")]
         if settings.slack.bot_token.is_some() {
@@ -381,6 +523,7 @@ impl App {
             public_url,
             shutdown,
             dialer,
+            housekeeping,
             grace,
             limits,
         })
@@ -424,6 +567,7 @@ impl App {
         {
             warn!("dialer did not stop within the grace period");
         }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.housekeeping).await;
         info!("callbot stopped");
         Ok(())
     }

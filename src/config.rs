@@ -101,6 +101,10 @@ pub struct TelegramSettings {
     /// Time limit for one Bot API request, milliseconds; a long poll waits at most this
     /// minus 5 s (up to 10 s) for updates.
     pub request_timeout_ms: u64,
+    /// Long polling runs on one instance at a time, the holder of a lease this long,
+    /// milliseconds (CALLBOT_TELEGRAM__POLLING_LEASE_MS): renewed every third of it; when the
+    /// holder dies another instance polls within it.
+    pub polling_lease_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -396,8 +400,16 @@ pub struct StoreSettings {
     pub redis_prefix: String,
     /// Calls are forgotten this many hours after their last change.
     pub ttl_hours: u64,
+    /// Redis: how long an instance may go silent before the others take its work over, in
+    /// milliseconds. A dial queue entry it read and has not settled (renewed every third of
+    /// this while it dials) goes to another instance; a call it stored but never queued is
+    /// failed with a reason.
+    pub claim_ms: u64,
     /// Most calls kept in memory.
     pub capacity: u64,
+    /// Several instances: how long a call's follow claim lasts unrenewed, in milliseconds
+    /// (a dead instance's calls are followed by another within it).
+    pub follow_claim_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -894,6 +906,12 @@ impl Settings {
                 self.name("calls.default_message")
             ));
         }
+        if !(300..=600_000).contains(&self.telegram.polling_lease_ms) {
+            refuse(format!(
+                "{} must be 300 to 600000 milliseconds",
+                self.named("telegram.polling_lease_ms", self.telegram.polling_lease_ms)
+            ));
+        }
         if !(5..=600).contains(&c.ring_timeout_secs) {
             refuse(format!(
                 "{} must be between 5 and 600 (Twilio's range)",
@@ -924,6 +942,18 @@ impl Settings {
                     self.name("store.redis_url")
                 ));
             }
+        }
+        if !(100..=3_600_000).contains(&self.store.claim_ms) {
+            refuse(format!(
+                "{} must be 100 to 3600000 milliseconds",
+                self.named("store.claim_ms", self.store.claim_ms)
+            ));
+        }
+        if !(100..=600_000).contains(&self.store.follow_claim_ms) {
+            refuse(format!(
+                "{} must be 100 to 600000 milliseconds",
+                self.named("store.follow_claim_ms", self.store.follow_claim_ms)
+            ));
         }
         let prefix = &self.store.redis_prefix;
         if prefix.is_empty()

@@ -19,11 +19,11 @@ use async_openai::types::chat::{
     ResponseFormatJsonSchema,
 };
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use moka::sync::Cache;
 use secrecy::ExposeSecret;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use crate::calls::memo::{Memo, Space};
 use crate::config::{LimitSettings, LlmSettings};
 use crate::core::command::{Command, ParseError};
 use crate::core::phone::{PhoneNumber, Region};
@@ -31,7 +31,11 @@ use crate::retry::{self, Policy, Verdict};
 
 /// How long an interpretation is reused for the same text (redelivered chat messages).
 const CACHE_TTL: Duration = Duration::from_secs(600);
-const CACHE_CAPACITY: u64 = 10_000;
+/// The model's answers in the memo (every instance reuses them), by a digest of the text.
+const ANSWERS: Space = Space {
+    name: "model",
+    capacity: 10_000,
+};
 /// Model requests, by the one retry policy: someone waits in the chat, so two tries with a
 /// short jittered pause (the per-request timeout bounds each try). async-openai does not
 /// show an error answer's headers, so a 429's Retry-After is not known here: it backs off.
@@ -54,7 +58,7 @@ the callee (e.g. \"The meeting moved to 5pm\"), or null. language: the BCP-47 co
 or null. Anything else is intent \"none\".";
 
 /// What the model understood.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Interpretation {
     pub intent: String,
     #[serde(default)]
@@ -69,7 +73,8 @@ pub struct LlmParser {
     client: Client<OpenAIConfig>,
     model: String,
     timeout: Duration,
-    cache: Cache<String, Interpretation>,
+    /// The model's answers, shared like the rest of the dialogue's memory.
+    cache: Arc<dyn Memo>,
     /// Cleared after a server refused `json_schema`; then plain JSON mode is used.
     schema_supported: AtomicBool,
     /// Model requests per requester per minute (`limits.llm_per_user_minute`).
@@ -80,7 +85,11 @@ impl LlmParser {
     /// `None` when neither a key nor a base URL is configured, or when
     /// `limits.llm_per_user_minute` is 0 (the model is never asked; the grammar answers
     /// alone, as without a model).
-    pub fn from_settings(settings: &LlmSettings, limits: &LimitSettings) -> Option<Arc<Self>> {
+    pub fn from_settings(
+        settings: &LlmSettings,
+        limits: &LimitSettings,
+        cache: Arc<dyn Memo>,
+    ) -> Option<Arc<Self>> {
         if settings.api_key.is_none() && settings.base_url.is_none() {
             return None;
         }
@@ -99,10 +108,7 @@ impl LlmParser {
             client: Client::with_config(config),
             model: settings.model.clone(),
             timeout: Duration::from_secs(settings.timeout_secs.max(1)),
-            cache: Cache::builder()
-                .max_capacity(CACHE_CAPACITY)
-                .time_to_live(CACHE_TTL)
-                .build(),
+            cache,
             schema_supported: AtomicBool::new(true),
             per_requester: RateLimiter::keyed(Quota::per_minute(per_minute)),
         }))
@@ -120,7 +126,8 @@ impl LlmParser {
         requester: &str,
     ) -> Result<Option<Command>, ParseError> {
         let key: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        let interpretation = match self.cache.get(&key) {
+        let digest = digest(&key);
+        let interpretation = match self.cached(&digest).await {
             Some(hit) => hit,
             None => {
                 if !self.may_ask(requester) {
@@ -129,11 +136,25 @@ impl LlmParser {
                     return Err(ParseError::TooManyRequests);
                 }
                 let fresh = self.ask_with_retry(&key).await?;
-                self.cache.insert(key, fresh.clone());
+                let bytes = serde_json::to_vec(&fresh).expect("an interpretation serializes");
+                if let Err(e) = self.cache.put(ANSWERS, &digest, bytes, CACHE_TTL).await {
+                    warn!(target: "callbot::llm", error = %e, "could not cache the model's answer");
+                }
                 fresh
             }
         };
         to_command(&interpretation, text, region)
+    }
+
+    /// A cached answer; the memo being unavailable is a miss (the model is asked).
+    async fn cached(&self, digest: &str) -> Option<Interpretation> {
+        match self.cache.get(ANSWERS, digest).await {
+            Ok(hit) => hit.and_then(|bytes| serde_json::from_slice(&bytes).ok()),
+            Err(e) => {
+                warn!(target: "callbot::llm", error = %e, "could not read the model's answer cache");
+                None
+            }
+        }
     }
 
     /// Takes one model request from `requester`'s allowance.
@@ -285,6 +306,15 @@ fn schema() -> serde_json::Value {
         "required": ["intent", "number", "message", "language"],
         "additionalProperties": false,
     })
+}
+
+/// The cache key of a text: short, and without the text itself (it is someone's message).
+/// SHA-1 as the hash at hand (Twilio's signatures use it); a key needs second-preimage
+/// resistance, which SHA-1 still has.
+fn digest(text: &str) -> String {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha1::Sha1::digest(text.as_bytes()))
 }
 
 /// Some local models wrap JSON in ```json fences even in JSON mode.

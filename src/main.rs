@@ -53,7 +53,7 @@ async fn main() -> ExitCode {
     };
     let command = cli.command.unwrap_or(Cmd::Serve);
     if let Cmd::CheckConfig = command {
-        return check_config(&settings);
+        return check_config(&settings).await;
     }
     // The same refusals as check-config, before anything starts.
     if let Err(e) = settings.validate() {
@@ -82,21 +82,46 @@ fn log_warnings(settings: &Settings) {
     }
 }
 
-fn check_config(settings: &Settings) -> ExitCode {
+async fn check_config(settings: &Settings) -> ExitCode {
     println!("{}", settings.describe());
     for w in settings.warnings() {
         eprintln!("warning: {w}");
     }
-    match settings.validate() {
-        Ok(()) => {
-            println!("\nsettings are valid");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("\ncallbot: {e}");
-            ExitCode::FAILURE
-        }
+    if let Err(e) = settings.validate() {
+        eprintln!("\ncallbot: {e}");
+        return ExitCode::FAILURE;
     }
+    if let Err(e) = check_store(settings).await {
+        eprintln!("\ncallbot: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    println!("\nsettings are valid");
+    ExitCode::SUCCESS
+}
+
+/// The shared store answers (`CALLBOT_STORE=redis`): its version, the URL redacted. `serve`
+/// refuses to start on the same failure (`App::build` connects first).
+async fn check_store(settings: &Settings) -> anyhow::Result<()> {
+    #[cfg(feature = "redis")]
+    if settings.store.backend == callbot::config::StoreBackend::Redis
+        && let Some(url) = &settings.store.redis_url
+    {
+        use secrecy::ExposeSecret as _;
+        let url = url.expose_secret();
+        let shown = callbot::shared::redacted(url);
+        let redis = callbot::shared::Redis::connect(url, &settings.store.redis_prefix).await?;
+        let version = redis
+            .server_version()
+            .await
+            .map_err(|e| anyhow::anyhow!("Redis at {shown} does not answer: {e}"))?;
+        println!(
+            "redis:           Redis {version} at {shown}, keys under {{{}}}:",
+            settings.store.redis_prefix
+        );
+    }
+    #[cfg(not(feature = "redis"))]
+    let _ = settings;
+    Ok(())
 }
 
 async fn serve(settings: Settings) -> ExitCode {

@@ -4,19 +4,27 @@
 //! ([`crate::retry`]: jittered exponential backoff, Retry-After honoured, `max_tries` tries).
 //! A create is never retried blindly: after one that went unanswered, the provider's call list is
 //! asked first, and the store is read between tries.
-//! On shutdown it stops taking calls, fails what is still queued with a reason, and waits
-//! up to `grace` for requests in flight.
+//!
+//! Calls come from the [`DialQueue`]; each delivery is acknowledged only once the dial's result
+//! is recorded in the store. A redelivered call (its first dialer died or stopped) is dialed
+//! only if the store still shows it queued without a sid, and only after the provider's call
+//! list shows no create for it: the first dialer may have sent one.
+//!
+//! On shutdown it stops taking calls, hands back to the queue what it read but did not dial
+//! (a shared queue gives it to another instance; in one process it is failed with a reason, as
+//! is everything still queued), and waits up to `grace` for requests in flight.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, info, info_span, warn};
 
 use super::pacing::Pacer;
+use super::queue::{Delivery, DialQueue};
 use super::service::CallService;
 use super::{Telephony, TelephonyError};
 use crate::core::call::{CallId, CallStatus};
@@ -30,6 +38,9 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// closed as failed. Providers report `initiated` within a second or two of the create.
 const UNCONFIRMED_WAIT: Duration = Duration::from_secs(30);
 
+/// Pause before asking an unavailable queue again.
+const QUEUE_RETRY: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone)]
 pub struct DialerConfig {
     pub max_concurrent: usize,
@@ -41,6 +52,7 @@ pub struct DialerConfig {
 
 struct Ctx {
     service: Arc<CallService>,
+    queue: Arc<dyn DialQueue>,
     telephony: Arc<dyn Telephony>,
     pacer: Arc<dyn Pacer>,
     cfg: DialerConfig,
@@ -50,7 +62,7 @@ struct Ctx {
 /// Starts the dialer; it runs until `shutdown` is cancelled and the queue is settled.
 pub fn spawn(
     service: Arc<CallService>,
-    queue: mpsc::Receiver<CallId>,
+    queue: Arc<dyn DialQueue>,
     telephony: Arc<dyn Telephony>,
     cfg: DialerConfig,
     shutdown: CancellationToken,
@@ -58,45 +70,59 @@ pub fn spawn(
 ) -> JoinHandle<()> {
     let ctx = Arc::new(Ctx {
         service,
+        queue,
         telephony,
         pacer,
         cfg,
         shutdown: shutdown.clone(),
     });
-    tokio::spawn(run(ctx, queue, shutdown))
+    tokio::spawn(run(ctx, shutdown))
 }
 
-async fn run(ctx: Arc<Ctx>, mut queue: mpsc::Receiver<CallId>, shutdown: CancellationToken) {
+async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(ctx.cfg.max_concurrent));
     loop {
-        let id = tokio::select! {
+        let delivery = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            id = queue.recv() => match id { Some(id) => id, None => break },
+            next = ctx.queue.next() => match next {
+                Ok(Some(delivery)) => delivery,
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(error = %e, "dial queue unavailable; asking again");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(QUEUE_RETRY) => continue,
+                    }
+                }
+            },
         };
-        metrics::gauge!("callbot_queue_depth").decrement(1.0);
         let permit = tokio::select! {
-            () = shutdown.cancelled() => { fail_unplaced(&ctx, &id).await; break }
+            () = shutdown.cancelled() => { hand_back(&ctx, &delivery).await; break }
             p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
         };
         tokio::select! {
-            () = shutdown.cancelled() => { fail_unplaced(&ctx, &id).await; break }
+            () = shutdown.cancelled() => { hand_back(&ctx, &delivery).await; break }
             () = ctx.pacer.ready() => {}
         }
         let ctx = ctx.clone();
-        let span = info_span!("dial", call_id = %id);
+        let span = info_span!("dial", call_id = %delivery.call, redelivered = delivery.redelivered);
         tokio::spawn(
             async move {
-                dial(&ctx, &id).await;
+                dial(&ctx, &delivery).await;
                 drop(permit);
             }
             .instrument(span),
         );
     }
     // Stop: nothing queued is silently dropped.
-    queue.close();
-    while let Some(id) = queue.recv().await {
-        fail_unplaced(&ctx, &id).await;
+    match ctx.queue.close().await {
+        Ok(left) => {
+            for id in left {
+                fail_unplaced(&ctx, &id).await;
+            }
+        }
+        Err(e) => warn!(error = %e, "could not close the dial queue"),
     }
     let all = u32::try_from(ctx.cfg.max_concurrent).unwrap_or(u32::MAX);
     if tokio::time::timeout(ctx.cfg.grace, slots.acquire_many(all))
@@ -105,12 +131,48 @@ async fn run(ctx: Arc<Ctx>, mut queue: mpsc::Receiver<CallId>, shutdown: Cancell
     {
         warn!("dial requests still in flight after the shutdown grace period");
     }
+    if let Err(e) = ctx.queue.leave().await {
+        warn!(error = %e, "could not hand unread calls back to the dial queue");
+    }
 }
 
-async fn fail_unplaced(ctx: &Ctx, id: &CallId) {
+/// True when the failure was recorded.
+async fn fail_unplaced(ctx: &Ctx, id: &CallId) -> bool {
     let reason = "not placed: callbot is shutting down".to_owned();
-    if let Err(e) = ctx.service.fail(id, None, reason, 0).await {
-        warn!(call_id = %id, error = %e, "could not record an unplaced call");
+    match ctx.service.fail(id, None, reason, 0).await {
+        Ok(_) => true,
+        Err(e) => {
+            warn!(call_id = %id, error = %e, "could not record an unplaced call");
+            false
+        }
+    }
+}
+
+/// A delivery read but not dialed when the service stops: another instance dials it if the
+/// queue is shared; otherwise it is failed with the reason.
+async fn hand_back(ctx: &Ctx, delivery: &Delivery) {
+    match ctx.queue.release(delivery).await {
+        Ok(true) => info!(call_id = %delivery.call, "stopping: call left to another instance"),
+        Ok(false) => {
+            let recorded = fail_unplaced(ctx, &delivery.call).await;
+            settle(ctx, delivery, recorded).await;
+        }
+        Err(e) => {
+            warn!(call_id = %delivery.call, error = %e, "stopping: could not hand the call back; another instance takes it after the claim time");
+            ctx.queue.abandon(delivery);
+        }
+    }
+}
+
+/// Ends a delivery: acknowledged when the call's result is recorded in the store (or there was
+/// nothing to do); otherwise abandoned, to be handed out again after the queue's claim time.
+async fn settle(ctx: &Ctx, delivery: &Delivery, recorded: bool) {
+    if !recorded {
+        ctx.queue.abandon(delivery);
+        return;
+    }
+    if let Err(e) = ctx.queue.ack(delivery).await {
+        warn!(call_id = %delivery.call, error = %e, "could not acknowledge a dialed call; it will be looked at again");
     }
 }
 
@@ -123,19 +185,24 @@ impl DialerConfig {
     }
 }
 
-async fn dial(ctx: &Ctx, id: &CallId) {
+async fn dial(ctx: &Arc<Ctx>, delivery: &Delivery) {
+    let id = &delivery.call;
     let call = match ctx.service.get(id).await {
         Ok(Some(call)) if call.status == CallStatus::Queued && call.sid.is_none() => call,
-        Ok(_) => return, // canceled or gone while it waited
+        // Canceled or gone while it waited, or (redelivered) placed by its first dialer.
+        Ok(_) => return settle(ctx, delivery, true).await,
         Err(e) => {
-            warn!(error = %e, "store unavailable; call not placed");
-            return;
+            warn!(error = %e, "store unavailable; call not placed yet");
+            return settle(ctx, delivery, false).await;
         }
     };
     let mut retries = ctx.cfg.retry_policy().schedule();
     let mut tries = 0;
-    // Set once a create may have reached the provider without our hearing back.
-    let mut unanswered_since: Option<DateTime<Utc>> = None;
+    // Set once a create may have reached the provider without our hearing back: a
+    // redelivered call's first dialer may have sent one at any time since the call was made.
+    let mut unanswered_since: Option<DateTime<Utc>> = delivery
+        .redelivered
+        .then(|| call.created_at - chrono::Duration::seconds(2));
     loop {
         tries += 1;
         metrics::counter!("callbot_dial_attempts_total").increment(1);
@@ -162,16 +229,16 @@ async fn dial(ctx: &Ctx, id: &CallId) {
         let err = match result {
             Ok(placed) => {
                 info!(sid = %placed.sid, tries, "call created");
-                record_placed(ctx, id, &placed, tries).await;
-                return;
+                let recorded = record_placed(ctx, id, &placed, tries).await;
+                return settle(ctx, delivery, recorded).await;
             }
             Err(TelephonyError::Unconfirmed(why)) => {
                 warn!(%why, tries, "call created but the provider's answer was lost; waiting for its first callback");
                 let why =
                     "the telephony provider accepted the call but its answer was lost".to_owned();
                 tokio::spawn(await_first_callback(
-                    ctx.service.clone(),
-                    id.clone(),
+                    ctx.clone(),
+                    delivery.clone(),
                     tries,
                     why,
                 ));
@@ -192,13 +259,18 @@ async fn dial(ctx: &Ctx, id: &CallId) {
                         } => false,
                     };
                     // Checked last thing before the next try: a callback may have come meanwhile.
-                    if !still_unplaced(ctx, id, &err).await {
-                        return;
+                    match still_unplaced(ctx, id, &err).await {
+                        Ok(true) => {}
+                        Ok(false) => return settle(ctx, delivery, true).await,
+                        Err(e) => {
+                            warn!(error = %e, "store unavailable; call not placed yet");
+                            return settle(ctx, delivery, false).await;
+                        }
                     }
                     if stopping {
-                        // Between tries when the service stops: told, not left queued.
-                        fail_unplaced(ctx, id).await;
-                        return;
+                        // Between tries when the service stops: another instance dials it,
+                        // or the requester is told; it is not left queued.
+                        return hand_back(ctx, delivery).await;
                     }
                     continue;
                 }
@@ -218,16 +290,15 @@ async fn dial(ctx: &Ctx, id: &CallId) {
             match placed_after_all(ctx, &call, since).await {
                 Ok(Some(placed)) => {
                     info!(sid = %placed.sid, tries, "an unanswered create had placed the call");
-                    record_placed(ctx, id, &placed, tries).await;
-                    return;
+                    let recorded = record_placed(ctx, id, &placed, tries).await;
+                    return settle(ctx, delivery, recorded).await;
                 }
                 Ok(None) => {}
                 Err(e) => {
                     warn!(error = %e, "cannot tell whether the call was placed; waiting for a callback");
-                    let service = ctx.service.clone();
                     tokio::spawn(await_first_callback(
-                        service,
-                        id.clone(),
+                        ctx.clone(),
+                        delivery.clone(),
                         tries,
                         reason.message,
                     ));
@@ -236,26 +307,34 @@ async fn dial(ctx: &Ctx, id: &CallId) {
             }
         }
         warn!(error = %err, tries, "call not placed");
-        if let Err(e) = ctx
+        let recorded = match ctx
             .service
             .fail(id, reason.code, reason.message, tries)
             .await
         {
-            warn!(error = %e, "could not record the failed call");
-        }
-        return;
+            Ok(_) => true,
+            Err(e) => {
+                warn!(error = %e, "could not record the failed call");
+                false
+            }
+        };
+        return settle(ctx, delivery, recorded).await;
     }
 }
 
 /// Records the provider's sid on the call; a call canceled while its create was in flight
-/// is hung up at once.
-async fn record_placed(ctx: &Ctx, id: &CallId, placed: &super::Placed, tries: u32) {
+/// is hung up at once. True when recorded.
+async fn record_placed(ctx: &Ctx, id: &CallId, placed: &super::Placed, tries: u32) -> bool {
     match ctx.service.placed(id, placed, tries).await {
         Ok(Some(c)) if c.status == CallStatus::Canceled && c.sid.is_none() => {
             let _ = ctx.service.hangup(&placed.sid, CallStatus::Queued).await;
+            true
         }
-        Ok(_) => {}
-        Err(e) => warn!(error = %e, "could not record the placed call"),
+        Ok(_) => true,
+        Err(e) => {
+            warn!(error = %e, "could not record the placed call");
+            false
+        }
     }
 }
 
@@ -289,13 +368,20 @@ async fn placed_after_all(
 }
 
 /// A call the provider accepted without our learning its sid: its first status callback names our
-/// call id and gives it the sid. If none comes, the call is closed with the reason.
-async fn await_first_callback(service: Arc<CallService>, id: CallId, tries: u32, why: String) {
+/// call id and gives it the sid. If none comes, the call is closed with the reason. The
+/// delivery is held until then: should this instance die meanwhile, the call's next dialer
+/// finds the create in the provider's call list.
+async fn await_first_callback(ctx: Arc<Ctx>, delivery: Delivery, tries: u32, why: String) {
+    let id = &delivery.call;
     let start = tokio::time::Instant::now();
     while start.elapsed() < UNCONFIRMED_WAIT {
-        match service.get(&id).await {
+        match ctx.service.get(id).await {
             Ok(Some(call)) if call.status == CallStatus::Queued && call.sid.is_none() => {}
-            _ => return,
+            Ok(_) => return settle(&ctx, &delivery, true).await,
+            Err(e) => {
+                warn!(call_id = %id, error = %e, "store unavailable while waiting for the first callback");
+                return settle(&ctx, &delivery, false).await;
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -303,23 +389,32 @@ async fn await_first_callback(service: Arc<CallService>, id: CallId, tries: u32,
         "{why}; no status followed within {} s",
         UNCONFIRMED_WAIT.as_secs()
     );
-    if let Err(e) = service.fail(&id, None, reason, tries).await {
-        warn!(call_id = %id, error = %e, "could not record the unconfirmed call");
-    }
+    let recorded = match ctx.service.fail(id, None, reason, tries).await {
+        Ok(_) => true,
+        Err(e) => {
+            warn!(call_id = %id, error = %e, "could not record the unconfirmed call");
+            false
+        }
+    };
+    settle(&ctx, &delivery, recorded).await;
 }
 
 /// Before a retry: the call may have been canceled, or, after a timeout, created after all
 /// (its first status callback carries our call id and gives it a sid). Retrying then would
 /// place a second call.
-async fn still_unplaced(ctx: &Ctx, id: &CallId, err: &TelephonyError) -> bool {
-    match ctx.service.get(id).await {
-        Ok(Some(call)) if call.status == CallStatus::Queued && call.sid.is_none() => true,
-        Ok(Some(call)) => {
+async fn still_unplaced(
+    ctx: &Ctx,
+    id: &CallId,
+    err: &TelephonyError,
+) -> Result<bool, super::store::StoreError> {
+    Ok(match ctx.service.get(id).await? {
+        Some(call) if call.status == CallStatus::Queued && call.sid.is_none() => true,
+        Some(call) => {
             if matches!(err, TelephonyError::Timeout(_) | TelephonyError::Network(_)) {
                 info!(status = %call.status, "the timed-out create succeeded after all; not retrying");
             }
             false
         }
-        _ => false,
-    }
+        None => false,
+    })
 }

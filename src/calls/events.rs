@@ -1,4 +1,6 @@
-//! The CallEvent bus: every change to a call, in the order the store applied them.
+//! The CallEvent bus: every change to a call, in the order the store applied them. With
+//! several instances a bridge (`shared::events`) adds the other instances' events, marked
+//! [`CallEvent::remote`] so that they are not sent back.
 
 use std::sync::Arc;
 
@@ -22,6 +24,24 @@ pub enum EventKind {
 pub struct CallEvent {
     pub kind: EventKind,
     pub call: Arc<Call>,
+    /// Published by another instance (brought here by the bridge), not by this one.
+    pub remote: bool,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Progress => "progress",
+            Self::Final => "final",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Created, Self::Progress, Self::Final]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -51,7 +71,20 @@ impl EventBus {
 
     pub fn publish(&self, kind: EventKind, call: Arc<Call>) {
         // No subscriber is fine: nobody is listening yet.
-        let _ = self.tx.send(CallEvent { kind, call });
+        let _ = self.tx.send(CallEvent {
+            kind,
+            call,
+            remote: false,
+        });
+    }
+
+    /// An event another instance published (the bridge brings it here).
+    pub fn publish_remote(&self, kind: EventKind, call: Arc<Call>) {
+        let _ = self.tx.send(CallEvent {
+            kind,
+            call,
+            remote: true,
+        });
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<CallEvent> {

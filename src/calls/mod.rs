@@ -1,12 +1,16 @@
 //! The engine and its ports: [`CallService`] takes requests and status updates, the
 //! [`dialer`] places queued calls at a steady rate, [`store::CallStore`] keeps them and
 //! [`events::EventBus`] tells the chat adapters what happened. Adapters implement the
-//! [`Telephony`] and [`store::CallStore`] ports; nothing here imports an adapter.
+//! [`Telephony`], [`store::CallStore`], [`queue::DialQueue`] and [`lease::Leases`] ports;
+//! nothing here imports an adapter.
 
+pub mod claims;
 pub mod dialer;
 pub mod events;
 pub mod lease;
+pub mod memo;
 pub mod pacing;
+pub mod queue;
 pub mod reaper;
 pub mod service;
 pub mod store;
@@ -19,6 +23,7 @@ use async_trait::async_trait;
 use crate::core::call::{Call, CallError, CallSid, CallStatus, StatusUpdate};
 
 pub use events::{CallEvent, EventBus, EventKind};
+pub use queue::{DialQueue, MemoryQueue};
 pub use service::{CallService, RequestError};
 pub use store::{CallStore, MemoryStore, Stats};
 

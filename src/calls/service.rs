@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tracing::{info, warn};
 
 use super::events::{CallEvent, EventBus, EventKind};
+use super::queue::{DialQueue, QueueError};
 use super::store::{CallStore, ListFilter, Stats, StoreError};
 use super::usage::{Admission, Admitted, Claim, Ledger, MemoryLedger};
 use super::{Hangup, Placed, Telephony, TelephonyError};
@@ -95,27 +96,26 @@ pub struct CallService {
     ledger: Arc<dyn Ledger>,
     store: Arc<dyn CallStore>,
     bus: EventBus,
-    queue: mpsc::Sender<CallId>,
-    queue_capacity: usize,
+    queue: Arc<dyn DialQueue>,
     telephony: Arc<dyn Telephony>,
     defaults: CallDefaults,
 }
 
 impl CallService {
-    /// Returns the service and the receiving end of its dial queue (for the dialer).
+    /// The service; it pushes accepted calls on `queue`, which the dialer reads.
     pub fn new(
         store: Arc<dyn CallStore>,
         telephony: Arc<dyn Telephony>,
         defaults: CallDefaults,
         policy: Policy,
-        queue_capacity: usize,
-    ) -> (Arc<Self>, mpsc::Receiver<CallId>) {
+        queue: Arc<dyn DialQueue>,
+    ) -> Arc<Self> {
         Self::with_bus(
             store,
             telephony,
             defaults,
             policy,
-            queue_capacity,
+            queue,
             EventBus::new(),
             Arc::new(MemoryLedger::new()),
         )
@@ -128,22 +128,19 @@ impl CallService {
         telephony: Arc<dyn Telephony>,
         defaults: CallDefaults,
         policy: Policy,
-        queue_capacity: usize,
+        queue: Arc<dyn DialQueue>,
         bus: EventBus,
         ledger: Arc<dyn Ledger>,
-    ) -> (Arc<Self>, mpsc::Receiver<CallId>) {
-        let (queue, rx) = mpsc::channel(queue_capacity);
-        let service = Arc::new(Self {
+    ) -> Arc<Self> {
+        Arc::new(Self {
             policy,
             ledger,
             store,
             bus,
             queue,
-            queue_capacity,
             telephony,
             defaults,
-        });
-        (service, rx)
+        })
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<CallEvent> {
@@ -235,21 +232,26 @@ impl CallService {
             "call queued"
         );
         self.bus.publish(EventKind::Created, Arc::new(call.clone()));
-        match self.queue.try_send(call.id.clone()) {
-            Ok(()) => {
-                metrics::gauge!("callbot_queue_depth").increment(1.0);
-                Ok(call)
-            }
+        match self.queue.push(&call.id).await {
+            Ok(()) => Ok(call),
             Err(e) => {
-                let err = match e {
-                    mpsc::error::TrySendError::Full(_) => {
-                        RequestError::QueueFull(self.queue_capacity)
+                let (err, reason) = match e {
+                    QueueError::Full(capacity) => {
+                        let err = RequestError::QueueFull(capacity);
+                        let reason = err.to_string();
+                        (err, reason)
                     }
-                    mpsc::error::TrySendError::Closed(_) => RequestError::Stopping,
+                    QueueError::Closed => (RequestError::Stopping, replies::stopping()),
+                    QueueError::Store(e) => (
+                        RequestError::Store(e),
+                        "not placed: the dial queue could not be reached".to_owned(),
+                    ),
                 };
                 // Nothing was placed, so nothing counts against the limits.
                 self.take_back(&call, &admitted).await;
-                self.fail(&call.id, None, err.to_string(), 0).await?;
+                // Should this fail too, the call stays queued without a queue entry, and
+                // housekeeping (`recover`) fails it later: it is never dialed unannounced.
+                self.fail(&call.id, None, reason, 0).await?;
                 Err(err)
             }
         }
@@ -517,6 +519,62 @@ impl CallService {
             closed += usize::from(result);
         }
         Ok(closed)
+    }
+
+    /// Fails the calls an instance stored but never queued (it died in between, or the queue
+    /// refused and the failure could not be recorded either): queued without a sid, with no
+    /// queue entry, created more than `after` ago. Their requester was never told the call
+    /// was accepted, so they are not dialed now, and the thread still gets an outcome.
+    /// Does nothing where the queue cannot tell (one process). Returns how many it failed.
+    pub async fn recover(&self, after: std::time::Duration) -> Result<usize, StoreError> {
+        // The entries first, the calls second: an entry is acknowledged only after its call's
+        // result is recorded, so a call still queued now had no entry when they were read.
+        let Some(queued) = self.queue.calls().await? else {
+            return Ok(0);
+        };
+        let cutoff = Utc::now() - chrono::Duration::from_std(after).unwrap_or_default();
+        let orphans: Vec<CallId> = self
+            .store
+            .list(
+                usize::MAX,
+                &ListFilter {
+                    live_only: true,
+                    ..ListFilter::default()
+                },
+            )
+            .await?
+            .into_iter()
+            .filter(|c| c.status == CallStatus::Queued && c.sid.is_none())
+            .filter(|c| c.created_at < cutoff && !queued.contains(&c.id))
+            .map(|c| c.id)
+            .collect();
+        let mut failed = 0;
+        for id in orphans {
+            let error = CallError {
+                code: None,
+                message: "not placed: the callbot instance that took it stopped before queueing it"
+                    .to_owned(),
+            };
+            let now = Utc::now();
+            let result = self
+                .change(&id, |call| {
+                    if call.status != CallStatus::Queued || call.sid.is_some() {
+                        return Applied::Ignored;
+                    }
+                    call.fail(error.clone(), now)
+                })
+                .await?;
+            if let Some((_, Applied::Final)) = result {
+                warn!(call_id = %id, "a call stored but never queued was failed");
+                failed += 1;
+            }
+        }
+        Ok(failed)
+    }
+
+    /// Housekeeping of the dial queue itself.
+    pub async fn tidy_queue(&self) -> Result<(), StoreError> {
+        self.queue.tidy().await
     }
 
     /// Hangs up a live call at the provider (used by cancel and by the dialer when a call

@@ -12,20 +12,21 @@
 //! | `status` and `cancel` by id only reach calls visible in this conversation | `Dialogue::find` |
 //! | only the requester cancels (the console cancels any call) | `Dialogue::cancel` |
 //! | someone who may not call is refused before anything but `help`, before any button, and privately | [`Dialogue::on_text`], [`Reply::private`] |
-//! | a delivery is acted on once (one dedupe store for every platform) | [`Dialogue::first_delivery`] |
-//! | a confirmation is answered once, by its requester, within [`CONFIRM_TTL`] (one pending store, one-time nonce) | [`Dialogue::on_action`] |
+//! | a delivery is acted on once (one dedupe memo for every platform and every instance) | [`Dialogue::first_delivery`] |
+//! | a confirmation is answered once, by its requester, within [`CONFIRM_TTL`], on whichever instance (one pending memo, one-time nonce taken atomically) | [`Dialogue::on_action`] |
 //! | the same words everywhere | [`Reply::text`] (wording in [`crate::core::replies`]) |
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use tracing::{error, info};
 
 use super::AdapterContext;
 use crate::calls::RequestError;
+use crate::calls::memo::Space;
 use crate::calls::service::{CallRequest, CancelError, Cancelled};
-use crate::calls::store::ListFilter;
+use crate::calls::store::{ListFilter, StoreError};
 use crate::core::call::{Call, CallId, Origin, Platform};
 use crate::core::command::{Command, ParseError};
 use crate::core::phone::PhoneNumber;
@@ -48,33 +49,45 @@ pub const LIST_LIMIT: usize = 10;
 /// Calls read to find the asker's latest live call in a conversation.
 const LIVE_SCAN: usize = 50;
 
-/// The dialogue's memory, shared by every adapter: deliveries already taken and
-/// confirmations waiting for their requester (moka: bounded, with a time to live).
-pub struct Memory {
-    seen: moka::sync::Cache<String, ()>,
-    pending: moka::sync::Cache<String, Arc<Pending>>,
+/// Deliveries already taken (`platform:id`), in the memo.
+const DELIVERIES: Space = Space {
+    name: "delivery",
+    capacity: DEDUPE_CAPACITY,
+};
+/// Confirmations waiting for their requester, by nonce, in the memo.
+const PENDING: Space = Space {
+    name: "confirm",
+    capacity: PENDING_CAPACITY,
+};
+
+/// A call request held until its requester presses "Call" (in the memo as JSON, so that
+/// whichever instance the press reaches can place it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Pending {
+    to: PhoneNumber,
+    message: Option<String>,
+    origin: Origin,
+    expires: DateTime<Utc>,
 }
 
-impl Default for Memory {
-    fn default() -> Self {
-        Self {
-            seen: moka::sync::Cache::builder()
-                .max_capacity(DEDUPE_CAPACITY)
-                .time_to_live(DEDUPE_TTL)
-                .build(),
-            pending: moka::sync::Cache::builder()
-                .max_capacity(PENDING_CAPACITY)
-                .time_to_live(PENDING_KEEP)
-                .build(),
+impl Pending {
+    fn request(self) -> CallRequest {
+        CallRequest {
+            to: self.to,
+            message: self.message,
+            origin: self.origin,
         }
     }
-}
 
-/// A call request held until its requester presses "Call".
-#[derive(Debug, Clone)]
-struct Pending {
-    request: CallRequest,
-    expires: DateTime<Utc>,
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a pending confirmation serializes")
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice(bytes)
+            .inspect_err(|e| error!(error = %e, "unreadable pending confirmation"))
+            .ok()
+    }
 }
 
 /// Where a message was written, by whom.
@@ -200,6 +213,8 @@ pub enum Reply {
     /// Recorded but not dialed (queue full, shutting down): the call ends failed with this
     /// reason and its outcome follows like any other.
     NotPlaced(RequestError),
+    /// The request could not be stored, so it was not taken (the store is down).
+    NotRecorded,
     /// Our store failed.
     Sorry,
 }
@@ -234,6 +249,7 @@ impl Reply {
             Self::HangingUp(call) => replies::hanging_up(call),
             Self::CancelFailed(e) => e.to_string(),
             Self::NotPlaced(e) => e.to_string(),
+            Self::NotRecorded => replies::not_recorded(),
             Self::Sorry => replies::sorry(),
         }
     }
@@ -264,10 +280,12 @@ impl AdapterContext {
 }
 
 impl Dialogue<'_> {
-    /// True the first time a delivery (`platform:id`) is seen: Telegram's update_id, Slack's
-    /// event_id. A repeated or replayed delivery is never acted on twice.
-    pub fn first_delivery(&self, key: String) -> bool {
-        self.ctx.memory.seen.entry(key).or_insert(()).is_fresh()
+    /// True the first time a delivery (`platform:id`) is seen, by any instance: Telegram's
+    /// update_id, Slack's event_id. A repeated or replayed delivery is never acted on twice.
+    /// An error (the shared memo is down) means it cannot be known yet: the adapter has the
+    /// platform deliver it again later rather than act on it.
+    pub async fn first_delivery(&self, key: &str) -> Result<bool, StoreError> {
+        self.ctx.memory.first(DELIVERIES, key, DEDUPE_TTL).await
     }
 
     /// Who asks, against the allow-lists (the console is the operator's own).
@@ -330,7 +348,7 @@ impl Dialogue<'_> {
                     origin: conv.origin.clone(),
                 };
                 if self.ctx.confirm && !conv.operator {
-                    self.ask(request)
+                    self.ask(request).await
                 } else {
                     self.place(request).await
                 }
@@ -356,34 +374,39 @@ impl Dialogue<'_> {
 
     /// A button press.
     pub async fn on_action(&self, conv: &Conversation, action: Action) -> Reply {
-        let pending = &self.ctx.memory.pending;
         match action {
             Action::Confirm(nonce) => {
-                let Some(p) = pending.get(&nonce) else {
-                    return Reply::AlreadyAnswered;
+                let p = match self.pending(conv, &nonce).await {
+                    Ok(p) => p,
+                    Err(reply) => return reply,
                 };
-                if !conv.is_requester_of(&p.request.origin) {
-                    return not_yours(&p.request.origin, true);
-                }
-                // Whoever removes it acts on it: a double press places one call.
-                if pending.remove(&nonce).is_none() {
-                    return Reply::AlreadyAnswered;
-                }
+                // Whoever takes it acts on it (one take wins on every instance together): a
+                // double press places one call. What was taken is the latest version (with
+                // the status message the prompt became).
+                let p = match self.ctx.memory.take(PENDING, &nonce).await {
+                    Ok(Some(taken)) => Pending::decode(&taken).unwrap_or(p),
+                    Ok(None) => return Reply::AlreadyAnswered,
+                    Err(e) => {
+                        error!(error = %e, "could not take a pending confirmation");
+                        return Reply::Sorry;
+                    }
+                };
                 if p.expires <= Utc::now() {
                     return Reply::Expired;
                 }
-                self.place(p.request.clone()).await
+                self.place(p.request()).await
             }
             Action::Decline(nonce) => {
-                let Some(p) = pending.get(&nonce) else {
-                    return Reply::AlreadyAnswered;
-                };
-                if !conv.is_requester_of(&p.request.origin) {
-                    return not_yours(&p.request.origin, true);
+                if let Err(reply) = self.pending(conv, &nonce).await {
+                    return reply;
                 }
-                match pending.remove(&nonce) {
-                    Some(_) => Reply::Declined,
-                    None => Reply::AlreadyAnswered,
+                match self.ctx.memory.take(PENDING, &nonce).await {
+                    Ok(Some(_)) => Reply::Declined,
+                    Ok(None) => Reply::AlreadyAnswered,
+                    Err(e) => {
+                        error!(error = %e, "could not take a pending confirmation");
+                        Reply::Sorry
+                    }
                 }
             }
             Action::Cancel(id) => {
@@ -398,26 +421,64 @@ impl Dialogue<'_> {
         }
     }
 
+    /// The confirmation `nonce`, if it waits and `conv` is its requester.
+    async fn pending(&self, conv: &Conversation, nonce: &str) -> Result<Pending, Reply> {
+        let p = match self.ctx.memory.get(PENDING, nonce).await {
+            Ok(Some(bytes)) => Pending::decode(&bytes).ok_or(Reply::Sorry)?,
+            Ok(None) => return Err(Reply::AlreadyAnswered),
+            Err(e) => {
+                error!(error = %e, "could not read a pending confirmation");
+                return Err(Reply::Sorry);
+            }
+        };
+        if !conv.is_requester_of(&p.origin) {
+            return Err(not_yours(&p.origin, true));
+        }
+        Ok(p)
+    }
+
     /// The confirmation with `nonce` was shown as `message` (its id on the platform) at
     /// `shown_at` (the platform's clock; ours bounds it): a call it places edits that message.
-    pub fn prompt_shown(&self, nonce: &str, message: &str, shown_at: DateTime<Utc>) {
-        let pending = &self.ctx.memory.pending;
-        if let Some(p) = pending.get(nonce) {
-            let mut p = (*p).clone();
-            p.request.origin.status_message = Some(message.into());
-            p.expires = shown_at.min(Utc::now()) + ttl();
-            pending.insert(nonce.to_owned(), Arc::new(p));
+    pub async fn prompt_shown(&self, nonce: &str, message: &str, shown_at: DateTime<Utc>) {
+        let memory = &self.ctx.memory;
+        let p = match memory.get(PENDING, nonce).await {
+            Ok(Some(bytes)) => Pending::decode(&bytes),
+            Ok(None) => None,
+            Err(e) => {
+                error!(error = %e, "could not read a pending confirmation");
+                None
+            }
+        };
+        let Some(mut p) = p else { return };
+        p.origin.status_message = Some(message.into());
+        p.expires = shown_at.min(Utc::now()) + ttl();
+        // Only while it waits: a press answered in between stays answered.
+        if let Err(e) = memory
+            .replace(PENDING, nonce, p.encode(), PENDING_KEEP)
+            .await
+        {
+            error!(error = %e, "could not record where a confirmation was shown");
         }
     }
 
-    fn ask(&self, request: CallRequest) -> Reply {
+    async fn ask(&self, request: CallRequest) -> Reply {
         let nonce = nonce();
         let (to, message) = (request.to.clone(), request.message.clone());
-        let expires = Utc::now() + ttl();
-        self.ctx
+        let pending = Pending {
+            to: request.to,
+            message: request.message,
+            origin: request.origin,
+            expires: Utc::now() + ttl(),
+        };
+        if let Err(e) = self
+            .ctx
             .memory
-            .pending
-            .insert(nonce.clone(), Arc::new(Pending { request, expires }));
+            .put(PENDING, &nonce, pending.encode(), PENDING_KEEP)
+            .await
+        {
+            error!(error = %e, "could not keep a confirmation");
+            return Reply::Sorry;
+        }
         Reply::Confirm { nonce, to, message }
     }
 
@@ -433,8 +494,8 @@ impl Dialogue<'_> {
                 | RequestError::Limited(refusal),
             ) => Reply::Refused(refusal),
             Err(RequestError::Store(e)) => {
-                error!(error = %e, "could not record a call request");
-                Reply::Sorry
+                error!(error = %e, "could not record a call request; refused");
+                Reply::NotRecorded
             }
             Err(e) => {
                 info!(error = %e, "call not placed");

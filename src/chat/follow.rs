@@ -12,18 +12,35 @@
 //!   saw, finishes those that ended (outcome posted once) and starts following the live ones
 //!   it did not know. Events still in the backlog that are older than what the store showed
 //!   are ignored, so no worker is left waiting for a final event that already went by.
+//! - **Several instances** ([`Coordination`]). Every instance sees every call's events (the
+//!   Redis bridge brings the others'), so each has a worker per live call of its platform,
+//!   but only the holder of the call's follow claim (a lease `follow:<call id>`, renewed by
+//!   its worker every third of [`Coordination::ttl`]) shows the status message; the others
+//!   keep the newest state and try the claim again at each renewal, so a dead owner's calls
+//!   are taken over within the claim's time to live. A new owner re-reads the call from the
+//!   store: the status message another instance posted is on the call, and is edited, not
+//!   posted again. The outcome step is claimed once for all instances ([`Claims`]) by the
+//!   owner, which then edits the status a last time and posts the outcome. An instance that
+//!   starts, and every instance every `ttl`, looks at the live calls in the store and follows
+//!   those it did not know (and finishes those it followed that ended meanwhile).
+//!   What is left: an owner that dies after claiming the outcome and before posting it loses
+//!   that outcome (one HTTP request wide), and one that dies after posting the status message
+//!   and before storing its id leaves the next owner to post another.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
+use crate::calls::claims::{Claims, Once};
+use crate::calls::lease::{Leases, Solo};
 use crate::calls::store::ListFilter;
 use crate::calls::{CallEvent, CallService, EventKind};
 use crate::core::call::{Call, CallId, Platform};
@@ -46,6 +63,39 @@ pub trait Sink: Send + Sync + 'static {
     async fn post_outcome(&self, view: &mut Self::View, call: &Call);
 }
 
+/// How the followers of several instances share the calls: who shows a call (the follow
+/// claim) and who posts its outcome (a step claimed once).
+#[derive(Clone)]
+pub struct Coordination {
+    /// Per-call follow claims, `follow:<call id>`.
+    pub leases: Arc<dyn Leases>,
+    /// The `outcome` step of each call, claimed once.
+    pub claims: Arc<dyn Claims>,
+    /// How long a follow claim lasts unrenewed: a dead owner's calls are taken over within it.
+    pub ttl: Duration,
+    /// Other instances share the store: look for calls nobody follows, at start and every
+    /// `ttl`, and re-read a call from the store when taking it over.
+    pub shared: bool,
+}
+
+impl Coordination {
+    /// One process: every claim is this instance's.
+    pub fn solo() -> Self {
+        Self {
+            leases: Arc::new(Solo),
+            claims: Arc::new(Once::new(100_000, Duration::from_secs(24 * 3600))),
+            ttl: Duration::from_secs(10),
+            shared: false,
+        }
+    }
+}
+
+impl Default for Coordination {
+    fn default() -> Self {
+        Self::solo()
+    }
+}
+
 /// A running follower.
 #[derive(Clone)]
 pub struct Follower {
@@ -64,6 +114,7 @@ impl Follower {
 pub fn spawn<S: Sink>(
     sink: Arc<S>,
     service: Arc<CallService>,
+    coordination: Coordination,
     shutdown: CancellationToken,
 ) -> Follower {
     let events = service.subscribe();
@@ -72,7 +123,11 @@ pub fn spawn<S: Sink>(
         platform: sink.platform(),
         sink,
         service,
+        coordination,
+        shutdown: shutdown.clone(),
         workers: HashMap::new(),
+        ended: HashMap::new(),
+        ended_limit: ENDED_PRUNE_AT,
         count: workers.clone(),
         seen_until: Utc::now(),
         finished: HashMap::new(),
@@ -91,13 +146,24 @@ const CREATION_SKEW: TimeDelta = TimeDelta::seconds(5);
 /// follower was behind, the oldest of them are not followed).
 const RESYNC_SCAN_MAX: usize = 100_000;
 
+/// How long a call that ended is remembered: events of it that arrive later (another
+/// instance's, brought by the bridge after this one's final event) are ignored.
+const ENDED_KEEP: Duration = Duration::from_secs(600);
+const ENDED_PRUNE_AT: usize = 4096;
+
 /// Routes each call's events to its worker, and resynchronises from the store after a lag.
 struct Dispatcher<S: Sink> {
     platform: Platform,
     sink: Arc<S>,
     service: Arc<CallService>,
+    coordination: Coordination,
+    shutdown: CancellationToken,
     /// Live calls being followed.
     workers: HashMap<CallId, mpsc::UnboundedSender<Arc<Call>>>,
+    /// Calls finished here lately, and when.
+    ended: HashMap<CallId, Instant>,
+    /// Size of `ended` at which it is pruned next.
+    ended_limit: usize,
     count: Arc<AtomicUsize>,
     /// The newest creation time among the calls of this platform seen on the bus: every call
     /// created more than [`CREATION_SKEW`] before it has been seen (or found by a resync).
@@ -117,10 +183,18 @@ impl<S: Sink> Dispatcher<S> {
         mut events: broadcast::Receiver<CallEvent>,
         shutdown: CancellationToken,
     ) {
+        let shared = self.coordination.shared;
+        // The first look is at once: the live calls an instance that starts picks up.
+        let mut look = tokio::time::interval(self.coordination.ttl.max(Duration::from_millis(10)));
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let event = tokio::select! {
                 () = shutdown.cancelled() => break,
                 event = events.recv() => event,
+                _ = look.tick(), if shared => {
+                    self.look().await;
+                    continue;
+                }
             };
             match event {
                 Ok(event) => self.take(event),
@@ -156,7 +230,10 @@ impl<S: Sink> Dispatcher<S> {
             }
         }
         let call = event.call;
-        if call.origin.platform != self.platform || self.finished_by_resync.contains(&call.id) {
+        if call.origin.platform != self.platform
+            || self.finished_by_resync.contains(&call.id)
+            || self.ended.contains_key(&call.id)
+        {
             return;
         }
         if call.created_at > self.seen_until {
@@ -177,7 +254,14 @@ impl<S: Sink> Dispatcher<S> {
         let tx = self.workers.entry(call.id.clone()).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             self.count.fetch_add(1, Ordering::AcqRel);
-            tokio::spawn(work(self.sink.clone(), rx, WorkerCount(self.count.clone())));
+            let job = Job {
+                sink: self.sink.clone(),
+                coordination: self.coordination.clone(),
+                service: self.service.clone(),
+                id: call.id.clone(),
+                shutdown: self.shutdown.clone(),
+            };
+            tokio::spawn(work(job, rx, WorkerCount(self.count.clone())));
             tx
         });
         let _ = tx.send(call);
@@ -191,6 +275,53 @@ impl<S: Sink> Dispatcher<S> {
         }
         self.send(call);
         self.workers.remove(&id);
+        self.ended.insert(id, Instant::now());
+        if self.ended.len() >= self.ended_limit {
+            self.ended.retain(|_, at| at.elapsed() < ENDED_KEEP);
+            self.ended_limit = (self.ended.len() * 2).max(ENDED_PRUNE_AT);
+        }
+    }
+
+    /// Several instances: follows the live calls of this platform in the store it does not
+    /// follow yet (it started after them, or their events did not reach it), and finishes
+    /// the calls it follows that are no longer live.
+    async fn look(&mut self) {
+        let filter = ListFilter {
+            platform: Some(self.platform),
+            live_only: true,
+            ..ListFilter::default()
+        };
+        let live = match self.service.list(RESYNC_SCAN_MAX, &filter).await {
+            Ok(calls) => calls,
+            Err(e) => {
+                warn!(error = %e, "could not read the live calls to follow");
+                return;
+            }
+        };
+        let ids: HashSet<CallId> = live.iter().map(|c| c.id.clone()).collect();
+        for call in live {
+            if !self.workers.contains_key(&call.id) && !self.ended.contains_key(&call.id) {
+                self.send(Arc::new(call));
+            }
+        }
+        // No event is taken while the store is read, so these ended before the list was read.
+        let gone: Vec<CallId> = self
+            .workers
+            .keys()
+            .filter(|id| !ids.contains(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            match self.service.get(&id).await {
+                Ok(Some(call)) if call.status.is_terminal() => self.finish(Arc::new(call)),
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    warn!(call_id = %id, "a followed call is no longer in the store");
+                    self.workers.remove(&id);
+                }
+                Err(e) => warn!(call_id = %id, error = %e, "could not re-read a followed call"),
+            }
+        }
     }
 
     /// After `skipped` events were lost (and `backlog` are waiting): re-reads the calls this
@@ -232,7 +363,10 @@ impl<S: Sink> Dispatcher<S> {
         let oldest = self.seen_until - CREATION_SKEW;
         // Newest first.
         for call in recent.into_iter().take_while(|c| c.created_at >= oldest) {
-            if self.workers.contains_key(&call.id) || self.finished.contains_key(&call.id) {
+            if self.workers.contains_key(&call.id)
+                || self.finished.contains_key(&call.id)
+                || self.ended.contains_key(&call.id)
+            {
                 continue;
             }
             if call.status.is_terminal() {
@@ -254,28 +388,147 @@ impl Drop for WorkerCount {
     }
 }
 
-/// Shows one call's states in order, the newest of a backlog only, until its outcome is posted
-/// (or the dispatcher stops following it).
-async fn work<S: Sink>(
+/// Set while the follow claims cannot be reached (Redis down), so that is logged once.
+static CLAIMS_FAILING: AtomicBool = AtomicBool::new(false);
+
+/// What a worker needs besides its call's states.
+struct Job<S: Sink> {
     sink: Arc<S>,
+    coordination: Coordination,
+    service: Arc<CallService>,
+    id: CallId,
+    shutdown: CancellationToken,
+}
+
+/// Shows one call's states in order, the newest of a backlog only, while this instance holds
+/// the call's follow claim, until its outcome is posted (here or by another instance) or the
+/// dispatcher stops following it.
+async fn work<S: Sink>(
+    job: Job<S>,
     mut rx: mpsc::UnboundedReceiver<Arc<Call>>,
     _count: WorkerCount,
 ) {
+    let Job {
+        sink,
+        coordination: co,
+        service,
+        id,
+        shutdown,
+    } = job;
+    let lease = format!("follow:{id}");
+    let renew_every = (co.ttl / 3).max(Duration::from_millis(1));
+    let mut renew =
+        tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut view = S::View::default();
+    let mut latest: Option<Arc<Call>> = None;
+    // A state arrived that is not shown yet.
+    let mut fresh = false;
     // Statuses shown so far: a state with fewer is older than what is shown.
     let mut shown = 0;
-    while let Some(mut call) = rx.recv().await {
-        while let Ok(next) = rx.try_recv() {
-            call = newest(call, next);
+    // Whether this instance held the claim at the last look, and when it looked.
+    let mut holding = false;
+    let mut looked: Option<Instant> = None;
+    let mut open = true;
+    loop {
+        tokio::select! {
+            biased;
+            message = rx.recv(), if open => match message {
+                Some(mut call) => {
+                    while let Ok(next) = rx.try_recv() {
+                        call = newest(call, next);
+                    }
+                    latest = Some(match latest.take() {
+                        Some(known) => newest(known, call),
+                        None => call,
+                    });
+                    fresh = true;
+                }
+                None => {
+                    open = false;
+                    // Stopped following a live call (shutdown); an ended one waits until its
+                    // outcome is posted by someone.
+                    if shutdown.is_cancelled()
+                        || !latest.as_ref().is_some_and(|c| c.status.is_terminal())
+                    {
+                        break;
+                    }
+                }
+            },
+            () = shutdown.cancelled(), if !open => break,
+            _ = renew.tick() => {}
         }
-        if !call.status.is_terminal() && call.history.len() < shown {
+        let Some(mut call) = latest.clone() else {
+            continue;
+        };
+        if looked.is_none_or(|at| at.elapsed() >= renew_every) {
+            looked = Some(Instant::now());
+            let held = match co.leases.hold(&lease, co.ttl).await {
+                Ok(held) => {
+                    if CLAIMS_FAILING.swap(false, Ordering::AcqRel) {
+                        info!("follow claims answer again");
+                    }
+                    held
+                }
+                Err(e) => {
+                    // Once per outage, not once per call and renewal.
+                    if !CLAIMS_FAILING.swap(true, Ordering::AcqRel) {
+                        warn!(call_id = %id, error = %e, "could not take or renew follow claims; calls are shown again when they answer");
+                    }
+                    false
+                }
+            };
+            if held && !holding && co.shared {
+                // Taking the call over (or over from the start): the store has its newest
+                // state and the status message another instance posted.
+                match service.get(&id).await {
+                    Ok(Some(stored)) => {
+                        let message = stored.origin.status_message.clone();
+                        call = newest(call, Arc::new(stored));
+                        if call.origin.status_message.is_none() && message.is_some() {
+                            Arc::make_mut(&mut call).origin.status_message = message;
+                        }
+                        latest = Some(call.clone());
+                        fresh = true;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        warn!(call_id = %id, error = %e, "could not re-read a call taken over")
+                    }
+                }
+            }
+            holding = held;
+        }
+        if !holding {
             continue;
         }
+        if call.status.is_terminal() {
+            match co.claims.claim_step(&id, "outcome").await {
+                Ok(true) => {
+                    sink.show_status(&mut view, &call).await;
+                    sink.post_outcome(&mut view, &call).await;
+                }
+                // Another instance posted it (and showed the final status before).
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(call_id = %id, error = %e, "could not claim the outcome; trying again");
+                    looked = None;
+                    continue;
+                }
+            }
+            break;
+        }
+        if !fresh || call.history.len() < shown {
+            continue;
+        }
+        fresh = false;
         shown = call.history.len();
         sink.show_status(&mut view, &call).await;
-        if call.status.is_terminal() {
-            sink.post_outcome(&mut view, &call).await;
-            break;
+    }
+    if holding {
+        // Hands the call over at once (after its outcome, or on a graceful stop).
+        if let Err(e) = co.leases.release(&lease).await {
+            warn!(call_id = %id, error = %e, "could not release the follow claim");
         }
     }
 }
@@ -358,7 +611,7 @@ mod tests {
         }
     }
 
-    fn service(bus_capacity: usize) -> (Arc<CallService>, mpsc::Receiver<CallId>) {
+    fn service(bus_capacity: usize) -> Arc<CallService> {
         let mut settings = Settings::defaults();
         settings.access.open = true;
         let l = &mut settings.limits;
@@ -378,7 +631,7 @@ mod tests {
                 message: "hello".into(),
             },
             settings.policy(),
-            10_000,
+            Arc::new(crate::calls::MemoryQueue::new(10_000)),
             EventBus::with_capacity(bus_capacity),
             Arc::new(crate::calls::usage::MemoryLedger::new()),
         )
@@ -428,10 +681,15 @@ mod tests {
     /// every outcome) in the store.
     #[tokio::test]
     async fn a_thousand_calls_ending_at_once_on_a_bus_of_four_get_one_outcome_each() {
-        let (service, _queue) = service(4);
+        let service = service(4);
         let sink = Arc::new(Recorder::default());
         let stop = CancellationToken::new();
-        let follower = spawn(sink.clone(), service.clone(), stop.clone());
+        let follower = spawn(
+            sink.clone(),
+            service.clone(),
+            Coordination::solo(),
+            stop.clone(),
+        );
         let mut probe = service.subscribe();
 
         let ids = place(&service, Platform::Telegram, 1000).await;
@@ -475,10 +733,15 @@ mod tests {
     /// their outcome; the events left in the backlog after the resync start no worker.
     #[tokio::test]
     async fn calls_born_and_ended_while_behind_get_their_outcome_once() {
-        let (service, _queue) = service(4);
+        let service = service(4);
         let sink = Arc::new(Recorder::default());
         let stop = CancellationToken::new();
-        let follower = spawn(sink.clone(), service.clone(), stop.clone());
+        let follower = spawn(
+            sink.clone(),
+            service.clone(),
+            Coordination::solo(),
+            stop.clone(),
+        );
 
         let ids = place(&service, Platform::Telegram, 50).await;
         end(&service, &ids, CallStatus::Failed).await;

@@ -6,6 +6,10 @@
 //!
 //! Adapters that only receive webhooks (Slack HTTP routes, Telegram webhook mode) report
 //! nothing: the platform reaches us, there is no connection of ours to lose.
+//!
+//! A dependency the instance cannot work without (the shared Redis of `CALLBOT_STORE=redis`)
+//! is reported at once, without the adapters' grace: while it fails, every request and
+//! callback fails too, so a load balancer should know now.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,6 +34,8 @@ struct State {
 #[derive(Debug)]
 pub struct Health {
     adapters: Mutex<BTreeMap<&'static str, State>>,
+    /// Each dependency's reason while its last check failed.
+    dependencies: Mutex<BTreeMap<&'static str, Option<String>>>,
     /// How long an adapter may fail before `/healthz` reports it.
     down_after: Duration,
 }
@@ -53,6 +59,7 @@ impl Health {
     pub fn new(down_after: Duration) -> Arc<Self> {
         Arc::new(Self {
             adapters: Mutex::new(BTreeMap::new()),
+            dependencies: Mutex::new(BTreeMap::new()),
             down_after,
         })
     }
@@ -83,6 +90,24 @@ impl Health {
         }
     }
 
+    /// Registers a dependency (working until it reports otherwise).
+    pub fn dependency(self: &Arc<Self>, name: &'static str) -> DependencyHealth {
+        self.dependencies.lock().insert(name, None);
+        DependencyHealth {
+            registry: self.clone(),
+            name,
+        }
+    }
+
+    /// Dependencies whose last check failed, with the reason: `(name, reason)`.
+    pub fn dependencies_down(&self) -> Vec<(&'static str, String)> {
+        self.dependencies
+            .lock()
+            .iter()
+            .filter_map(|(name, reason)| Some((*name, reason.clone()?)))
+            .collect()
+    }
+
     /// Adapters failing for longer than the threshold, by name.
     pub fn down(&self) -> Vec<Down> {
         self.adapters
@@ -100,22 +125,36 @@ impl Health {
             .collect()
     }
 
-    /// The `/healthz` answer: `ok` (200), or 503 with a JSON list of the adapters that are down.
+    /// The `/healthz` answer: `ok` (200), or 503 with the reason and a JSON list of the
+    /// dependencies and adapters that are down.
     pub fn response(&self) -> Response {
         let down = self.down();
-        if down.is_empty() {
+        let dependencies = self.dependencies_down();
+        if down.is_empty() && dependencies.is_empty() {
             return "ok".into_response();
         }
         let adapters: Vec<_> = down
             .iter()
             .map(|d| json!({ "adapter": d.adapter, "reason": d.reason, "failing_for_secs": d.for_secs }))
             .collect();
-        let names: Vec<_> = down.iter().map(|d| d.adapter).collect();
+        let mut errors: Vec<String> = dependencies
+            .iter()
+            .map(|(name, reason)| format!("{name}: {reason}"))
+            .collect();
+        if !down.is_empty() {
+            let names: Vec<_> = down.iter().map(|d| d.adapter).collect();
+            errors.push(format!("chat adapter down: {}", names.join(", ")));
+        }
+        let dependencies: Vec<_> = dependencies
+            .iter()
+            .map(|(name, reason)| json!({ "dependency": name, "reason": reason }))
+            .collect();
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({
                 "status": "unhealthy",
-                "error": format!("chat adapter down: {}", names.join(", ")),
+                "error": errors.join("; "),
+                "dependencies": dependencies,
                 "adapters": adapters,
             })),
         )
@@ -136,6 +175,29 @@ impl AdapterHealth {
         if let Some(state) = self.registry.adapters.lock().get_mut(self.name) {
             state.failing_since.get_or_insert_with(Instant::now);
             state.reason = reason.into();
+        }
+    }
+}
+
+/// One dependency's line to the registry.
+#[derive(Debug, Clone)]
+pub struct DependencyHealth {
+    registry: Arc<Health>,
+    name: &'static str,
+}
+
+impl DependencyHealth {
+    /// The latest check passed.
+    pub fn ok(&self) {
+        if let Some(reason) = self.registry.dependencies.lock().get_mut(self.name) {
+            *reason = None;
+        }
+    }
+
+    /// The latest check failed: `/healthz` says so until one passes.
+    pub fn failing(&self, reason: impl Into<String>) {
+        if let Some(state) = self.registry.dependencies.lock().get_mut(self.name) {
+            *state = Some(reason.into());
         }
     }
 }
@@ -163,6 +225,21 @@ mod tests {
         assert_eq!(health.response().status(), StatusCode::SERVICE_UNAVAILABLE);
         slack.ok();
         assert!(health.down().is_empty(), "recovered");
+        assert_eq!(health.response().status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn a_failing_dependency_is_reported_at_once_with_its_reason() {
+        let health = Health::new(Duration::from_secs(60));
+        let redis = health.dependency("redis");
+        assert_eq!(health.response().status(), StatusCode::OK);
+        redis.failing("unreachable: connection refused");
+        assert_eq!(
+            health.dependencies_down(),
+            [("redis", "unreachable: connection refused".to_owned())]
+        );
+        assert_eq!(health.response().status(), StatusCode::SERVICE_UNAVAILABLE);
+        redis.ok();
         assert_eq!(health.response().status(), StatusCode::OK);
     }
 

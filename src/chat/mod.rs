@@ -97,7 +97,9 @@ pub struct AdapterContext {
     pub shutdown: CancellationToken,
     /// Where adapters with a connection of their own report it (`GET /healthz`).
     pub health: Arc<health::Health>,
-    /// The dialogue's memory (deliveries taken, confirmations waiting), one for every
-    /// adapter: see [`dialogue`].
-    pub memory: Arc<dialogue::Memory>,
+    /// The dialogue's memory (deliveries taken, confirmations waiting, Slack's replay
+    /// guard), one for every adapter and, on Redis, for every instance: see [`dialogue`].
+    pub memory: Arc<dyn crate::calls::memo::Memo>,
+    /// How the call followers of several instances share the calls (one process: all here).
+    pub follow: follow::Coordination,
 }

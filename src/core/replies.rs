@@ -190,6 +190,11 @@ pub fn working() -> String {
     "Working on it…".to_owned()
 }
 
+/// A call request could not be recorded (the call store is down): nothing was placed.
+pub fn not_recorded() -> String {
+    "Not placed: callbot cannot record calls right now (its call store is unreachable), so nothing will be dialed. Please try again in a minute.".to_owned()
+}
+
 /// Our store or another inside part failed.
 pub fn sorry() -> String {
     "Something went wrong on our side; please try again.".to_owned()
@@ -380,6 +385,7 @@ mod tests {
             "Only the person who asked for it can cancel this call."
         );
         assert_eq!(unknown_call("abc"), "I don't know a call with id abc here.");
+        insta::assert_snapshot!(not_recorded(), @"Not placed: callbot cannot record calls right now (its call store is unreachable), so nothing will be dialed. Please try again in a minute.");
         assert!(not_understood().starts_with("I couldn't understand that.\nI place phone calls"));
         assert!(
             help_with_id(Platform::Slack, "U1")

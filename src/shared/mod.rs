@@ -7,9 +7,13 @@
 //! any of them and Cluster works (it does not spread callbot's keys over shards; one
 //! deployment's calls fit one shard easily).
 
+pub mod claims;
+pub mod events;
 pub mod lease;
 pub mod limits;
+pub mod memo;
 pub mod pacing;
+pub mod queue;
 pub mod store;
 
 use std::time::Duration;
@@ -28,6 +32,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct Redis {
     conn: ConnectionManager,
+    client: redis::Client,
     prefix: String,
     instance: String,
 }
@@ -53,10 +58,11 @@ impl Redis {
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(1));
+        // The error's text already ends with its cause: not chained again.
         let conn = client
             .get_connection_manager_with_config(config)
             .await
-            .with_context(|| format!("could not connect to Redis at {shown}"))?;
+            .map_err(|e| anyhow::anyhow!("could not connect to Redis at {shown}: {e}"))?;
         let instance = format!(
             "{}-{}-{:08x}",
             std::env::var("HOSTNAME").unwrap_or_else(|_| "callbot".into()),
@@ -65,6 +71,7 @@ impl Redis {
         );
         Ok(Self {
             conn,
+            client,
             prefix: prefix.to_owned(),
             instance,
         })
@@ -78,6 +85,20 @@ impl Redis {
     /// A handle for commands (clones share the one connection).
     pub fn conn(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    /// A connection of its own for blocking reads (`XREAD BLOCK`), which would stall every
+    /// command multiplexed behind them on [`Redis::conn`]. Its answers may take `block` longer.
+    pub async fn blocking_conn(
+        &self,
+        block: Duration,
+    ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT + block))
+            .set_connection_timeout(Some(CONNECT_TIMEOUT));
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
     }
 
     /// This process's name among the instances (lease holder, stream consumer).

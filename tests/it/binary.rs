@@ -572,3 +572,184 @@ async fn the_example_env_file_as_written_is_accepted_by_check_config_and_serve()
     assert_eq!(complaint, None);
     assert!(accepted);
 }
+
+/// `CALLBOT_STORE=redis` as a user sets it up: without `REDIS_URL` both commands refuse and
+/// name it; with a Redis that does not answer both refuse clearly without printing its
+/// password; with a working one check-config shows its version and two `serve` processes
+/// share their calls.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_store_from_the_environment_is_checked_and_shared_by_two_processes() {
+    let Some(redis) = crate::support::redis::TestRedis::get("binary redis store") else {
+        return;
+    };
+    let without_url = with_port(env(&[("CALLBOT_STORE", "redis")]));
+    for outcome in [check_config(&without_url).await, serve(&without_url).await] {
+        let Outcome::Refused(text) = outcome else {
+            panic!("accepted without REDIS_URL")
+        };
+        assert!(text.contains("REDIS_URL"), "{text}");
+    }
+
+    let unreachable = format!("redis://:hunter2-secret@127.0.0.1:{}/0", free_port());
+    let down = with_port(env(&[
+        ("CALLBOT_STORE", "redis"),
+        ("REDIS_URL", &unreachable),
+    ]));
+    for outcome in [check_config(&down).await, serve(&down).await] {
+        let Outcome::Refused(text) = outcome else {
+            panic!("accepted an unreachable Redis")
+        };
+        assert!(
+            text.contains("could not connect to Redis at redis://:redacted@127.0.0.1"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "the password is printed: {text}");
+    }
+
+    let shared = env(&[
+        ("CALLBOT_STORE", "redis"),
+        ("REDIS_URL", &redis.url),
+        ("CALLBOT_STORE__REDIS_PREFIX", &redis.prefix),
+        ("CALLBOT_SIMULATOR__SPEED", "0.01"),
+    ]);
+    let out = command(&shared, &["check-config"]).output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("redis:           Redis "), "{text}");
+    let a = start(&with_port(shared.clone()), &[])
+        .await
+        .expect("A starts");
+    let b = start(&with_port(shared), &[]).await.expect("B starts");
+    let http = reqwest::Client::new();
+    let res = http
+        .post(format!("http://{}/ai_prompt", a.addr))
+        .json(&serde_json::json!({ "command": "Call to +91 98765 43215" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 202);
+    let placed: serde_json::Value = res.json().await.unwrap();
+    let id = placed["id"].as_str().unwrap().to_owned();
+    crate::support::until(
+        Duration::from_secs(20),
+        "B lists A's call, completed",
+        async || {
+            let listed: serde_json::Value = http
+                .get(format!("http://{}/api/calls", b.addr))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            listed.to_string().contains(&id) && listed.to_string().contains("completed")
+        },
+    )
+    .await;
+}
+
+/// Two `callbot` processes on one Redis, configured by the environment alone: A (one call a
+/// second) is killed with SIGKILL while its queue is full; B, started at the address Twilio
+/// calls back (the load balancer's), finishes A's queue: every call ends, each created once.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_redis_one_killed_with_sigkill_and_the_other_finishes_its_queue() {
+    let Some(redis) = crate::support::redis::TestRedis::get("binary: two processes on redis")
+    else {
+        return;
+    };
+    let twilio = FakeTwilio::start().await;
+    let (port_a, port_b) = (free_port(), free_port());
+    let public_url = format!("http://127.0.0.1:{port_b}");
+    let shared = env(&[
+        ("CALLBOT_STORE", "redis"),
+        ("REDIS_URL", &redis.url),
+        ("CALLBOT_STORE__REDIS_PREFIX", &redis.prefix),
+        ("CALLBOT_STORE__CLAIM_MS", "1000"),
+        ("CALLBOT_PUBLIC_URL", &public_url),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+        ("TWILIO_FROM_NUMBER", FROM),
+        ("TWILIO_API_BASE", &twilio.base),
+        ("CALLBOT_LIMITS__MAX_CONCURRENT", "1000"),
+        ("CALLBOT_LIMITS__GLOBAL_HOUR", "1000"),
+        ("CALLBOT_LIMITS__GLOBAL_DAY", "1000"),
+    ]);
+    let with = |extra: &[(&str, &str)]| {
+        let mut e = shared.clone();
+        e.extend(env(extra));
+        e
+    };
+    let mut a = start(
+        &with(&[
+            ("CALLBOT_BIND", &format!("127.0.0.1:{port_a}")),
+            ("CALLBOT_CALLS__CPS", "1"),
+        ]),
+        &[],
+    )
+    .await
+    .expect("A starts");
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let res = http
+            .post(format!("http://{}/ai_prompt", a.addr))
+            .json(&serde_json::json!({ "command": format!("call +91 98702 {i:05}") }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 202);
+        let body: serde_json::Value = res.json().await.unwrap();
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    twilio.wait_creates(2).await;
+    a._child.start_kill().unwrap(); // SIGKILL
+    a._child.wait().await.unwrap();
+    let created_by_a = twilio.creates().len();
+    assert!(created_by_a < 5, "A's queue was still full: {created_by_a}");
+
+    let b = start(
+        &with(&[
+            ("CALLBOT_BIND", &format!("127.0.0.1:{port_b}")),
+            ("CALLBOT_CALLS__CPS", "50"),
+        ]),
+        &[],
+    )
+    .await
+    .expect("B starts");
+    let _twilio_plays = twilio.autoplay();
+    crate::support::until(
+        Duration::from_secs(60),
+        "every call ends on B",
+        async || {
+            for id in &ids {
+                let call: serde_json::Value = http
+                    .get(format!("http://{}/api/calls/{id}", b.addr))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                if !matches!(
+                    call["status"].as_str(),
+                    Some("completed" | "busy" | "no-answer")
+                ) {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    twilio.no_creates_beyond(20, crate::support::QUIET).await;
+    for id in &ids {
+        let creates = twilio
+            .creates()
+            .iter()
+            .filter(|c| c.get("Url").is_some_and(|u| u.ends_with(id.as_str())))
+            .count();
+        assert_eq!(creates, 1, "{id} created once");
+    }
+}

@@ -19,8 +19,14 @@ mod leases;
 #[cfg(feature = "llm")]
 mod llm;
 mod policy;
+#[cfg(all(feature = "redis", feature = "telegram", feature = "slack"))]
+mod redis_chat;
+#[cfg(all(feature = "redis", feature = "telegram"))]
+mod redis_follow;
 #[cfg(feature = "redis")]
 mod redis_limits;
+#[cfg(feature = "redis")]
+mod redis_queue;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod shutdown;

@@ -318,7 +318,7 @@ async fn a_platform_core_does_not_know_is_allow_listed_and_limited_like_any_chat
 
     use callbot::calls::dialer::{self, DialerConfig};
     use callbot::calls::service::{CallDefaults, CallRequest};
-    use callbot::calls::{CallService, MemoryStore, RequestError};
+    use callbot::calls::{CallService, MemoryQueue, MemoryStore, RequestError};
     use callbot::core::call::{Origin, Platform};
     use callbot::core::phone::PhoneNumber;
     use callbot::core::policy::AllowList;
@@ -355,7 +355,8 @@ async fn a_platform_core_does_not_know_is_allow_listed_and_limited_like_any_chat
         },
     )
     .unwrap();
-    let (service, queue) = CallService::new(
+    let queue = Arc::new(MemoryQueue::new(100));
+    let service = CallService::new(
         Arc::new(MemoryStore::new(1000, Duration::from_secs(3600))),
         plug.telephony.clone(),
         CallDefaults {
@@ -365,7 +366,7 @@ async fn a_platform_core_does_not_know_is_allow_listed_and_limited_like_any_chat
             message: s.calls.default_message.clone(),
         },
         policy,
-        100,
+        queue.clone(),
     );
     let stop = CancellationToken::new();
     let _stop = stop.clone().drop_guard();

@@ -394,7 +394,9 @@ impl Engine {
             },
         )
         .unwrap();
-        let (service, queue) = CallService::with_bus(
+        let queue: Arc<dyn callbot::calls::queue::DialQueue> =
+            Arc::new(callbot::calls::MemoryQueue::new(s.calls.queue_capacity));
+        let service = CallService::with_bus(
             Arc::new(MemoryStore::new(10_000, Duration::from_secs(3600))),
             plug.telephony.clone(),
             CallDefaults {
@@ -404,7 +406,7 @@ impl Engine {
                 message: s.calls.default_message.clone(),
             },
             s.policy(),
-            s.calls.queue_capacity,
+            queue.clone(),
             EventBus::new(),
             ledger,
         );

@@ -346,3 +346,191 @@ async fn two_apps_on_one_redis_see_the_same_calls() {
     let stats = b.service.stats().await.unwrap();
     assert_eq!((stats.total, stats.active), (1, 0));
 }
+
+/// A signed Twilio status callback for `id`, signed for the shared public URL (the load
+/// balancer) and delivered to one instance's own address.
+async fn callback_to(
+    http: &reqwest::Client,
+    instance: &str,
+    public_url: &str,
+    id: &callbot::core::call::CallId,
+    form: &[(String, String)],
+) -> u16 {
+    let path = format!("/webhooks/status?call_id={id}");
+    let signature = callbot::telephony::twilio::signature::sign(
+        crate::support::AUTH_TOKEN,
+        &format!("{public_url}{path}"),
+        form,
+    );
+    http.post(format!("{instance}{path}"))
+        .header("X-Twilio-Signature", signature)
+        .form(form)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Two instances behind one public URL: a call accepted on A, its Twilio callbacks (signed,
+/// repeated, shuffled) delivered alternately to A and B, ends with the same final status on
+/// both, applied once.
+#[tokio::test]
+async fn callbacks_split_between_two_instances_end_the_same_on_both() {
+    use crate::support::{FakeTwilio, QUIET, TestApp, twilio_settings};
+    use rand::seq::SliceRandom as _;
+    let Some(test) = TestRedis::get("redis store callbacks on two instances") else {
+        return;
+    };
+    let twilio = FakeTwilio::start().await;
+    let public = "http://callbot-lb.test";
+    let mut s = test.settings(twilio_settings(&twilio));
+    s.server.public_url = Some(public.to_owned());
+    let a = TestApp::spawn(s.clone()).await;
+    let b = TestApp::spawn(s).await;
+    let mut events_a = a.service.subscribe();
+    let mut events_b = b.service.subscribe();
+    let id = a.place("call +91 98765 43210").await;
+    let create = twilio.wait_creates(1).await.remove(0);
+    assert_eq!(
+        create.get("StatusCallback"),
+        Some(format!("{public}/webhooks/status?call_id={id}").as_str())
+    );
+    let mut forms = vec![
+        twilio.callback(&create, "initiated", 0, &[]),
+        twilio.callback(&create, "ringing", 1, &[]),
+        twilio.callback(&create, "in-progress", 2, &[]),
+        twilio.callback(&create, "completed", 3, &[("CallDuration", "42")]),
+    ];
+    forms.extend(forms.clone());
+    forms.shuffle(&mut rand::rng());
+    // Concurrently, alternating instances: the compare-and-set sorts them out.
+    let sent = futures::future::join_all(forms.iter().enumerate().map(|(i, form)| {
+        let to = if i % 2 == 0 { &a.base } else { &b.base };
+        callback_to(&a.http, to, public, &id, form)
+    }))
+    .await;
+    assert!(sent.iter().all(|s| *s == 200), "{sent:?}");
+    let on_a = a.wait_final(&id).await;
+    let on_b = b.wait_final(&id).await;
+    assert_eq!(on_a, on_b);
+    assert_eq!(on_a.status, CallStatus::Completed);
+    assert_eq!(on_a.duration_secs, Some(42));
+    let visited: Vec<CallStatus> = on_a.history.iter().map(|(s, _)| *s).collect();
+    assert!(
+        visited.windows(2).all(|w| w[0].rank() < w[1].rank()),
+        "{visited:?}"
+    );
+    // The final status was applied once, on one of the two.
+    let (finals_a, finals_b) = tokio::join!(
+        count_finals(&mut events_a, &id, QUIET),
+        count_finals(&mut events_b, &id, QUIET)
+    );
+    assert_eq!(
+        finals_a + finals_b,
+        1,
+        "one final in all: {finals_a} on A, {finals_b} on B"
+    );
+    assert_eq!(twilio.creates().len(), 1);
+}
+
+async fn count_finals(
+    events: &mut tokio::sync::broadcast::Receiver<callbot::calls::CallEvent>,
+    id: &callbot::core::call::CallId,
+    window: Duration,
+) -> usize {
+    let deadline = tokio::time::Instant::now() + window;
+    let mut finals = 0;
+    while let Ok(Ok(ev)) = tokio::time::timeout_at(deadline, events.recv()).await {
+        if ev.call.id == *id && ev.kind == callbot::calls::EventKind::Final {
+            finals += 1;
+        }
+    }
+    finals
+}
+
+/// Redis goes away mid-run (a proxy between callbot and Redis is cut) and comes back: while it
+/// is away `/healthz` says so, new requests are refused with a clear reason (nothing is
+/// accepted and lost), Twilio's callbacks get 503 so that they are retried; nothing panics,
+/// and once it is back the same app finishes the call and places new ones.
+#[tokio::test]
+async fn redis_going_away_gives_clear_errors_and_the_run_resumes() {
+    use crate::support::redis_proxy::RedisProxy;
+    use crate::support::{FakeTwilio, TestApp, twilio_settings, until};
+    let Some(test) = TestRedis::get("redis going away") else {
+        return;
+    };
+    let proxy = RedisProxy::start(&test.url).await;
+    let twilio = FakeTwilio::start().await;
+    let mut s = test.settings(twilio_settings(&twilio));
+    s.store.redis_url = Some(proxy.url.clone().into());
+    let app = TestApp::spawn(s).await;
+    let health = async || {
+        let res = app
+            .http
+            .get(format!("{}/healthz", app.base))
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.text().await.unwrap())
+    };
+    assert_eq!(health().await.0, 200);
+    let id = app.place("call +91 98765 43210").await;
+    let create = twilio.wait_creates(1).await.remove(0);
+    app.wait_for(&id, Duration::from_secs(10), |c| c.sid.is_some())
+        .await;
+
+    proxy.cut();
+    until(
+        Duration::from_secs(10),
+        "/healthz reports Redis down",
+        async || {
+            let (status, body) = health().await;
+            status == 503 && body.contains("redis: unreachable")
+        },
+    )
+    .await;
+    let (status, body) = app.prompt("call +91 98765 43211").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        body["error"],
+        callbot::core::replies::not_recorded(),
+        "a clear reason, and nothing accepted"
+    );
+    let ringing = twilio.callback(&create, "ringing", 1, &[]);
+    assert_eq!(
+        twilio.send_callback(&create, &ringing).await,
+        503,
+        "Twilio is asked to retry"
+    );
+    let listed = app
+        .http
+        .get(format!("{}/api/calls", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status().as_u16(), 503);
+    assert_eq!(
+        twilio.creates().len(),
+        1,
+        "nothing placed while Redis is away"
+    );
+
+    proxy.restore();
+    until(Duration::from_secs(10), "/healthz recovers", async || {
+        health().await.0 == 200
+    })
+    .await;
+    // Twilio's retry of the refused callback, then the rest of the call.
+    assert_eq!(twilio.send_callback(&create, &ringing).await, 200);
+    let done = twilio.callback(&create, "completed", 3, &[("CallDuration", "9")]);
+    assert_eq!(twilio.send_callback(&create, &done).await, 200);
+    let call = app.wait_final(&id).await;
+    assert_eq!(call.status, CallStatus::Completed);
+    assert!(call.history.iter().any(|(s, _)| *s == CallStatus::Ringing));
+    // New requests are taken again.
+    let next = app.place("call +91 98765 43212").await;
+    let second = twilio.wait_creates(2).await.remove(1);
+    twilio.complete_shuffled(&second, 5).await;
+    assert_eq!(app.wait_final(&next).await.status, CallStatus::Completed);
+}

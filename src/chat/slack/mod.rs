@@ -67,6 +67,8 @@ use self::texts::escape;
 use self::verify::Verifier;
 use super::AdapterContext;
 use super::dialogue::{self, Action, Conversation};
+use crate::calls::memo::Space;
+use crate::calls::store::StoreError;
 use crate::config::SlackSettings;
 use crate::core::call::{Origin, Platform};
 use crate::core::replies;
@@ -77,8 +79,12 @@ pub const ACK_BUDGET: Duration = Duration::from_millis(1500);
 /// How long a signed request's (timestamp, signature) is remembered against replays: the
 /// signature check accepts timestamps up to five minutes either side of now, so ten minutes.
 const REPLAY_TTL: Duration = Duration::from_secs(2 * verify::MAX_AGE_SECS as u64);
-/// Most request signatures remembered against replays.
-const REPLAY_CAPACITY: u64 = 100_000;
+/// Request signatures remembered against replays, in the memo (every instance together: a
+/// copy sent to another instance is a replay too).
+const REPLAYS: Space = Space {
+    name: "slack-replay",
+    capacity: 100_000,
+};
 
 /// Starts the adapter's background tasks and returns its routes.
 pub async fn start(settings: &SlackSettings, ctx: AdapterContext) -> anyhow::Result<Router> {
@@ -109,10 +115,6 @@ pub async fn start(settings: &SlackSettings, ctx: AdapterContext) -> anyhow::Res
         api,
         reply_hosts: ReplyHosts::new(&settings.api_url),
         socket_health,
-        seen_requests: moka::sync::Cache::builder()
-            .max_capacity(REPLAY_CAPACITY)
-            .time_to_live(REPLAY_TTL)
-            .build(),
         verifier: settings.signing_secret.as_ref().map(Verifier::new),
         ctx,
     });
@@ -146,8 +148,6 @@ pub(crate) struct Slack {
     reply_hosts: ReplyHosts,
     /// Socket Mode's connection, as `/healthz` sees it (`None`: HTTP only).
     socket_health: Option<crate::chat::health::AdapterHealth>,
-    /// `timestamp:signature` of signed requests already taken (replays are ignored).
-    seen_requests: moka::sync::Cache<String, ()>,
 }
 
 /// Where a `response_url` may point: Slack's `https://hooks.slack.com`, or the scheme and host
@@ -279,8 +279,10 @@ fn webhook_metric(route: &'static str, result: &'static str) {
 }
 
 impl Slack {
-    /// The body as text if the request is signed by Slack; 401 otherwise.
-    fn verified<'a>(
+    /// The body as text if the request is signed by Slack and not a copy of one already
+    /// taken; 401 when unsigned, an empty 200 for a replay, 503 when the shared memo cannot
+    /// say (Slack retries).
+    async fn verified<'a>(
         &self,
         route: &'static str,
         headers: &HeaderMap,
@@ -312,10 +314,18 @@ impl Slack {
             return Err(reject(&"missing signature headers"));
         };
         let fresh = self
-            .seen_requests
-            .entry(format!("{timestamp}:{signature}"))
-            .or_insert(())
-            .is_fresh();
+            .ctx
+            .memory
+            .first(REPLAYS, &format!("{timestamp}:{signature}"), REPLAY_TTL)
+            .await;
+        let fresh = match fresh {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                warn!(route, error = %e, "could not check a Slack request against replays; Slack will retry it");
+                webhook_metric(route, "unavailable");
+                return Err((StatusCode::SERVICE_UNAVAILABLE, "try again later"));
+            }
+        };
         if !fresh {
             // Slack signs each delivery anew (retries carry a new timestamp): the very same
             // signature again is a copy of a request we already took.
@@ -329,7 +339,7 @@ impl Slack {
 }
 
 async fn commands(State(slack): State<Arc<Slack>>, headers: HeaderMap, body: Bytes) -> Response {
-    let body = match slack.verified("/slack/commands", &headers, &body) {
+    let body = match slack.verified("/slack/commands", &headers, &body).await {
         Ok(body) => body,
         Err(res) => return res.into_response(),
     };
@@ -340,7 +350,7 @@ async fn commands(State(slack): State<Arc<Slack>>, headers: HeaderMap, body: Byt
 }
 
 async fn events(State(slack): State<Arc<Slack>>, headers: HeaderMap, body: Bytes) -> Response {
-    let body = match slack.verified("/slack/events", &headers, &body) {
+    let body = match slack.verified("/slack/events", &headers, &body).await {
         Ok(body) => body,
         Err(res) => return res.into_response(),
     };
@@ -359,8 +369,11 @@ async fn events(State(slack): State<Arc<Slack>>, headers: HeaderMap, body: Bytes
             if let Some(retry) = headers.get("x-slack-retry-num") {
                 debug!(event_id = %cb.event_id, ?retry, "Slack retried an event");
             }
-            slack.on_event(*cb);
-            StatusCode::OK.into_response()
+            match slack.on_event(*cb).await {
+                Ok(()) => StatusCode::OK.into_response(),
+                // Slack delivers it again later.
+                Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "try again later").into_response(),
+            }
         }
         Envelope::Other => StatusCode::OK.into_response(),
     }
@@ -376,7 +389,7 @@ async fn interactions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let body = match slack.verified("/slack/interactions", &headers, &body) {
+    let body = match slack.verified("/slack/interactions", &headers, &body).await {
         Ok(body) => body,
         Err(res) => return res.into_response(),
     };
@@ -470,18 +483,21 @@ impl Slack {
             .await
     }
 
-    /// An Events API callback: deduped, filtered, then handled in the background.
-    fn on_event(self: &Arc<Self>, cb: EventCallback) {
-        if !self
+    /// An Events API callback: deduped, filtered, then handled in the background. An error
+    /// when it cannot be known whether it was taken already (the shared memo is down).
+    async fn on_event(self: &Arc<Self>, cb: EventCallback) -> Result<(), StoreError> {
+        let first = self
             .ctx
             .dialogue()
-            .first_delivery(format!("slack:{}", cb.event_id))
-        {
+            .first_delivery(&format!("slack:{}", cb.event_id))
+            .await
+            .inspect_err(|e| warn!(event_id = %cb.event_id, error = %e, "could not dedupe a Slack event; Slack will retry it"))?;
+        if !first {
             debug!(event_id = %cb.event_id, "duplicate Slack event ignored");
-            return;
+            return Ok(());
         }
         let Some(said) = cb.said() else {
-            return;
+            return Ok(());
         };
         let who = Who {
             team: cb.team_id.clone(),
@@ -524,6 +540,7 @@ impl Slack {
                 warn!(error = %e, channel = %who.channel, "could not reply in Slack");
             }
         });
+        Ok(())
     }
 
     /// Interprets a text and does what it asks.

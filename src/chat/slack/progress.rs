@@ -17,8 +17,10 @@ use crate::core::call::{Call, Platform};
 
 /// Follows the event bus until shutdown; subscribes before returning.
 pub(super) fn spawn(slack: Arc<Slack>) -> Follower {
-    let (service, shutdown) = (slack.ctx.service.clone(), slack.ctx.shutdown.clone());
-    follow::spawn(slack, service, shutdown)
+    let ctx = &slack.ctx;
+    let (service, shutdown) = (ctx.service.clone(), ctx.shutdown.clone());
+    let coordination = ctx.follow.clone();
+    follow::spawn(slack, service, coordination, shutdown)
 }
 
 /// Where a call's status message is (`None`: not posted yet).

@@ -20,6 +20,7 @@ use tracing::{error, info, warn};
 use super::Slack;
 use super::api::{Client, Connector};
 use super::inbound::{EventCallback, Interaction, SlashCommand};
+use crate::calls::store::StoreError;
 
 /// slack-morphism's callback error type (its own alias is crate-private).
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -92,7 +93,8 @@ async fn on_push(
 ) -> UserCallbackResult<()> {
     let slack = adapter(&states).await?;
     let callback: EventCallback = convert(&event)?;
-    slack.on_event(callback);
+    // A store error leaves the envelope unacknowledged (`on_error`): Slack delivers it again.
+    slack.on_event(callback).await?;
     Ok(())
 }
 
@@ -134,6 +136,9 @@ fn on_error(
         {
             health.failing(format!("Socket Mode disconnected: {err}"));
         }
+    } else if err.downcast_ref::<StoreError>().is_some() {
+        // Not acknowledged: Slack delivers the envelope again.
+        return HttpStatusCode::SERVICE_UNAVAILABLE;
     } else {
         warn!(error = %err, "Slack Socket Mode event failed");
     }

@@ -202,7 +202,8 @@ impl Telegram {
                     // The question becomes the call's status message; Telegram's clock dates it.
                     self.ctx
                         .dialogue()
-                        .prompt_shown(nonce, &sent.id.0.to_string(), sent.date);
+                        .prompt_shown(nonce, &sent.id.0.to_string(), sent.date)
+                        .await;
                 }
                 reply => {
                     self.reply(target, reply.text(), None).await;
@@ -255,7 +256,11 @@ impl Telegram {
         // its status message, edited by the call's events).
         let settled = matches!(
             reply,
-            Reply::Declined | Reply::Expired | Reply::Refused(_) | Reply::Sorry
+            Reply::Declined
+                | Reply::Expired
+                | Reply::Refused(_)
+                | Reply::NotRecorded
+                | Reply::Sorry
         );
         if on_question && settled {
             self.edit(chat, id, text.clone(), None).await;

@@ -9,8 +9,15 @@
 //! - **Replies** ([`handler`]): the [`crate::chat::dialogue`] answers, rendered as plain text and
 //!   inline keyboards, go to the user's message, in its forum topic; call progress
 //!   ([`progress`]) edits one status message and posts the outcome as a new reply, once.
-//! - **Robustness.** Updates are deduplicated by `update_id` (the dialogue's one dedupe store); every Bot API request honours
-//!   429 `retry_after` and retries network errors with backoff ([`api`]).
+//! - **Robustness.** Updates are deduplicated by `update_id` (the dialogue's one dedupe memo,
+//!   shared by every instance); every Bot API request honours 429 `retry_after` and retries
+//!   network errors with backoff ([`api`]). An update whose dedupe cannot be checked (the
+//!   shared memo is down) is not confirmed: Telegram delivers it again.
+//! - **One poller.** Telegram answers 409 Conflict when two `getUpdates` overlap, so long
+//!   polling runs only on the instance holding the `telegram-polling` lease
+//!   (`telegram.polling_lease_ms`): renewed every third of it, polling stops at once when it
+//!   is lost, another instance takes it over within it when the holder dies, and a graceful
+//!   stop gives it up. Webhook mode runs on every instance.
 //! - **Start and health.** `getMe` at start: a token Telegram rejects stops the start with an
 //!   error naming TELEGRAM_BOT_TOKEN; an unreachable Bot API is retried a few times, then
 //!   stops it too. Long polling reports to [`crate::chat::health`]: failing `getUpdates`
@@ -26,6 +33,8 @@ mod text;
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use anyhow::Context as _;
 use axum::Router;
@@ -43,6 +52,8 @@ use teloxide::types::{AllowedUpdate, BotCommand, Update, UpdateKind, UserId};
 use tracing::{error, info, warn};
 
 use super::AdapterContext;
+use crate::calls::lease::Leases;
+use crate::calls::store::StoreError;
 use crate::config::{TelegramMode, TelegramSettings};
 
 /// The commands registered with setMyCommands at start (also the BotFather list).
@@ -62,6 +73,12 @@ fn poll_wait_secs(request_timeout: Duration) -> u32 {
 
 /// The updates we ask Telegram for.
 const ALLOWED_UPDATES: [AllowedUpdate; 2] = [AllowedUpdate::Message, AllowedUpdate::CallbackQuery];
+
+/// How long polling pauses when an update could not be taken (the shared memo is down).
+const STALLED_PAUSE: Duration = Duration::from_secs(1);
+
+/// The lease of the one instance that long-polls.
+const POLLING_LEASE: &str = "telegram-polling";
 
 /// Header Telegram sends the webhook secret in.
 const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
@@ -85,8 +102,13 @@ pub(crate) fn commands() -> Vec<BotCommand> {
     serde_json::from_str(COMMANDS_JSON).expect("bots/telegram/commands.json is valid")
 }
 
-/// Starts the adapter's background tasks and returns its routes.
-pub async fn start(settings: &TelegramSettings, ctx: AdapterContext) -> anyhow::Result<Router> {
+/// Starts the adapter's background tasks and returns its routes. In polling mode it polls
+/// only while this instance holds the polling lease in `leases`.
+pub async fn start(
+    settings: &TelegramSettings,
+    ctx: AdapterContext,
+    leases: Arc<dyn Leases>,
+) -> anyhow::Result<Router> {
     let token = settings
         .bot_token
         .as_ref()
@@ -146,7 +168,12 @@ pub async fn start(settings: &TelegramSettings, ctx: AdapterContext) -> anyhow::
                 .context("could not clear the Telegram webhook (deleteWebhook)")?;
             // getMe just answered; a long poll in flight is not a failure, an error is.
             let health = tg.ctx.health.adapter("telegram");
-            tokio::spawn(poll(tg, poll_wait_secs(timeout), health));
+            let lease = Lease {
+                leases,
+                ttl: Duration::from_millis(settings.polling_lease_ms),
+                until: None,
+            };
+            tokio::spawn(poll(tg, poll_wait_secs(timeout), health, lease));
             Ok(Router::new())
         }
         Some(secret) => {
@@ -193,8 +220,12 @@ async fn webhook(State(hook): State<Arc<Webhook>>, headers: HeaderMap, body: Byt
     }
     match serde_json::from_slice::<Update>(&body) {
         Ok(update) => {
+            if hook.tg.accept(update).await.is_err() {
+                // Not taken: Telegram delivers it again.
+                webhook_metric("unavailable");
+                return StatusCode::SERVICE_UNAVAILABLE;
+            }
             webhook_metric("accepted");
-            hook.tg.accept(update);
         }
         // Telegram only sends JSON: a body that is not JSON at all is refused.
         Err(e) if e.is_syntax() || e.is_eof() => {
@@ -244,30 +275,142 @@ pub fn fuzz_update(data: &[u8]) {
     }
 }
 
-/// The long-polling loop: runs until shutdown.
-async fn poll(tg: Arc<Telegram>, wait_secs: u32, health: crate::chat::health::AdapterHealth) {
+/// The polling lease, as this instance holds it.
+struct Lease {
+    leases: Arc<dyn Leases>,
+    ttl: Duration,
+    /// Until when this instance may poll, by its own clock (the lease was written at the
+    /// latest when it was asked for, so it lasts at least `ttl` from then); `None`: not held.
+    until: Option<Instant>,
+}
+
+impl Lease {
+    /// Takes the lease, or renews it when a third of it has passed; true while held. An
+    /// error (the shared store cannot say) counts as not held: polling stops here.
+    async fn hold(&mut self) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let held = self.until.filter(|until| *until > now);
+        if held.is_some_and(|until| now < self.renew_at(until)) {
+            return Ok(true);
+        }
+        let asked = self.leases.hold(POLLING_LEASE, self.ttl);
+        // A renewal may not outlast the lease it renews.
+        let answer = match held {
+            Some(until) => tokio::time::timeout_at(until, asked)
+                .await
+                .unwrap_or_else(|_| Err(StoreError("no answer before the lease ran out".into()))),
+            None => asked.await,
+        };
+        let was = self.until.take().is_some();
+        match answer {
+            Ok(true) => {
+                if !was {
+                    info!("telegram polling: this instance took the polling lease and polls");
+                }
+                self.until = Some(now + self.ttl);
+                Ok(true)
+            }
+            Ok(false) => {
+                if was {
+                    warn!("telegram polling: the polling lease was lost; polling stops here");
+                }
+                Ok(false)
+            }
+            Err(e) => {
+                warn!(error = %e, "telegram polling: could not hold the polling lease; polling stops here");
+                Err(e)
+            }
+        }
+    }
+
+    /// When the lease held until `until` is renewed: a third of it after it was taken.
+    fn renew_at(&self, until: Instant) -> Instant {
+        until - self.ttl + self.ttl / 3
+    }
+
+    /// Sleeps until the next renewal is due (forever while not held).
+    async fn renewal_due(&self) {
+        match self.until {
+            Some(until) => tokio::time::sleep_until(self.renew_at(until)).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Gives it up (a graceful stop), if held.
+    async fn release(&mut self) {
+        if self.until.take().is_some()
+            && let Err(e) = self.leases.release(POLLING_LEASE).await
+        {
+            warn!(error = %e, "telegram polling: could not give up the polling lease");
+        }
+    }
+}
+
+/// The long-polling loop: runs until shutdown, polling while this instance holds the lease.
+async fn poll(
+    tg: Arc<Telegram>,
+    wait_secs: u32,
+    health: crate::chat::health::AdapterHealth,
+    mut lease: Lease,
+) {
     let mut offset: i32 = 0;
     let mut failures: u32 = 0;
-    loop {
+    let shutdown = tg.ctx.shutdown.clone();
+    'polling: loop {
+        match lease.hold().await {
+            Ok(true) => {}
+            standby => {
+                match standby {
+                    // Another instance polls.
+                    Ok(_) => health.ok(),
+                    Err(e) => health.failing(format!(
+                        "long polling: the polling lease cannot be held: {e}"
+                    )),
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(lease.ttl / 3) => continue,
+                }
+            }
+        }
         let request = tg
             .bot
             .get_updates()
             .offset(offset)
             .timeout(wait_secs)
-            .allowed_updates(ALLOWED_UPDATES);
-        let result = tokio::select! {
-            () = tg.ctx.shutdown.cancelled() => break,
-            result = request.send() => result,
+            .allowed_updates(ALLOWED_UPDATES)
+            .send();
+        tokio::pin!(request);
+        // The poll runs while the lease is renewed; losing it drops the poll at once.
+        let result = loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break 'polling,
+                result = &mut request => break result,
+                () = lease.renewal_due() => {
+                    if !matches!(lease.hold().await, Ok(true)) {
+                        continue 'polling;
+                    }
+                }
+            }
         };
         let wait = match result {
             Ok(updates) => {
                 failures = 0;
                 health.ok();
+                let mut stalled = false;
                 for update in updates {
-                    offset = offset.max(update.id.as_offset());
-                    tg.accept(update);
+                    let next = update.id.as_offset();
+                    if tg.accept(update).await.is_err() {
+                        // Not confirmed: a later poll gets it (and those after it) again.
+                        stalled = true;
+                        break;
+                    }
+                    offset = offset.max(next);
                 }
-                continue;
+                if !stalled {
+                    continue;
+                }
+                STALLED_PAUSE
             }
             Err(RequestError::RetryAfter(secs)) => secs.duration(),
             Err(RequestError::Api(e)) => {
@@ -284,24 +427,38 @@ async fn poll(tg: Arc<Telegram>, wait_secs: u32, health: crate::chat::health::Ad
                 api::backoff(failures)
             }
         };
-        tokio::select! {
-            () = tg.ctx.shutdown.cancelled() => break,
-            () = tokio::time::sleep(wait) => {}
+        // The lease is kept through the pause (the next poll is this instance's).
+        let resume = Instant::now() + wait;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break 'polling,
+                () = tokio::time::sleep_until(resume) => break,
+                () = lease.renewal_due() => {
+                    if !matches!(lease.hold().await, Ok(true)) {
+                        continue 'polling;
+                    }
+                }
+            }
         }
     }
+    lease.release().await;
     info!("telegram polling stopped");
 }
 
 impl Telegram {
-    /// Takes an update once (by update_id) and handles it in the background.
-    fn accept(self: &Arc<Self>, update: Update) {
-        if !self
+    /// Takes an update once (by update_id, on every instance together) and handles it in the
+    /// background. An error when it cannot be known whether it was taken already (the shared
+    /// memo is down): the caller has Telegram deliver it again.
+    async fn accept(self: &Arc<Self>, update: Update) -> Result<(), StoreError> {
+        let first = self
             .ctx
             .dialogue()
-            .first_delivery(format!("telegram:{}", update.id.0))
-        {
+            .first_delivery(&format!("telegram:{}", update.id.0))
+            .await
+            .inspect_err(|e| warn!(update_id = update.id.0, error = %e, "could not dedupe a telegram update; it will be delivered again"))?;
+        if !first {
             info!(update_id = update.id.0, "duplicate telegram update ignored");
-            return;
+            return Ok(());
         }
         let tg = self.clone();
         tokio::spawn(async move {
@@ -311,6 +468,7 @@ impl Telegram {
                 _ => {}
             }
         });
+        Ok(())
     }
 }
 

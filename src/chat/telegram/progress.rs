@@ -16,8 +16,10 @@ use crate::core::replies;
 
 /// Follows the event bus until shutdown; subscribes before returning.
 pub(super) fn spawn(tg: Arc<Telegram>) -> Follower {
-    let (service, shutdown) = (tg.ctx.service.clone(), tg.ctx.shutdown.clone());
-    follow::spawn(tg, service, shutdown)
+    let ctx = &tg.ctx;
+    let (service, shutdown) = (ctx.service.clone(), ctx.shutdown.clone());
+    let coordination = ctx.follow.clone();
+    follow::spawn(tg, service, coordination, shutdown)
 }
 
 /// What this call's chat shows so far.

@@ -387,7 +387,9 @@ fn render(answer: Reply) -> Response {
         Reply::UnknownCall(_) | Reply::NoCalls | Reply::NoLiveCall => {
             error(StatusCode::NOT_FOUND, text)
         }
-        Reply::NotPlaced(_) | Reply::Sorry => error(StatusCode::SERVICE_UNAVAILABLE, text),
+        Reply::NotPlaced(_) | Reply::NotRecorded | Reply::Sorry => {
+            error(StatusCode::SERVICE_UNAVAILABLE, text)
+        }
         // Help, status, list; the console is never asked to confirm, so the rest do not
         // reach it.
         _ => Json(json!({ "reply": text })).into_response(),

@@ -68,6 +68,10 @@ struct Inner {
     polls: Mutex<usize>,
     /// getUpdates answers 409 Conflict (a webhook was set elsewhere) while set.
     polls_failing: Mutex<bool>,
+    /// The getUpdates in flight (its number), and the numbers given so far.
+    polling: Mutex<(Option<u64>, u64)>,
+    /// getUpdates that arrived while another was in flight.
+    conflicts: Mutex<usize>,
     faults: super::faults::Faults,
 }
 
@@ -134,6 +138,12 @@ impl FakeTelegram {
     /// getUpdates requests served so far.
     pub fn polls(&self) -> usize {
         *self.inner.polls.lock()
+    }
+
+    /// getUpdates requests that overlapped one in flight (two pollers: Telegram answers the
+    /// older one 409 Conflict).
+    pub fn conflicts(&self) -> usize {
+        *self.inner.conflicts.lock()
     }
 
     fn message_id(&self) -> i64 {
@@ -528,15 +538,68 @@ async fn handle(
     ok(result)
 }
 
+/// Telegram's answer to a long poll that a newer one overlapped.
+fn terminated_by_other_poll() -> Response {
+    (
+        StatusCode::CONFLICT,
+        axum::Json(json!({
+            "ok": false, "error_code": 409,
+            "description": "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running",
+        })),
+    )
+        .into_response()
+}
+
+/// Marks a long poll in flight until it is answered or its client goes away (the handler is
+/// dropped with the connection).
+struct InFlight<'a> {
+    inner: &'a Inner,
+    number: u64,
+}
+
+impl InFlight<'_> {
+    fn start(inner: &Inner) -> InFlight<'_> {
+        let mut polling = inner.polling.lock();
+        if polling.0.is_some() {
+            *inner.conflicts.lock() += 1;
+        }
+        polling.1 += 1;
+        polling.0 = Some(polling.1);
+        InFlight {
+            inner,
+            number: polling.1,
+        }
+    }
+
+    /// A newer poll took over: Telegram ends this one with 409.
+    fn overtaken(&self) -> bool {
+        self.inner.polling.lock().0 != Some(self.number)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut polling = self.inner.polling.lock();
+        if polling.0 == Some(self.number) {
+            polling.0 = None;
+        }
+    }
+}
+
 /// Long polling: answers with queued updates at or after `offset`, or waits up to `timeout`.
+/// Two at once are refused as Telegram refuses them: the older gets 409 Conflict.
 async fn get_updates(inner: &Inner, body: &Value) -> Response {
     *inner.polls.lock() += 1;
+    let in_flight = InFlight::start(inner);
     let offset = body["offset"].as_i64().unwrap_or(0);
     let timeout = Duration::from_secs(body["timeout"].as_u64().unwrap_or(0).min(10));
     let start = Instant::now();
     // A long poll, as Telegram holds it: the queue is looked at every 10 ms until an update
     // is there or the client's timeout has passed (the fake's behaviour, not a test's wait).
     loop {
+        if in_flight.overtaken() {
+            return terminated_by_other_poll();
+        }
         // Someone set a webhook for this bot: Telegram refuses long polls, the one in
         // flight included.
         if *inner.polls_failing.lock() {

@@ -8,6 +8,8 @@ pub mod fake_twilio;
 pub mod faults;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "redis")]
+pub mod redis_proxy;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
