@@ -456,11 +456,12 @@ async fn work<S: Sink>(
                 }
             },
             () = shutdown.cancelled(), if !open => break,
-            _ = renew.tick() => {}
+            _ = renew.tick() => looked = None,
         }
         let Some(mut call) = latest.clone() else {
             continue;
         };
+        // At each renewal, and for a state that arrives when the last look is that old.
         if looked.is_none_or(|at| at.elapsed() >= renew_every) {
             looked = Some(Instant::now());
             let held = match co.leases.hold(&lease, co.ttl).await {

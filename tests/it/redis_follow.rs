@@ -462,3 +462,60 @@ async fn a_step_is_claimed_once_among_instances() {
             .unwrap()
     );
 }
+
+/// A measurement, not a check (run it by name with `--ignored --nocapture`): how long an event
+/// takes from one instance's bus to another's, one at a time, and how many a second cross in
+/// a burst.
+#[tokio::test]
+#[ignore = "a measurement; run by name"]
+async fn measure_the_bridge() {
+    let Some(test) = TestRedis::get("redis follow: bridge measurement") else {
+        return;
+    };
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let (bus_a, bus_b) = (
+        EventBus::with_capacity(100_000),
+        EventBus::with_capacity(100_000),
+    );
+    let redis_a = Redis::connect(&test.url, &test.prefix).await.unwrap();
+    let redis_b = Redis::connect(&test.url, &test.prefix).await.unwrap();
+    EventBridge::with_len(redis_a, 100_000)
+        .start(&bus_a, stop.clone())
+        .await
+        .unwrap();
+    let mut on_b = bus_b.subscribe();
+    EventBridge::new(redis_b)
+        .start(&bus_b, stop.clone())
+        .await
+        .unwrap();
+    let call = Arc::new(a_call(1));
+    let mut latencies = Vec::new();
+    for _ in 0..500 {
+        let start = Instant::now();
+        bus_a.publish(EventKind::Progress, call.clone());
+        on_b.recv().await.unwrap();
+        latencies.push(start.elapsed());
+    }
+    latencies.sort();
+    let n = 20_000;
+    let start = Instant::now();
+    for i in 0..n {
+        bus_a.publish(EventKind::Progress, call.clone());
+        if i % 1000 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    for _ in 0..n {
+        tokio::time::timeout(Duration::from_secs(10), on_b.recv())
+            .await
+            .expect("every event of the burst")
+            .unwrap();
+    }
+    let rate = f64::from(n) / start.elapsed().as_secs_f64();
+    println!(
+        "bridge A→B, one at a time: p50 {:?}, p99 {:?}; burst of {n}: {rate:.0} events/s",
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() * 99 / 100],
+    );
+}

@@ -321,35 +321,68 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A (two calls a second) accepts 60 calls; after ten are created at Twilio and live, and an
-/// eleventh create is in flight (Twilio created it but its answer is held back), A is
-/// killed: no graceful stop, nothing handed back. B starts at the address Twilio calls back
-/// (the load balancer's) and dials each of the remaining calls exactly once: the unread ones
-/// at once, the one A held after the claim time, after asking Twilio's call list, which shows
-/// the eleventh was created. Every one of the 60 ends with a final status.
+/// Alice asks A (two calls a second) for 60 calls in Telegram; after ten are created at
+/// Twilio and live, and an eleventh create is in flight (Twilio created it but its answer is
+/// held back), A is killed: no graceful stop, nothing handed back. B starts at the address
+/// Twilio calls back (the load balancer's) and dials each of the remaining calls exactly
+/// once: the unread ones at once, the ones A held after the claim time, the eleventh only
+/// after Twilio's call list showed it was created. Every one of the 60 ends with a final
+/// status, and the chat gets 60 outcomes, one each.
+#[cfg(feature = "telegram")]
 #[tokio::test]
-async fn when_an_instance_is_killed_another_dials_its_queue_exactly_once() {
+async fn when_an_instance_is_killed_another_dials_its_queue_exactly_once_and_posts_every_outcome() {
+    use crate::support::fake_telegram::{Chat, FakeTelegram, TOKEN};
+    use crate::telegram::{ALICE, SECRET, webhook};
     let Some(test) = TestRedis::get("redis queue kill") else {
         return;
     };
     let twilio = FakeTwilio::start().await;
+    let tg = FakeTelegram::start().await;
     let port = free_port();
     let lb = format!("http://127.0.0.1:{port}");
     let mut s = test.settings(twilio_settings(&twilio));
     s.server.public_url = Some(lb.clone());
     s.store.claim_ms = 1000;
+    s.store.follow_claim_ms = 1000;
+    s.telegram.bot_token = Some(TOKEN.to_owned().into());
+    s.telegram.api_url = tg.base.clone();
+    s.access.telegram_users = vec![ALICE.id.to_string()];
+    s.limits.per_user_hour = 1000;
+    s.limits.per_user_day = 1000;
+    webhook(&mut s);
     let mut on_a = s.clone();
     on_a.calls.cps = 2;
     twilio.plan(
         std::iter::repeat_n(Plan::Created, 10).chain([Plan::Delayed(Duration::from_secs(30))]),
     );
     let a = Instance::spawn(on_a).await;
-    let mut ids = Vec::new();
+    let http = reqwest::Client::new();
     for i in 0..60 {
-        let (status, body) = a.prompt(&format!("call +91 98700 {i:05}")).await;
-        assert_eq!(status, 202, "{body}");
-        ids.push(CallId::parse(body["id"].as_str().unwrap()).unwrap());
+        // The last digit makes the fake Twilio complete the call.
+        let update = tg.text(Chat::Private, ALICE, &format!("call +91 98{i:07}2"));
+        let status = http
+            .post(format!("{}/telegram/webhook", a.base))
+            .header("X-Telegram-Bot-Api-Secret-Token", SECRET)
+            .json(&update)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
     }
+    until(
+        Duration::from_secs(20),
+        "A accepted the 60 calls",
+        async || {
+            a.service
+                .list(100, &ListFilter::default())
+                .await
+                .unwrap()
+                .len()
+                == 60
+        },
+    )
+    .await;
     twilio.wait_creates(11).await;
     a.kill();
     // Ten created and one in flight (more would mean A outran its pace).
@@ -370,38 +403,46 @@ async fn when_an_instance_is_killed_another_dials_its_queue_exactly_once() {
         .await;
     assert_eq!(adopted.sid.as_ref().map(ToString::to_string), eleventh.sid);
     let _twilio_plays = twilio.autoplay();
+    let mut calls = Vec::new();
     until(Duration::from_secs(60), "every call ends", async || {
-        for id in &ids {
-            if !b.call(id).await.status.is_terminal() {
-                return false;
-            }
-        }
-        true
+        calls = b.service.list(100, &ListFilter::default()).await.unwrap();
+        calls.iter().all(|c| c.status.is_terminal())
     })
     .await;
     let took = start.elapsed();
+    assert_eq!(calls.len(), 60);
     twilio.no_creates_beyond(60, QUIET).await;
     let by_call = creates_by_call(&twilio);
-    for id in &ids {
-        assert_eq!(by_call.get(id.as_str()), Some(&1), "{id} created once");
-    }
-    // Every call ended as the fake played it: none failed for want of a dialer.
-    let calls = b.service.list(100, &ListFilter::default()).await.unwrap();
-    assert_eq!(calls.len(), 60);
     for call in &calls {
-        assert!(
-            matches!(
-                call.status,
-                CallStatus::Completed | CallStatus::Busy | CallStatus::NoAnswer
-            ),
-            "{call:#?}"
+        assert_eq!(
+            by_call.get(call.id.as_str()),
+            Some(&1),
+            "{call:#?} created once"
         );
+        // Ended as the fake played it: none failed for want of a dialer.
+        assert_eq!(call.status, CallStatus::Completed, "{call:#?}");
     }
     assert!(
         !twilio.lists().is_empty(),
         "the redelivered call was checked against Twilio's call list"
     );
-    eprintln!("B finished A's queue of {} calls in {took:?}", 60 - 10);
+    // One outcome per call in the chat, posted by B (A is gone).
+    let outcomes = || {
+        tg.requests("sendMessage")
+            .into_iter()
+            .filter(|r| {
+                r.status == 200 && r.body["text"].as_str().is_some_and(|t| t.starts_with("✅"))
+            })
+            .count()
+    };
+    until(
+        Duration::from_secs(30),
+        "60 outcomes in the chat",
+        async || outcomes() >= 60,
+    )
+    .await;
+    crate::support::never(QUIET * 2, "a second outcome for a call", || outcomes() > 60).await;
+    eprintln!("B finished A's queue and live calls (60) in {took:?}");
 }
 
 /// A graceful stop on Redis fails no queued call: A (one call a second, its creates held
