@@ -583,8 +583,14 @@ async fn one_engine_on_the_redis_pace_keeps_cps_50() {
     let at = dial_through(&engine, &fake, n, Duration::from_secs(30)).await;
     let rate = (n - 1) as f64 / (at[n - 1] - at[0]).as_secs_f64();
     eprintln!("{n} calls at CPS 50 on the Redis pace: {rate:.3}/s");
-    assert!(rate <= 50.0 * 1.01, "{n} calls at CPS 50: {rate:.3}/s, too fast");
-    assert!(rate >= 50.0 * 0.95, "{n} calls at CPS 50: {rate:.3}/s, too slow");
+    assert!(
+        rate <= 50.0 * 1.01,
+        "{n} calls at CPS 50: {rate:.3}/s, too fast"
+    );
+    assert!(
+        rate >= 50.0 * 0.95,
+        "{n} calls at CPS 50: {rate:.3}/s, too slow"
+    );
 }
 
 /// Two real apps on one Redis (Slack slash commands signed as Slack signs them): Alice's
