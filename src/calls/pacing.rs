@@ -2,7 +2,7 @@
 //! with governor ([`LocalPacer`]); several instances on one provider account pace together
 //! through one Redis, so that `calls.cps` holds for all of them at once.
 //!
-//! Both use the same generic cell rate algorithm with the same burst rule ([`burst`]).
+//! Both use the generic cell rate algorithm with the same burst rule ([`burst`]).
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -13,7 +13,8 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 #[async_trait]
 pub trait Pacer: Send + Sync + 'static {
     /// Returns when one more create may go, and counts it. Wait on it in a `select!` with
-    /// shutdown: dropping it before it returns lets nothing go.
+    /// shutdown: dropping it before it returns places nothing (a slot already booked for it
+    /// goes unused).
     async fn ready(&self);
 }
 

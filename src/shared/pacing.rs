@@ -1,11 +1,13 @@
 //! [`Pacer`] on Redis: `calls.cps` for every instance on one provider account together.
 //!
 //! `{p}:pace:<account>` holds the theoretical arrival time of the next create (GCRA, in µs of
-//! Redis `TIME`, the one clock all instances share). [`GCRA`] answers 0 (go, counted) or how
-//! long to wait; the pacer sleeps that long and asks again, so whichever instance asks first
-//! after the wait takes the slot. Same burst rule as the local pacer
-//! ([`crate::calls::pacing::burst`]); the key expires a second after its time has passed, so
-//! an account idle for longer starts again with the spare cell taken.
+//! Redis `TIME`, the one clock all instances share). [`BOOK`] books the next free slot and
+//! answers how long until it comes (0: now); the dialer sleeps that long and dials. Booking
+//! rather than asking again after the sleep means a dialer that wakes late (timer rounding, a
+//! loaded host) delays only its own create: the schedule holds as long as it books its next
+//! slot within the burst's slack. Same burst rule as the local pacer
+//! ([`crate::calls::pacing::burst`]); the key outlives its time by [`IDLE`], so an account
+//! idle for longer starts again with the spare cell taken.
 
 use std::time::Duration;
 
@@ -16,8 +18,8 @@ use super::Redis;
 use crate::calls::pacing::{Pacer, burst, period};
 
 /// KEYS: the account's pace key. ARGV: period (µs), burst tolerance (µs: spare cells × period),
-/// how long the key outlives its time (µs).
-const GCRA: &str = r"
+/// how long the key outlives its time (µs). Returns the µs until the booked slot.
+const BOOK: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local period = tonumber(ARGV[1])
@@ -29,25 +31,15 @@ if stored then
 else
   tat = now + tolerance
 end
-if now < tat - tolerance then
-  return tat - tolerance - now
-end
+local slot = math.max(tat - tolerance, now)
 tat = tat + period
 redis.call('SET', KEYS[1], tat, 'PX', math.ceil((tat - now + tonumber(ARGV[3])) / 1000))
-return 0
+return slot - now
 ";
 
-/// How long the pace key outlives its time. A dialer that wakes late finds the key and
-/// catches up (within the burst); after an idle spell longer than this the next create
-/// starts afresh, with the spare cell taken.
+/// How long the pace key outlives its time: after an idle spell longer than this the next
+/// create starts afresh, with the spare cell taken (no two creates back to back).
 const IDLE: Duration = Duration::from_secs(1);
-
-/// Where the burst is one (below 10 CPS), a create may still go this fraction of a period
-/// early (1/50: 2 %, 4 ms at CPS 5). Each create is asked for after a sleep that ends late
-/// (timer rounding, the round trip to Redis); without this each lateness pushed the schedule
-/// back (−1.1 % at CPS 5 with three instances on a loaded machine). Two creates are still
-/// never closer than 98 % of a period.
-const STRICT_EARLY: u64 = 50;
 
 /// How long to wait before asking again when Redis does not answer.
 const UNREACHABLE_WAIT: Duration = Duration::from_millis(500);
@@ -57,7 +49,7 @@ pub struct RedisPacer {
     key: String,
     period_us: u64,
     tolerance_us: u64,
-    gcra: redis::Script,
+    book: redis::Script,
 }
 
 impl RedisPacer {
@@ -69,11 +61,8 @@ impl RedisPacer {
             key: redis.key(&format!("pace:{account}")),
             redis,
             period_us,
-            tolerance_us: match burst(cps).get() {
-                1 => period_us / STRICT_EARLY,
-                burst => period_us * u64::from(burst - 1),
-            },
-            gcra: redis::Script::new(GCRA),
+            tolerance_us: period_us * u64::from(burst(cps).get() - 1),
+            book: redis::Script::new(BOOK),
         }
     }
 }
@@ -83,7 +72,7 @@ impl Pacer for RedisPacer {
     async fn ready(&self) {
         loop {
             let answer: redis::RedisResult<u64> = self
-                .gcra
+                .book
                 .key(&self.key)
                 .arg(self.period_us)
                 .arg(self.tolerance_us)
@@ -92,7 +81,10 @@ impl Pacer for RedisPacer {
                 .await;
             match answer {
                 Ok(0) => return,
-                Ok(wait) => tokio::time::sleep(Duration::from_micros(wait)).await,
+                Ok(wait) => {
+                    tokio::time::sleep(Duration::from_micros(wait)).await;
+                    return;
+                }
                 Err(e) => {
                     warn!(error = %e, "dial pacing: Redis does not answer; waiting");
                     tokio::time::sleep(UNREACHABLE_WAIT).await;

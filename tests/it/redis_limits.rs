@@ -575,6 +575,9 @@ async fn one_engine_on_the_redis_pace_keeps_cps_50() {
     let fake = FakeTwilio::start().await;
     let mut s = twilio_settings(&fake);
     s.calls.cps = 50;
+    // Pacing, not the cap on creates in flight, sets the rate here: with four in flight a
+    // create answered in over 80 ms (a loaded host) would hold the dialer back.
+    s.calls.max_concurrent_requests = 32;
     let engine = [redis_engine(&test, &s).await];
     let n = 501;
     let at = dial_through(&engine, &fake, n, Duration::from_secs(30)).await;
@@ -690,9 +693,14 @@ fn merged_creates(fake: &FakeTwilio, n: usize) -> Vec<std::time::Instant> {
     at
 }
 
-/// At most 5 creates within any second, one more allowed for the start and for the arrival
-/// jitter of requests sent 200 ms apart (each of three instances alone would send 5 a second:
-/// 15 together); every 10 intervals take 2 s less jitter; the run as a whole 5 a second.
+/// How late a create may reach the fake after it was sent: the dialers, the client and the
+/// fake share a test process and two cores with the rest of the suite (seen: 180 ms).
+const ARRIVAL_JITTER: Duration = Duration::from_millis(250);
+
+/// Creates sent at most 5 a second (each of three instances alone would send 5 a second: 15
+/// together), as they arrive at the fake: within any second at most 5, one more for the
+/// start and one for a create that arrived late next to an on-time one; every 10 intervals
+/// at least 2 s less the arrival jitter; the run as a whole 5 a second.
 fn assert_paced_at_5(at: &[std::time::Instant]) {
     let n = at.len();
     for (i, first) in at.iter().enumerate() {
@@ -700,19 +708,19 @@ fn assert_paced_at_5(at: &[std::time::Instant]) {
             .iter()
             .take_while(|t| **t - *first < Duration::from_secs(1))
             .count();
-        assert!(within <= 6, "{within} creates within a second from #{i}");
+        assert!(within <= 7, "{within} creates within a second from #{i}");
     }
     for w in at.windows(11) {
         let span = w[10] - w[0];
         assert!(
-            span >= Duration::from_millis(1900),
+            span >= Duration::from_secs(2) - ARRIVAL_JITTER,
             "11 creates within {span:?}"
         );
     }
     let rate = (n - 1) as f64 / (at[n - 1] - at[0]).as_secs_f64();
     eprintln!("{n} calls at CPS 5 from three instances: {rate:.3}/s");
     assert!(
-        (4.75..=5.02).contains(&rate),
+        (4.9..=5.05).contains(&rate),
         "{n} calls at CPS 5 from three instances: {rate:.3}/s"
     );
 }
