@@ -209,6 +209,23 @@ async fn dial(ctx: &Arc<Ctx>, delivery: &Delivery) {
         if tries > 1 {
             metrics::counter!("callbot_dial_retries_total").increment(1);
         }
+        // Last thing before a create: a shared queue may have handed the call to another
+        // dialer while this one could not renew its hold (cut off from Redis longer than the
+        // claim time); that dialer owns it now, and asks the provider before creating.
+        match ctx.queue.keep(delivery).await {
+            Ok(true) => {}
+            Ok(false) => {
+                warn!(
+                    tries,
+                    "another dialer took the call over; not placing it here"
+                );
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, tries, "dial queue unavailable; call not placed yet");
+                return settle(ctx, delivery, false).await;
+            }
+        }
         let started = Utc::now();
         let result = match unanswered_since {
             // Ask before creating again: the earlier create may have placed the call.

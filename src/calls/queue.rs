@@ -69,6 +69,14 @@ pub trait DialQueue: Send + Sync + 'static {
     /// Hands a delivery back undialed. True when another dialer will take it; false when
     /// none will (one process), and the caller must settle the call itself.
     async fn release(&self, delivery: &Delivery) -> Result<bool, StoreError>;
+    /// Asked right before each create request: true when this dialer still holds `delivery`,
+    /// and its claim time starts again; false when another dialer took it over (this one was
+    /// cut off from the queue for longer than the claim time, say while it waited out a
+    /// Retry-After), and the caller must drop it without a create. An error means the queue
+    /// cannot tell: the caller must not create either.
+    async fn keep(&self, _delivery: &Delivery) -> Result<bool, StoreError> {
+        Ok(true)
+    }
     /// Stops holding a delivery without settling it (its result could not be recorded): a
     /// shared queue hands it out again after its claim time.
     fn abandon(&self, _delivery: &Delivery) {}

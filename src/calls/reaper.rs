@@ -62,8 +62,17 @@ pub fn spawn(
                     continue;
                 }
             }
-            if held {
-                run_once(&service, every).await;
+            // A round ends well inside the lease it was started under (renewed just now for
+            // three intervals), so two instances never run one at the same time: a round
+            // that is cut short is taken up by the next.
+            if held
+                && tokio::time::timeout(every.interval * 2, run_once(&service, every))
+                    .await
+                    .is_err()
+            {
+                warn!(
+                    "housekeeping round cut short at two intervals (lease time); the next one goes on"
+                );
             }
         }
         if held && let Err(e) = leases.release(LEASE).await {

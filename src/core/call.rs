@@ -422,27 +422,46 @@ pub struct Call {
     pub placed_at: Option<DateTime<Utc>>,
 }
 
-/// A call's history as `[status, milliseconds since the epoch]` pairs. chrono's serde
-/// modules cover a single time, not a time inside a tuple, hence these few lines.
+/// A call's history as `[status, milliseconds]` pairs: the first at its time since the epoch,
+/// each later one as milliseconds after the one before (`["ringing",2140]` rather than
+/// `["ringing",1764662402140]`: seven bytes less per step, BENCHMARKS.md, Redis memory per
+/// call). A later step written with an absolute time (records stored before this encoding)
+/// reads as such: no step comes 3 years after the one before it. chrono's serde modules
+/// cover a single time, not a time inside a tuple, hence these few lines.
 mod history_ms {
     use chrono::{DateTime, Utc};
     use serde::{Deserialize as _, Deserializer, Serializer};
 
     use super::CallStatus;
 
+    /// Above this, a later step's number is a time since the epoch (2001-09-09 on), not a gap.
+    const ABSOLUTE: i64 = 1_000_000_000_000;
+
     pub fn serialize<S: Serializer>(
         history: &[(CallStatus, DateTime<Utc>)],
         s: S,
     ) -> Result<S::Ok, S::Error> {
-        s.collect_seq(history.iter().map(|(st, at)| (st, at.timestamp_millis())))
+        let mut before = None;
+        s.collect_seq(history.iter().map(|(st, at)| {
+            let ms = at.timestamp_millis();
+            let shown = before.map_or(ms, |b: i64| ms - b);
+            before = Some(ms);
+            (st, shown)
+        }))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Vec<(CallStatus, DateTime<Utc>)>, D::Error> {
+        let mut before: Option<i64> = None;
         Vec::<(CallStatus, i64)>::deserialize(d)?
             .into_iter()
-            .map(|(st, ms)| {
+            .map(|(st, n)| {
+                let ms = match before {
+                    Some(b) if n.abs() < ABSOLUTE => b.saturating_add(n),
+                    _ => n,
+                };
+                before = Some(ms);
                 DateTime::from_timestamp_millis(ms)
                     .map(|at| (st, at))
                     .ok_or_else(|| serde::de::Error::custom("a time out of range"))
@@ -626,6 +645,45 @@ mod tests {
             Origin::new(Platform::Web, "web"),
             Utc::now(),
         )
+    }
+
+    #[test]
+    fn history_is_stored_as_gaps_and_reads_back_to_the_millisecond() {
+        let mut c = call();
+        let t0 = DateTime::from_timestamp_millis(1_764_662_400_123).unwrap();
+        c.history = vec![
+            (CallStatus::Queued, t0),
+            (
+                CallStatus::Ringing,
+                t0 + chrono::Duration::milliseconds(2140),
+            ),
+            // A provider clock a little behind ours: a step may come "before" the last.
+            (
+                CallStatus::InProgress,
+                t0 + chrono::Duration::milliseconds(1900),
+            ),
+            (CallStatus::Completed, t0 + chrono::Duration::seconds(40)),
+        ];
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(
+            json["history"],
+            serde_json::json!([
+                ["queued", 1_764_662_400_123_i64],
+                ["ringing", 2140],
+                ["in-progress", -240],
+                ["completed", 38100]
+            ])
+        );
+        let back: Call = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back.history, c.history);
+        // A record written before the gaps: every step at its time since the epoch.
+        let mut old = json;
+        old["history"] = serde_json::json!([
+            ["queued", 1_764_662_400_123_i64],
+            ["ringing", 1_764_662_402_263_i64]
+        ]);
+        let back: Call = serde_json::from_value(old).unwrap();
+        assert_eq!(back.history[1].1, t0 + chrono::Duration::milliseconds(2140));
     }
 
     fn update(status: CallStatus, seq: u64) -> StatusUpdate {

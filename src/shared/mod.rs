@@ -26,6 +26,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The oldest Redis callbot runs on: 7.0 (`SET … NX GET`; streams' `XAUTOCLAIM`, `GETDEL` and
+/// `SET … KEEPTTL` came with 6.2).
+const MIN_MAJOR: u32 = 7;
+
 /// One Redis, shared by everything of this instance that talks to it. Cheap to clone: the
 /// connection manager multiplexes every command over one connection and reconnects in the
 /// background when it breaks.
@@ -69,12 +73,26 @@ impl Redis {
             std::process::id(),
             rand::random::<u32>()
         );
-        Ok(Self {
+        let redis = Self {
             conn,
             client,
             prefix: prefix.to_owned(),
             instance,
-        })
+        };
+        let version = redis
+            .server_version()
+            .await
+            .map_err(|e| anyhow::anyhow!("Redis at {shown} does not answer: {e}"))?;
+        let major = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u32>().ok());
+        if major.is_some_and(|m| m < MIN_MAJOR) {
+            anyhow::bail!(
+                "Redis {version} at {shown} is too old: callbot needs Redis {MIN_MAJOR}.0 or newer"
+            );
+        }
+        Ok(redis)
     }
 
     /// `{prefix}:rest`.
@@ -129,12 +147,28 @@ impl Redis {
     }
 }
 
-/// `url` with its password (and user) replaced, for messages and logs.
+/// `url` with its password replaced, whether in its user part (`redis://:pw@host`) or in its
+/// query (`redis+unix:///run/redis.sock?pass=pw`), for messages and logs.
 pub fn redacted(url: &str) -> String {
     match url::Url::parse(url.trim()) {
         Ok(mut u) => {
             if u.password().is_some() {
                 let _ = u.set_password(Some("redacted"));
+            }
+            if u.query().is_some() {
+                let pairs: Vec<(String, String)> = u
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let secret = matches!(k.as_ref(), "pass" | "password");
+                        let v = if secret {
+                            "redacted".into()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                u.query_pairs_mut().clear().extend_pairs(pairs);
             }
             u.to_string()
         }
@@ -156,5 +190,9 @@ mod tests {
         );
         assert_eq!(super::redacted("redis://h:6379"), "redis://h:6379");
         assert!(!super::redacted("not a url s3cret").contains("s3cret"));
+        assert_eq!(
+            super::redacted("redis+unix:///run/redis.sock?db=1&pass=s3cret"),
+            "redis+unix:///run/redis.sock?db=1&pass=redacted"
+        );
     }
 }

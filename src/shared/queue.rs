@@ -34,6 +34,11 @@ use crate::core::call::CallId;
 
 const GROUP: &str = "dialers";
 
+/// Entries one `XAUTOCLAIM` takes at most: a dead instance's whole share comes back in a few
+/// round trips, not one per blocking read. What is taken but not yet handed to the dialer
+/// waits in `claimed`, held (and renewed) like the rest.
+const CLAIM_BATCH: usize = 32;
+
 /// Longest a blocking read waits before the reader looks for stale entries again.
 const MAX_BLOCK: Duration = Duration::from_secs(2);
 
@@ -72,6 +77,18 @@ end
 return lost
 ";
 
+/// Before a create: true (1) when consumer ARGV[2] still holds entry ARGV[3], whose idle time
+/// then starts again; 0 when another consumer took it over or it is gone. One script, so no
+/// `XAUTOCLAIM` of another instance comes between the look and the renewal.
+const KEEP: &str = r"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if p[1] and p[1][2] == ARGV[2] then
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+  return 1
+end
+return 0
+";
+
 /// Removes consumers with nothing pending, silent for ARGV[2] ms. Atomic, so no entry is
 /// delivered to one between the look and the removal (its pending entry would be lost).
 const FORGET: &str = r"
@@ -97,9 +114,12 @@ pub struct RedisQueue {
     push: redis::Script,
     ack: redis::Script,
     renew: redis::Script,
+    keep: redis::Script,
     forget: redis::Script,
     /// Entries this instance read and is dialing (renewed until settled).
     held: Mutex<HashSet<String>>,
+    /// Taken over from dead consumers, not yet handed to the dialer.
+    claimed: Mutex<std::collections::VecDeque<Delivery>>,
     /// Where the claim scan goes on, and when it last went round.
     claims: Mutex<(String, Option<Instant>)>,
 }
@@ -144,8 +164,10 @@ impl RedisQueue {
             push: redis::Script::new(PUSH),
             ack: redis::Script::new(ACK),
             renew: redis::Script::new(RENEW),
+            keep: redis::Script::new(KEEP),
             forget: redis::Script::new(FORGET),
             held: Mutex::new(HashSet::new()),
+            claimed: Mutex::new(std::collections::VecDeque::new()),
             claims: Mutex::new(("0-0".to_owned(), None)),
         });
         queue
@@ -182,7 +204,11 @@ impl RedisQueue {
             let _ = self.ack_entry(&entry.id).await;
             return None;
         };
-        self.held.lock().insert(entry.id.clone());
+        if !self.held.lock().insert(entry.id.clone()) {
+            // Its own entry, idle past the claim time while this instance could not renew it
+            // (Redis was unreachable): it is being dialed here already.
+            return None;
+        }
         Some(Delivery {
             call,
             entry: entry.id.clone(),
@@ -207,7 +233,7 @@ impl RedisQueue {
                 self.redis.instance(),
                 millis(self.claim),
                 &cursor,
-                StreamAutoClaimOptions::default().count(1),
+                StreamAutoClaimOptions::default().count(CLAIM_BATCH),
             )
             .await
             .map_err(store_error)?;
@@ -220,10 +246,10 @@ impl RedisQueue {
         }
         for entry in &reply.claimed {
             if let Some(d) = self.delivery(entry, true).await {
-                return Ok(Some(d));
+                self.claimed.lock().push_back(d);
             }
         }
-        Ok(None)
+        Ok(self.claimed.lock().pop_front())
     }
 
     async fn read_one(&self) -> Result<Option<Delivery>, StoreError> {
@@ -347,6 +373,9 @@ impl DialQueue for RedisQueue {
 
     async fn next(&self) -> Result<Option<Delivery>, StoreError> {
         loop {
+            if let Some(d) = self.claimed.lock().pop_front() {
+                return Ok(Some(d));
+            }
             if self.claim_due()
                 && let Some(d) = self.claim_one().await?
             {
@@ -360,6 +389,22 @@ impl DialQueue for RedisQueue {
 
     async fn ack(&self, delivery: &Delivery) -> Result<(), StoreError> {
         self.ack_entry(&delivery.entry).await
+    }
+
+    async fn keep(&self, delivery: &Delivery) -> Result<bool, StoreError> {
+        let kept: i64 = self
+            .keep
+            .key(&self.key)
+            .arg(GROUP)
+            .arg(self.redis.instance())
+            .arg(&delivery.entry)
+            .invoke_async(&mut self.redis.conn())
+            .await
+            .map_err(store_error)?;
+        if kept == 0 {
+            self.held.lock().remove(&delivery.entry);
+        }
+        Ok(kept == 1)
     }
 
     fn abandon(&self, delivery: &Delivery) {
@@ -430,6 +475,10 @@ impl DialQueue for RedisQueue {
             .xpending_consumer_count(&self.key, GROUP, "-", "+", 1000, self.redis.instance())
             .await
             .map_err(store_error)?;
+        // Taken over but never handed to the dialer: back to the others too.
+        for d in self.claimed.lock().drain(..) {
+            self.held.lock().remove(&d.entry);
+        }
         let held = self.held.lock().clone();
         let unread: Vec<String> = pending
             .ids

@@ -6,7 +6,8 @@
 //!   from its compact encoding into a hash table, a few hundred bytes more per call. It
 //!   expires `store.ttl_hours` after the call ends; a live call never expires.
 //! - `calls`, `live`: sorted sets of ids scored by creation time (ms), every call and the live
-//!   ones; `list` reads them newest first, a page at a time, and drops ids whose record expired.
+//!   ones; `list` reads them newest first, a page at a time by score (so calls added
+//!   meanwhile neither repeat nor skip one), and drops ids whose record expired.
 //! - `sid:<sid>`: the id of the live call with that provider sid (the fallback for callbacks
 //!   without our id; ended calls leave it, as in `MemoryStore`).
 //! - `stats`: a hash of counters (`total`, `s:<status>` for the current status of each call,
@@ -142,17 +143,28 @@ impl RedisStore {
         let mut conn = self.redis.conn();
         let mut found = Vec::new();
         let mut expired = Vec::new();
-        let mut start = 0isize;
+        // Pages by score (creation time), not by rank: a call created or pruned while the
+        // pages are read shifts every rank after it, which would repeat or skip a call. `max`
+        // is the score the last page ended on, `ties` how many read so far carry it.
+        let mut max = "+inf".to_owned();
+        let mut ties = 0usize;
         while found.len() < limit {
             let page = PAGE.min(limit - found.len()).max(1);
-            let stop = start + page as isize - 1;
-            let ids: Vec<String> = conn
-                .zrevrange(set, start, stop)
+            let scored: Vec<(String, i64)> = redis::cmd("ZREVRANGEBYSCORE")
+                .arg(set)
+                .arg(&max)
+                .arg("-inf")
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(ties)
+                .arg(page)
+                .query_async(&mut conn)
                 .await
                 .map_err(store_error)?;
-            if ids.is_empty() {
+            let Some(&(_, last)) = scored.last() else {
                 break;
-            }
+            };
+            let ids: Vec<String> = scored.iter().map(|(id, _)| id.clone()).collect();
             let keys: Vec<String> = ids.iter().map(|id| self.record(id)).collect();
             let records: Vec<Option<String>> = redis::cmd("MGET")
                 .arg(&keys)
@@ -175,10 +187,16 @@ impl RedisStore {
                     break;
                 }
             }
-            if ids.len() < page {
+            if scored.len() < page {
                 break;
             }
-            start += ids.len() as isize;
+            let at_last = scored.iter().rev().take_while(|(_, s)| *s == last).count();
+            if max == last.to_string() {
+                ties += at_last;
+            } else {
+                max = last.to_string();
+                ties = at_last;
+            }
         }
         Ok((found, expired))
     }

@@ -557,3 +557,101 @@ async fn the_housekeeping_lease_stays_with_one_instance_and_moves_when_it_stops(
     );
     drop(b);
 }
+
+/// A dialer cut off from Redis for longer than the claim time loses its entry to another
+/// dialer, and the queue says so when asked right before a create: the entry's new holder
+/// keeps it, the old one is told it no longer holds it.
+#[tokio::test]
+async fn a_dialer_cut_off_past_the_claim_time_is_told_it_lost_the_entry() {
+    use crate::support::redis_proxy::RedisProxy;
+    let Some(test) = TestRedis::get("redis queue keep") else {
+        return;
+    };
+    let proxy = RedisProxy::start(&test.url).await;
+    let redis = Redis::connect(&proxy.url, &test.prefix).await.unwrap();
+    let a = RedisQueue::start(redis, &proxy.url, 100, CLAIM)
+        .await
+        .unwrap();
+    let b = queue(&test, 100).await;
+    let call = CallId::generate();
+    a.push(&call).await.unwrap();
+    let held = next_within(&a, Duration::from_secs(2)).await.unwrap();
+    assert!(a.keep(&held).await.unwrap(), "a holds what it read");
+    proxy.cut();
+    let taken = next_within(&b, CLAIM * 5)
+        .await
+        .expect("b takes over the entry of a silent dialer");
+    assert_eq!(taken.call, call);
+    assert!(taken.redelivered);
+    proxy.restore();
+    let mut kept = None;
+    until(
+        Duration::from_secs(10),
+        "a reaches Redis again",
+        async || {
+            kept = a.keep(&held).await.ok();
+            kept.is_some()
+        },
+    )
+    .await;
+    assert_eq!(kept, Some(false), "a no longer holds it: b does");
+    assert!(b.keep(&taken).await.unwrap());
+    b.ack(&taken).await.unwrap();
+    assert!(
+        !b.keep(&taken).await.unwrap(),
+        "an acknowledged entry is held by nobody"
+    );
+}
+
+/// The dialer asks the queue right before every create: A waits out Twilio's Retry-After
+/// while cut off from Redis, B takes the call over and sends its create (Twilio is slow to
+/// answer it, so the store shows no sid yet), and A, back, does not create the call again.
+#[tokio::test]
+async fn a_dialer_that_lost_its_call_while_waiting_to_retry_does_not_create_it() {
+    use crate::support::redis_proxy::RedisProxy;
+    let Some(test) = TestRedis::get("redis dialer keep") else {
+        return;
+    };
+    let proxy = RedisProxy::start(&test.url).await;
+    let twilio = FakeTwilio::start().await;
+    let mut s = test.settings(twilio_settings(&twilio));
+    s.store.claim_ms = 600;
+    s.calls.max_tries = 5;
+    s.twilio.request_timeout_ms = 10_000;
+    twilio.plan([
+        Plan::Error {
+            status: 429,
+            code: 20429,
+            message: "Too many requests",
+            retry_after: Some(3),
+        },
+        Plan::Delayed(Duration::from_secs(4)),
+        Plan::Created,
+    ]);
+    let mut on_a = s.clone();
+    on_a.store.redis_url = Some(proxy.url.clone().into());
+    let a = Instance::spawn(on_a).await;
+    let (status, body) = a.prompt("call +91 9876543217").await;
+    assert_eq!(status, 202, "{body}");
+    twilio.wait_creates(1).await;
+    // A waits three seconds to try again; it cannot renew its hold meanwhile.
+    proxy.cut();
+    let b = Instance::spawn(s).await;
+    twilio.wait_creates(2).await;
+    proxy.restore();
+    // A wakes after its three seconds, B's create is answered after four.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let answered: Vec<_> = twilio
+        .creates()
+        .into_iter()
+        .filter(|c| c.sid.is_some())
+        .collect();
+    assert_eq!(
+        answered.len(),
+        1,
+        "one call created, by B: {:#?}",
+        twilio.creates()
+    );
+    assert_eq!(twilio.creates().len(), 2, "A sent no second create");
+    drop(b);
+}
