@@ -328,7 +328,18 @@ async fn memory_per_call(server: &PrivateRedis, n: usize) {
         }
         last = Some(id);
     }
+    // The event stream is a ring of at most `events::STREAM_LEN` entries, whatever the
+    // number of calls: measured on its own, not counted per call.
+    let stream = server.cli(&["MEMORY", "USAGE", "{bench-memory}:events"]);
+    let entries = server.cli(&["XLEN", "{bench-memory}:events"]);
+    server.cli(&["DEL", "{bench-memory}:events"]);
     let after = server.info("used_memory");
+    println!(
+        "The event stream (a ring of about {} entries, deleted before the count below): {} entries, MEMORY USAGE {} bytes",
+        callbot::shared::events::STREAM_LEN,
+        entries.trim(),
+        stream.trim()
+    );
     let id = last.unwrap();
     let record = server.cli(&["MEMORY", "USAGE", &format!("{{bench-memory}}:call:{id}")]);
     let json = server.cli(&["GET", &format!("{{bench-memory}}:call:{id}")]);

@@ -239,7 +239,7 @@ fn shared_follow(
     };
     (
         follow,
-        crate::shared::events::EventBridge::new(redis.clone()),
+        crate::shared::events::EventBridge::new(redis.clone()).appended_by_the_store(),
     )
 }
 

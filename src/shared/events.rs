@@ -2,7 +2,8 @@
 //! live log), whichever instance applied the change.
 //!
 //! This instance's events are appended to one Redis Stream, `{prefix}:events` (capped with
-//! `MAXLEN ~`); a reader follows the stream with `XREAD BLOCK` from where it left off and
+//! `MAXLEN ~`) — by the Redis store itself, in the script that writes each change, when the
+//! app runs on it (the bridge then only reads); a reader follows the stream with `XREAD BLOCK` from where it left off and
 //! republishes the other instances' entries on the local bus, marked remote so that they are
 //! not appended again. An entry carries the call as it was after the change (JSON), not just
 //! its id: a follower orders a call's states by their history and the live log shows each
@@ -28,6 +29,9 @@ use crate::core::call::Call;
 const BLOCK: Duration = Duration::from_secs(2);
 /// Most entries appended in one round trip, and read in one.
 const BATCH: usize = 512;
+/// The stream's key, under the prefix.
+pub const STREAM: &str = "events";
+
 /// Entries the stream keeps (about: `MAXLEN ~`). At ~1 KiB each, about 10 MiB; a reader more
 /// than this far behind loses the oldest (and the followers' periodic look covers them).
 pub const STREAM_LEN: usize = 10_000;
@@ -37,6 +41,8 @@ pub struct EventBridge {
     redis: Redis,
     key: String,
     max_len: usize,
+    /// Whether this bridge appends the local bus's events (false when the store does).
+    append: bool,
 }
 
 impl EventBridge {
@@ -46,22 +52,33 @@ impl EventBridge {
 
     /// A bridge whose stream keeps about `max_len` entries.
     pub fn with_len(redis: Redis, max_len: usize) -> Self {
-        let key = redis.key("events");
+        let key = redis.key(STREAM);
         Self {
             redis,
             key,
             max_len: max_len.max(1),
+            append: true,
         }
+    }
+
+    /// A bridge that only reads: this instance's events are already in the stream, appended
+    /// by the Redis store in the script that wrote each change (`shared::store`), which saves
+    /// a round trip per change and cannot lose an event the store kept.
+    pub fn appended_by_the_store(mut self) -> Self {
+        self.append = false;
+        self
     }
 
     /// Subscribes to `bus` and finds the stream's end before returning, so this instance's
     /// events from now on are appended and the others' from now on are republished; runs
     /// until `shutdown`.
     pub async fn start(self, bus: &EventBus, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let local = bus.subscribe();
+        let local = self.append.then(|| bus.subscribe());
         let last = self.stream_end().await?;
         let this = Arc::new(self);
-        tokio::spawn(this.clone().append(local, shutdown.clone()));
+        if let Some(local) = local {
+            tokio::spawn(this.clone().append(local, shutdown.clone()));
+        }
         tokio::spawn(this.read(bus.clone(), last, shutdown));
         Ok(())
     }

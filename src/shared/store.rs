@@ -18,7 +18,8 @@
 //!   calls'.
 //!
 //! A status callback costs two round trips: `GET` of the record and the compare-and-set
-//! script, which also keeps the index, the live set, the counters and the expiry in step.
+//! script, which also keeps the index, the live set, the counters and the expiry in step, and
+//! appends the change to the event stream the other instances read (`shared::events`).
 
 use std::time::Duration;
 
@@ -39,11 +40,14 @@ const MAX_TRIES: usize = 64;
 const PAGE: usize = 200;
 
 /// Stores the call unless it exists (a retried insert whose answer was lost must not count
-/// it twice). KEYS: record, calls, live, stats, day, sid (or the record again when there is
-/// no sid). ARGV: id, record, created ms, status, terminal, completed duration ('' none,
-/// else seconds; only for completed calls), ttl secs, trim-below ms, has sid.
+/// it twice), and appends its `created` event to the event stream. KEYS: record, calls, live,
+/// stats, day, sid (or the record again when there is no sid), events. ARGV: id, record,
+/// created ms, status, terminal, completed duration ('' none, else seconds; only for
+/// completed calls), ttl secs, trim-below ms, has sid, instance, stream length.
 const INSERT: &str = r"
 if redis.call('SET', KEYS[1], ARGV[2], 'NX') == false then return 0 end
+local bar = string.find(ARGV[2], '|', 1, true)
+redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[11], '*', 'i', ARGV[10], 'k', 'created', 'c', string.sub(ARGV[2], bar + 1))
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[8])
 redis.call('HINCRBY', KEYS[4], 'total', 1)
@@ -67,14 +71,20 @@ end
 return 1
 ";
 
-/// Writes the call if its version is still the one read; 0 when another writer came first
-/// (or the record is gone). KEYS: record, live, stats, sid (or the record again when there is
-/// no sid). ARGV: id, `<version read>|`, new record, old status, new status, ends now,
-/// completed duration ('' none), ttl secs, sid op ('set', 'del' or '').
+/// Writes the call if its version is still the one read, and appends the change's event
+/// (unless it is none) to the event stream; 0 when another writer came first (or the record
+/// is gone). KEYS: record, live, stats, sid (or the record again when there is no sid),
+/// events. ARGV: id, `<version read>|`, new record, old status, new status, ends now,
+/// completed duration ('' none), ttl secs, sid op ('set', 'del' or ''), event kind
+/// ('progress', 'final' or '' none), instance, stream length.
 const UPDATE: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if not cur or string.sub(cur, 1, #ARGV[2]) ~= ARGV[2] then return 0 end
 redis.call('SET', KEYS[1], ARGV[3], 'KEEPTTL')
+if ARGV[10] ~= '' then
+  local bar = string.find(ARGV[3], '|', 1, true)
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[12], '*', 'i', ARGV[11], 'k', ARGV[10], 'c', string.sub(ARGV[3], bar + 1))
+end
 if ARGV[4] ~= ARGV[5] then
   redis.call('HINCRBY', KEYS[3], 's:' .. ARGV[4], -1)
   redis.call('HINCRBY', KEYS[3], 's:' .. ARGV[5], 1)
@@ -101,6 +111,10 @@ return 1
 
 pub struct RedisStore {
     redis: Redis,
+    /// The event stream (`shared::events`): every change is appended in the script that
+    /// writes it, so the other instances hear of it with no round trip of its own.
+    events: String,
+    stream_len: usize,
     /// How long an ended call is kept (`store.ttl_hours`).
     ttl: Duration,
     insert: redis::Script,
@@ -110,6 +124,8 @@ pub struct RedisStore {
 impl RedisStore {
     pub fn new(redis: Redis, ttl: Duration) -> Self {
         Self {
+            events: redis.key(super::events::STREAM),
+            stream_len: super::events::STREAM_LEN,
             redis,
             ttl: ttl.max(Duration::from_secs(1)),
             insert: redis::Script::new(INSERT),
@@ -245,6 +261,7 @@ impl CallStore for RedisStore {
             .key(self.redis.key("stats"))
             .key(self.day_key(call.created_at))
             .key(sid.as_deref().unwrap_or(&record))
+            .key(&self.events)
             .arg(call.id.as_str())
             .arg(encode(1, &call)?)
             .arg(created)
@@ -254,6 +271,8 @@ impl CallStore for RedisStore {
             .arg(self.ttl_secs())
             .arg(trim_below)
             .arg(if sid.is_some() { "1" } else { "0" })
+            .arg(self.redis.instance())
+            .arg(self.stream_len)
             .invoke_async(&mut self.redis.conn())
             .await
             .map_err(store_error)?;
@@ -319,6 +338,7 @@ impl CallStore for RedisStore {
                 .key(self.redis.key("live"))
                 .key(self.redis.key("stats"))
                 .key(sid_key.as_deref().unwrap_or(&record))
+                .key(&self.events)
                 .arg(id.as_str())
                 .arg(version)
                 .arg(encode(next + 1, &call)?)
@@ -332,6 +352,13 @@ impl CallStore for RedisStore {
                 })
                 .arg(self.ttl_secs())
                 .arg(sid_op)
+                .arg(match applied {
+                    Applied::Ignored => "",
+                    Applied::Progress => "progress",
+                    Applied::Final => "final",
+                })
+                .arg(self.redis.instance())
+                .arg(self.stream_len)
                 .invoke_async(&mut conn)
                 .await
                 .map_err(store_error)?;
