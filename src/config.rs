@@ -1135,6 +1135,16 @@ impl Settings {
                 }
             }
         }
+        // A dialer renews its hold on a call every third of the claim time; one cut off from
+        // Redis mid-create loses the call after the claim time, and its successor asks
+        // Twilio's call list before creating: the create must have been answered by then.
+        let create_ms = self.twilio.request_timeout_ms.saturating_mul(2);
+        if self.store.backend == StoreBackend::Redis && self.store.claim_ms < create_ms {
+            w.push(format!(
+                "{} is shorter than twice the Twilio request timeout ({create_ms} ms): an instance cut off from Redis while a create is in flight could lose the call to another before Twilio answers, and Twilio's call list would not show it yet",
+                self.named("store.claim_ms", self.store.claim_ms)
+            ));
+        }
         w
     }
 

@@ -209,35 +209,35 @@ async fn dial(ctx: &Arc<Ctx>, delivery: &Delivery) {
         if tries > 1 {
             metrics::counter!("callbot_dial_retries_total").increment(1);
         }
-        // Last thing before a create: a shared queue may have handed the call to another
-        // dialer while this one could not renew its hold (cut off from Redis longer than the
-        // claim time); that dialer owns it now, and asks the provider before creating.
-        match ctx.queue.keep(delivery).await {
-            Ok(true) => {}
-            Ok(false) => {
-                warn!(
-                    tries,
-                    "another dialer took the call over; not placing it here"
-                );
-                return;
-            }
-            Err(e) => {
-                warn!(error = %e, tries, "dial queue unavailable; call not placed yet");
-                return settle(ctx, delivery, false).await;
-            }
-        }
         let started = Utc::now();
-        let result = match unanswered_since {
-            // Ask before creating again: the earlier create may have placed the call.
-            Some(since) => match placed_after_all(ctx, &call, since).await {
-                Ok(Some(placed)) => {
-                    info!(sid = %placed.sid, tries, "an unanswered create had placed the call; not placing it again");
-                    Ok(placed)
+        // Ask before creating again: an earlier create that went unanswered may have placed it.
+        let found = match unanswered_since {
+            Some(since) => placed_after_all(ctx, &call, since).await,
+            None => Ok(None),
+        };
+        let result = match found {
+            Ok(Some(placed)) => {
+                info!(sid = %placed.sid, tries, "an unanswered create had placed the call; not placing it again");
+                Ok(placed)
+            }
+            Err(e) => Err(e),
+            // Last thing before a create: a shared queue may have handed the call to another
+            // dialer while this one could not renew its hold (cut off from Redis longer than
+            // the claim time); that dialer owns it now, and asks the provider before creating.
+            Ok(None) => match ctx.queue.keep(delivery).await {
+                Ok(true) => ctx.telephony.place(&call).await,
+                Ok(false) => {
+                    warn!(
+                        tries,
+                        "another dialer took the call over; not placing it here"
+                    );
+                    return;
                 }
-                Ok(None) => ctx.telephony.place(&call).await,
-                Err(e) => Err(e),
+                Err(e) => {
+                    warn!(error = %e, tries, "dial queue unavailable; call not placed yet");
+                    return settle(ctx, delivery, false).await;
+                }
             },
-            None => ctx.telephony.place(&call).await,
         };
         if let Err(TelephonyError::Timeout(_) | TelephonyError::Network(_)) = &result {
             // The provider's clock names the second it took the request; allow for skew.

@@ -44,6 +44,10 @@ pub struct Delivery {
     /// Handed to a dialer before (one that died or stopped): the create may have been sent
     /// already.
     pub redelivered: bool,
+    /// Which of this instance's holds of the entry this is: the same entry taken over by
+    /// another instance and later taken back is a new hold, and the dialer of the old one
+    /// must not go on (0 in memory).
+    pub hold: u64,
 }
 
 impl Delivery {
@@ -52,6 +56,7 @@ impl Delivery {
             call,
             entry: String::new(),
             redelivered: false,
+            hold: 0,
         }
     }
 }

@@ -62,17 +62,22 @@ pub fn spawn(
                     continue;
                 }
             }
-            // A round ends well inside the lease it was started under (renewed just now for
-            // three intervals), so two instances never run one at the same time: a round
-            // that is cut short is taken up by the next.
-            if held
-                && tokio::time::timeout(every.interval * 2, run_once(&service, every))
-                    .await
-                    .is_err()
-            {
-                warn!(
-                    "housekeeping round cut short at two intervals (lease time); the next one goes on"
-                );
+            if held {
+                // A long round renews its lease as it goes, so no other instance starts one
+                // meanwhile. Stopping it instead could cut a step short between its store
+                // write and what follows it (the live-call ledger, the chat events).
+                let round = run_once(&service, every);
+                tokio::pin!(round);
+                loop {
+                    tokio::select! {
+                        () = &mut round => break,
+                        () = tokio::time::sleep(every.interval) => {
+                            if !matches!(leases.hold(LEASE, every.lease_ttl()).await, Ok(true)) {
+                                warn!("housekeeping lease not renewed during a long round; the round finishes (its changes are compare-and-set, safe beside another instance's)");
+                            }
+                        }
+                    }
+                }
             }
         }
         if held && let Err(e) = leases.release(LEASE).await {

@@ -441,10 +441,15 @@ mod history_ms {
         history: &[(CallStatus, DateTime<Utc>)],
         s: S,
     ) -> Result<S::Ok, S::Error> {
-        let mut before = None;
+        let mut before: Option<i64> = None;
         s.collect_seq(history.iter().map(|(st, at)| {
-            let ms = at.timestamp_millis();
-            let shown = before.map_or(ms, |b: i64| ms - b);
+            // Times before 2001-09-09 (a provider's nonsense) are kept as that day, so that
+            // every absolute time reads as one.
+            let ms = at.timestamp_millis().max(ABSOLUTE);
+            let shown = match before {
+                Some(b) if (ms - b).unsigned_abs() < ABSOLUTE.unsigned_abs() => ms - b,
+                _ => ms,
+            };
             before = Some(ms);
             (st, shown)
         }))
@@ -458,7 +463,7 @@ mod history_ms {
             .into_iter()
             .map(|(st, n)| {
                 let ms = match before {
-                    Some(b) if n.abs() < ABSOLUTE => b.saturating_add(n),
+                    Some(b) if n.unsigned_abs() < ABSOLUTE.unsigned_abs() => b.saturating_add(n),
                     _ => n,
                 };
                 before = Some(ms);

@@ -15,7 +15,8 @@
 //!   entries read but not dialed are handed back with `XCLAIM … IDLE <claim time>`: the next
 //!   `XAUTOCLAIM` of any instance takes them at once.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -117,7 +118,10 @@ pub struct RedisQueue {
     keep: redis::Script,
     forget: redis::Script,
     /// Entries this instance read and is dialing (renewed until settled).
-    held: Mutex<HashSet<String>>,
+    /// Each with the number of its hold (`Delivery::hold`).
+    held: Mutex<HashMap<String, u64>>,
+    /// Numbers the holds.
+    holds: AtomicU64,
     /// Taken over from dead consumers, not yet handed to the dialer.
     claimed: Mutex<std::collections::VecDeque<Delivery>>,
     /// Where the claim scan goes on, and when it last went round.
@@ -166,7 +170,8 @@ impl RedisQueue {
             renew: redis::Script::new(RENEW),
             keep: redis::Script::new(KEEP),
             forget: redis::Script::new(FORGET),
-            held: Mutex::new(HashSet::new()),
+            held: Mutex::new(HashMap::new()),
+            holds: AtomicU64::new(0),
             claimed: Mutex::new(std::collections::VecDeque::new()),
             claims: Mutex::new(("0-0".to_owned(), None)),
         });
@@ -204,15 +209,21 @@ impl RedisQueue {
             let _ = self.ack_entry(&entry.id).await;
             return None;
         };
-        if !self.held.lock().insert(entry.id.clone()) {
-            // Its own entry, idle past the claim time while this instance could not renew it
-            // (Redis was unreachable): it is being dialed here already.
-            return None;
+        let hold = self.holds.fetch_add(1, Ordering::Relaxed) + 1;
+        {
+            let mut held = self.held.lock();
+            if held.contains_key(&entry.id) {
+                // Its own entry, idle past the claim time while this instance could not renew
+                // it (Redis was unreachable): it is being dialed here already.
+                return None;
+            }
+            held.insert(entry.id.clone(), hold);
         }
         Some(Delivery {
             call,
             entry: entry.id.clone(),
             redelivered,
+            hold,
         })
     }
 
@@ -294,6 +305,19 @@ impl RedisQueue {
         Ok(())
     }
 
+    /// Whether `delivery` is still this instance's current hold of its entry.
+    fn holds_now(&self, delivery: &Delivery) -> bool {
+        self.held.lock().get(&delivery.entry) == Some(&delivery.hold)
+    }
+
+    /// Stops renewing `delivery`'s entry, unless a newer hold of it is being dialed.
+    fn forget(&self, delivery: &Delivery) {
+        let mut held = self.held.lock();
+        if held.get(&delivery.entry) == Some(&delivery.hold) {
+            held.remove(&delivery.entry);
+        }
+    }
+
     /// Makes `entries` (held by this consumer) due for the next `XAUTOCLAIM` of any instance.
     async fn hand_back(&self, entries: &[String]) -> Result<(), StoreError> {
         if entries.is_empty() {
@@ -316,7 +340,7 @@ impl RedisQueue {
 
     /// Renews what this instance holds; forgets what it no longer holds.
     async fn renew(&self) -> Result<(), StoreError> {
-        let held: Vec<String> = self.held.lock().iter().cloned().collect();
+        let held: Vec<String> = self.held.lock().keys().cloned().collect();
         if held.is_empty() {
             return Ok(());
         }
@@ -392,6 +416,10 @@ impl DialQueue for RedisQueue {
     }
 
     async fn keep(&self, delivery: &Delivery) -> Result<bool, StoreError> {
+        if !self.holds_now(delivery) {
+            // Lost at a renewal, or lost and taken back since: a newer hold dials it.
+            return Ok(false);
+        }
         let kept: i64 = self
             .keep
             .key(&self.key)
@@ -402,17 +430,17 @@ impl DialQueue for RedisQueue {
             .await
             .map_err(store_error)?;
         if kept == 0 {
-            self.held.lock().remove(&delivery.entry);
+            self.forget(delivery);
         }
-        Ok(kept == 1)
+        Ok(kept == 1 && self.holds_now(delivery))
     }
 
     fn abandon(&self, delivery: &Delivery) {
-        self.held.lock().remove(&delivery.entry);
+        self.forget(delivery);
     }
 
     async fn release(&self, delivery: &Delivery) -> Result<bool, StoreError> {
-        self.held.lock().remove(&delivery.entry);
+        self.forget(delivery);
         self.hand_back(std::slice::from_ref(&delivery.entry))
             .await?;
         Ok(true)
@@ -477,14 +505,14 @@ impl DialQueue for RedisQueue {
             .map_err(store_error)?;
         // Taken over but never handed to the dialer: back to the others too.
         for d in self.claimed.lock().drain(..) {
-            self.held.lock().remove(&d.entry);
+            self.forget(&d);
         }
         let held = self.held.lock().clone();
         let unread: Vec<String> = pending
             .ids
             .into_iter()
             .map(|p| p.id)
-            .filter(|id| !held.contains(id))
+            .filter(|id| !held.contains_key(id))
             .collect();
         self.hand_back(&unread).await
     }

@@ -596,9 +596,30 @@ async fn a_dialer_cut_off_past_the_claim_time_is_told_it_lost_the_entry() {
     .await;
     assert_eq!(kept, Some(false), "a no longer holds it: b does");
     assert!(b.keep(&taken).await.unwrap());
-    b.ack(&taken).await.unwrap();
+    // b dies in turn, and a takes the entry back: a new hold. The dialer of a's first hold
+    // (still waiting somewhere) must not go on, though the entry is a's again.
+    drop(b);
+    // a's blocking reads may fail once more on a connection the cut broke (the dialer asks
+    // again after such an error, as here).
+    let deadline = Instant::now() + CLAIM * 10;
+    let back = loop {
+        assert!(
+            Instant::now() < deadline,
+            "a never took the entry of dead b"
+        );
+        match tokio::time::timeout(CLAIM, a.next()).await {
+            Ok(Ok(Some(d))) => break d,
+            Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
+            _ => {}
+        }
+    };
+    assert_eq!(back.call, call);
+    assert_ne!(back.hold, held.hold);
+    assert!(!a.keep(&held).await.unwrap(), "the first hold is over");
+    assert!(a.keep(&back).await.unwrap(), "the new hold goes on");
+    a.ack(&back).await.unwrap();
     assert!(
-        !b.keep(&taken).await.unwrap(),
+        !a.keep(&back).await.unwrap(),
         "an acknowledged entry is held by nobody"
     );
 }
