@@ -1296,6 +1296,7 @@ impl Settings {
              store:           {:?}{}\n\
              dialing:         {} call(s)/s, {} request(s) in flight, {} tries, queue {}\n\
              calls:           ring {} s, limit {} s, voice {} ({})\n\
+             callee:          machine detection {}, recording {}\n\
              telegram:        {}\n\
              slack:           {}\n\
              llm:             {}\n\
@@ -1318,6 +1319,8 @@ impl Settings {
             self.calls.time_limit_secs,
             self.calls.voice,
             self.calls.language,
+            self.calls.machine_detection.as_str(),
+            if self.calls.record { "on" } else { "off" },
             feature_state(
                 cfg!(feature = "telegram"),
                 self.telegram.bot_token.is_some(),

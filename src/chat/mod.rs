@@ -106,5 +106,8 @@ pub struct AdapterContext {
 
 /// Our link to a call's recording (the console API streams it, behind the web token).
 pub fn recording_link(public_url: &str, id: &crate::core::call::CallId) -> String {
-    format!("{}/api/calls/{id}/recording", public_url.trim_end_matches('/'))
+    format!(
+        "{}/api/calls/{id}/recording",
+        public_url.trim_end_matches('/')
+    )
 }

@@ -31,7 +31,9 @@ pub fn status_line(call: &Call) -> String {
             Some(a) if a.is_machine() && call.machine_detection == MachineDetection::MessageEnd => {
                 format!("📼 {to}: voicemail answered, waiting for the beep…")
             }
-            Some(a) if a.is_machine() => format!("📼 {to}: voicemail answered, speaking the message…"),
+            Some(a) if a.is_machine() => {
+                format!("📼 {to}: voicemail answered, speaking the message…")
+            }
             _ => format!("🗣️ {to} answered, speaking the message…"),
         },
         _ => outcome(call),
@@ -61,9 +63,9 @@ pub fn outcome(call: &Call) -> String {
                 (false, Some(Answerer::Fax)) => {
                     format!("📠 Call to {to} reached a fax machine{took}.")
                 }
-                (false, Some(Answerer::Unknown) | None) => format!(
-                    "✅ Call to {to} completed{took}; who answered could not be told."
-                ),
+                (false, Some(Answerer::Unknown) | None) => {
+                    format!("✅ Call to {to} completed{took}; who answered could not be told.")
+                }
             }
         }
         CallStatus::Busy => format!("📵 {to} was busy."),

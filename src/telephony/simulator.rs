@@ -184,9 +184,9 @@ impl Telephony for Simulator {
         Ok(Audio {
             content_type: "audio/wav".to_owned(),
             length: Some(wav.len() as u64),
-            body: Box::pin(futures::stream::once(async move {
-                Ok(bytes::Bytes::from(wav))
-            })),
+            body: Box::pin(futures::stream::once(
+                async move { Ok(bytes::Bytes::from(wav)) },
+            )),
         })
     }
 
@@ -378,7 +378,9 @@ impl Script {
                 break;
             };
             if wait(step(1.0)).await {
-                return self.emit(inner, p, Completed, vec![("CallDuration", "0".into())]).await;
+                return self
+                    .emit(inner, p, Completed, vec![("CallDuration", "0".into())])
+                    .await;
             }
             if let Some((answered_by, after)) = detection
                 && !detected
@@ -422,7 +424,12 @@ impl Script {
             inner.recordings.lock().insert(recording.clone());
             wait(step(1.0)).await;
             let mut form = self.callback_form(Completed, 0, vec![]);
-            form.retain(|(k, _)| !matches!(k.as_str(), "CallStatus" | "SequenceNumber" | "CallbackSource"));
+            form.retain(|(k, _)| {
+                !matches!(
+                    k.as_str(),
+                    "CallStatus" | "SequenceNumber" | "CallbackSource"
+                )
+            });
             form.extend([
                 ("RecordingSid".to_owned(), recording.clone()),
                 (

@@ -147,7 +147,10 @@ async fn create_parameters_follow_the_settings_and_twilios_openapi() {
             assert!(rec.iter().all(|k| create.get(k).is_none()), "{create:?}");
         }
         // The methods are among the values the description allows.
-        for key in ["AsyncAmdStatusCallbackMethod", "RecordingStatusCallbackMethod"] {
+        for key in [
+            "AsyncAmdStatusCallbackMethod",
+            "RecordingStatusCallbackMethod",
+        ] {
             if let Some(v) = create.get(key) {
                 assert!(known[key]["enum"].as_array().unwrap().contains(&v.into()));
             }
@@ -184,20 +187,50 @@ async fn message_end_waits_for_the_beep_then_leaves_the_message_and_says_so_once
     assert_eq!(unsigned.status().as_u16(), 403);
     assert_eq!(env.app.call(&call.id).await.answered_by, None);
     let form = twilio.callback(&create, "in-progress", 0, &[]);
-    let again = twilio.post_signed(&next, &form, None).await.text().await.unwrap();
+    let again = twilio
+        .post_signed(&next, &form, None)
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(again.contains("?wait=2</Redirect>"), "{again}");
 
     // The beep: the next round speaks the message. Repeated, then a different (late) result:
     // the first one stays.
     let beep = twilio.amd_form(&create, "machine_end_beep");
-    assert_eq!(twilio.send_to(&create, "AsyncAmdStatusCallback", &beep).await, 200);
-    assert_eq!(twilio.send_to(&create, "AsyncAmdStatusCallback", &beep).await, 200);
+    assert_eq!(
+        twilio
+            .send_to(&create, "AsyncAmdStatusCallback", &beep)
+            .await,
+        200
+    );
+    assert_eq!(
+        twilio
+            .send_to(&create, "AsyncAmdStatusCallback", &beep)
+            .await,
+        200
+    );
     let human = twilio.amd_form(&create, "human");
-    assert_eq!(twilio.send_to(&create, "AsyncAmdStatusCallback", &human).await, 200);
-    let spoken = twilio.post_signed(&next, &form, None).await.text().await.unwrap();
-    assert!(spoken.contains(">the parcel is at the gate</Say>"), "{spoken}");
+    assert_eq!(
+        twilio
+            .send_to(&create, "AsyncAmdStatusCallback", &human)
+            .await,
+        200
+    );
+    let spoken = twilio
+        .post_signed(&next, &form, None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        spoken.contains(">the parcel is at the gate</Say>"),
+        "{spoken}"
+    );
     assert!(!spoken.contains("<Redirect"), "{spoken}");
-    env.tg.wait_edit("voicemail answered, waiting for the beep").await;
+    env.tg
+        .wait_edit("voicemail answered, waiting for the beep")
+        .await;
 
     twilio.complete_shuffled(&create, 19).await;
     env.tg.wait_message("reached voicemail").await;
@@ -243,11 +276,9 @@ async fn a_detection_result_that_arrives_after_the_final_status_still_shapes_the
     let (_, twiml) = env.twilio.fetch_twiml(&create).await;
     assert!(twiml.contains(">hi</Say>"), "{twiml}");
     env.status(&create, "in-progress", 2, &[]).await;
-    env.status(&create, "completed", 3, &[("CallDuration", "5")]).await;
-    assert_eq!(
-        env.app.call(&call.id).await.status,
-        CallStatus::Completed
-    );
+    env.status(&create, "completed", 3, &[("CallDuration", "5")])
+        .await;
+    assert_eq!(env.app.call(&call.id).await.status, CallStatus::Completed);
     // The result's callback was overtaken by the final one.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let human = env.twilio.amd_form(&create, "human");
@@ -297,7 +328,9 @@ async fn a_recording_is_announced_posted_once_and_streamed_behind_the_token() {
     }
     let link = format!("{}/api/calls/{}/recording", env.app.base, call.id);
     env.tg
-        .wait_message(&format!("🎙️ Recording of the call to +91 98765 43210 (0:07): {link}"))
+        .wait_message(&format!(
+            "🎙️ Recording of the call to +91 98765 43210 (0:07): {link}"
+        ))
         .await;
     stays_false("a second recording message", async || {
         env.tg
@@ -313,7 +346,10 @@ async fn a_recording_is_announced_posted_once_and_streamed_behind_the_token() {
     assert!(!transcript.contains("Recordings/"), "{transcript}");
     let path = format!("/api/calls/{}", call.id);
     let json = env.api(&path, Some(WEB_TOKEN)).await.text().await.unwrap();
-    assert!(!json.contains("Recordings/") && !json.contains(&twilio.base), "{json}");
+    assert!(
+        !json.contains("Recordings/") && !json.contains(&twilio.base),
+        "{json}"
+    );
     let json: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(json["recording"]["duration_secs"], 7);
     assert_eq!(
@@ -358,7 +394,10 @@ async fn a_recording_is_announced_posted_once_and_streamed_behind_the_token() {
         .wait_for(&call2.id, Duration::from_secs(5), |c| c.recording.is_some())
         .await;
     let res = env
-        .api(&format!("/api/calls/{}/recording", call2.id), Some(WEB_TOKEN))
+        .api(
+            &format!("/api/calls/{}/recording", call2.id),
+            Some(WEB_TOKEN),
+        )
         .await;
     assert_eq!(res.status().as_u16(), 502);
     let body: Value = res.json().await.unwrap();
@@ -378,7 +417,10 @@ async fn a_call_that_was_not_recorded_has_no_recording() {
     let (_, twiml) = env.twilio.fetch_twiml(&create).await;
     assert!(!twiml.contains("recorded"), "{twiml}");
     let res = env
-        .api(&format!("/api/calls/{}/recording", call.id), Some(WEB_TOKEN))
+        .api(
+            &format!("/api/calls/{}/recording", call.id),
+            Some(WEB_TOKEN),
+        )
         .await;
     assert_eq!(res.status().as_u16(), 404);
     let body: Value = res.json().await.unwrap();
@@ -417,7 +459,10 @@ async fn in_slack_the_simulated_voicemail_and_person_and_the_recording_reach_the
             .body(body)
     };
     // Second-to-last digit 5: a voicemail to the simulator; else a person.
-    let res = event("Ev1", "1600000000.000200", "+91 98765 43259").send().await.unwrap();
+    let res = event("Ev1", "1600000000.000200", "+91 98765 43259")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status().as_u16(), 200);
     let posted = |needle: &'static str| {
         let slack = &slack;
@@ -434,7 +479,10 @@ async fn in_slack_the_simulated_voicemail_and_person_and_the_recording_reach_the
     assert!(voicemail.text().starts_with(&format!("<@{SLACK_ALICE}> ")));
     let recording = posted("🎙️ Recording of the call to +91 98765 43259").await;
     assert_eq!(recording.get("thread_ts"), Some(thread));
-    let res = event("Ev2", "1600000000.000300", "+91 98765 43219").send().await.unwrap();
+    let res = event("Ev2", "1600000000.000300", "+91 98765 43219")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status().as_u16(), 200);
     posted("answered by a person").await;
 

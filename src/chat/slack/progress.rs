@@ -102,7 +102,9 @@ impl Sink for Slack {
         };
         match result {
             Ok(()) => info!(call_id = %call.id, "recording posted to Slack"),
-            Err(e) => warn!(call_id = %call.id, error = %e, "could not post the recording to Slack"),
+            Err(e) => {
+                warn!(call_id = %call.id, error = %e, "could not post the recording to Slack")
+            }
         }
     }
 }

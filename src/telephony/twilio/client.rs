@@ -14,9 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::webhook::{
-    amd_callback_url, recording_callback_url, status_callback_url, twiml_url,
-};
+use super::webhook::{amd_callback_url, recording_callback_url, status_callback_url, twiml_url};
 use super::wire;
 use futures::TryStreamExt as _;
 
@@ -370,7 +368,9 @@ impl Telephony for TwilioClient {
     /// the API base. One try: a listener waits, and a failure is answered as a 502 at once.
     async fn recording(&self, sid: &str) -> Result<Audio, TelephonyError> {
         if !is_recording_sid(sid) {
-            return Err(TelephonyError::Protocol(format!("not a recording sid: {sid:?}")));
+            return Err(TelephonyError::Protocol(format!(
+                "not a recording sid: {sid:?}"
+            )));
         }
         let url = format!(
             "{}/2010-04-01/Accounts/{}/Recordings/{sid}.mp3",

@@ -65,7 +65,12 @@ mod tests {
         <?xml version="1.0" encoding="UTF-8"?>
         <Response><Pause length="1"/><Redirect method="POST">https://x.example/twiml/abc?wait=2&amp;a=b</Redirect></Response>
         "#);
-        let xml = with_announcement(&render("Hi", "alice", "en-US"), "Recorded <here>", "alice", "en-US");
+        let xml = with_announcement(
+            &render("Hi", "alice", "en-US"),
+            "Recorded <here>",
+            "alice",
+            "en-US",
+        );
         assert!(xml.contains("<Response><Say voice=\"alice\" language=\"en-US\">Recorded &lt;here&gt;</Say><Say voice=\"alice\" language=\"en-US\">Hi</Say></Response>"), "{xml}");
     }
 

@@ -368,13 +368,20 @@ async fn recording_handler(hooks: &TwilioHooks, service: &CallService, req: Requ
     };
     let id = req.param("call_id").and_then(CallId::parse);
     let sid = req.param("CallSid").map(CallSid::new);
-    if req.param("RecordingStatus").is_some_and(|s| s != "completed") {
+    if req
+        .param("RecordingStatus")
+        .is_some_and(|s| s != "completed")
+    {
         // In-progress or absent: nothing to link to.
         hooks.counters.count("recording", "accepted");
         return StatusCode::OK.into_response();
     }
     let Some(recording_sid) = req.param("RecordingSid").filter(|s| is_recording_sid(s)) else {
-        return (StatusCode::BAD_REQUEST, "RecordingSid is missing or malformed").into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            "RecordingSid is missing or malformed",
+        )
+            .into_response();
     };
     let recording = Recording {
         sid: recording_sid.into(),

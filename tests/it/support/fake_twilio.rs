@@ -161,7 +161,9 @@ impl FakeTwilio {
     /// Posts a signed callback to the URL the create request named under `key`
     /// (`AsyncAmdStatusCallback`, `RecordingStatusCallback`); returns the HTTP status.
     pub async fn send_to(&self, call: &Recorded, key: &str, form: &[(String, String)]) -> u16 {
-        let url = call.get(key).unwrap_or_else(|| panic!("the create named no {key}"));
+        let url = call
+            .get(key)
+            .unwrap_or_else(|| panic!("the create named no {key}"));
         self.post_signed(url, form, None).await.status().as_u16()
     }
 
