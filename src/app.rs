@@ -403,6 +403,8 @@ impl App {
                 voice: calls.voice.clone(),
                 language: calls.language.clone(),
                 message: calls.default_message.clone(),
+                machine_detection: calls.machine_detection,
+                record: calls.record,
             },
             settings.policy(),
             queue.clone(),

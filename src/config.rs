@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-use crate::core::call::Platform;
+use crate::core::call::{MachineDetection, Platform};
 use crate::core::phone::{PhoneNumber, Region};
 use crate::core::policy::{AllowList, Limits, Policy};
 
@@ -379,6 +379,23 @@ pub struct CallSettings {
     pub reap_margin_secs: u64,
     /// How often the reaper looks, milliseconds.
     pub reap_interval_ms: u64,
+    /// Answering-machine detection (Twilio async AMD): off, enable, message_end.
+    #[serde(default)]
+    pub machine_detection: MachineDetection,
+    /// Record every call (Twilio `Record=true`); the thread gets a link to the audio.
+    #[serde(default)]
+    pub record: bool,
+    /// Spoken first on a recorded call; empty: nothing.
+    #[serde(default)]
+    pub record_announcement: String,
+}
+
+impl CallSettings {
+    /// Whether calls need the provider to call us back beyond status callbacks (the
+    /// answering-machine result, the recording): a mode without callbacks must refuse them.
+    pub fn needs_callbacks(&self) -> bool {
+        !self.machine_detection.is_off() || self.record
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -912,6 +929,13 @@ impl Settings {
                 self.named("telegram.polling_lease_ms", self.telegram.polling_lease_ms)
             ));
         }
+        if c.record_announcement.chars().count() > 1000 {
+            refuse(format!(
+                "{} has {} characters; at most 1000 (it is spoken before every recorded call)",
+                self.name("calls.record_announcement"),
+                c.record_announcement.chars().count()
+            ));
+        }
         if !(5..=600).contains(&c.ring_timeout_secs) {
             refuse(format!(
                 "{} must be between 5 and 600 (Twilio's range)",
@@ -1282,6 +1306,7 @@ impl Settings {
              store:           {:?}{}\n\
              dialing:         {} call(s)/s, {} request(s) in flight, {} tries, queue {}\n\
              calls:           ring {} s, limit {} s, voice {} ({})\n\
+             callee:          machine detection {}, recording {}\n\
              telegram:        {}\n\
              slack:           {}\n\
              llm:             {}\n\
@@ -1304,6 +1329,8 @@ impl Settings {
             self.calls.time_limit_secs,
             self.calls.voice,
             self.calls.language,
+            self.calls.machine_detection.as_str(),
+            if self.calls.record { "on" } else { "off" },
             feature_state(
                 cfg!(feature = "telegram"),
                 self.telegram.bot_token.is_some(),

@@ -18,6 +18,8 @@ pub enum EventKind {
     Created,
     Progress,
     Final,
+    /// The call's recording is ready (after its final status, usually).
+    Recording,
 }
 
 #[derive(Debug, Clone)]
@@ -34,11 +36,12 @@ impl EventKind {
             Self::Created => "created",
             Self::Progress => "progress",
             Self::Final => "final",
+            Self::Recording => "recording",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Created, Self::Progress, Self::Final]
+        [Self::Created, Self::Progress, Self::Final, Self::Recording]
             .into_iter()
             .find(|k| k.as_str() == s)
     }

@@ -34,6 +34,14 @@ pub struct Placed {
     pub status: CallStatus,
 }
 
+/// A recording's audio, streamed from the provider as it arrives.
+pub struct Audio {
+    pub content_type: String,
+    /// Bytes, when the provider said.
+    pub length: Option<u64>,
+    pub body: futures::stream::BoxStream<'static, Result<bytes::Bytes, std::io::Error>>,
+}
+
 /// How to end a live call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hangup {
@@ -124,6 +132,9 @@ pub trait Telephony: Send + Sync + 'static {
     ) -> Result<Vec<Placed>, TelephonyError> {
         Ok(Vec::new())
     }
+    /// The audio of the recording with the provider's id `sid` (the provider's credentials
+    /// stay with it: callers get the bytes, never a URL).
+    async fn recording(&self, sid: &str) -> Result<Audio, TelephonyError>;
     /// True when no real calls are placed.
     fn is_simulated(&self) -> bool;
 }

@@ -11,9 +11,10 @@ use super::events::{CallEvent, EventBus, EventKind};
 use super::queue::{DialQueue, QueueError};
 use super::store::{CallStore, ListFilter, Stats, StoreError};
 use super::usage::{Admission, Admitted, Claim, Ledger, MemoryLedger};
-use super::{Hangup, Placed, Telephony, TelephonyError};
+use super::{Audio, Hangup, Placed, Telephony, TelephonyError};
 use crate::core::call::{
-    Applied, Call, CallError, CallId, CallSid, CallStatus, Origin, StatusUpdate,
+    Applied, Call, CallError, CallId, CallSid, CallStatus, MachineDetection, Origin, Recording,
+    StatusUpdate,
 };
 use crate::core::phone::PhoneNumber;
 use crate::core::policy::{Policy, Refusal, RefusalKind, Request};
@@ -32,6 +33,10 @@ pub struct CallDefaults {
     pub voice: String,
     pub language: String,
     pub message: String,
+    /// Answering-machine detection asked for every call.
+    pub machine_detection: MachineDetection,
+    /// Every call is recorded.
+    pub record: bool,
 }
 
 /// A request to place one call.
@@ -220,6 +225,9 @@ impl CallService {
             now,
         )
         .with_id(id);
+        let mut call = call;
+        call.machine_detection = self.defaults.machine_detection;
+        call.record = self.defaults.record;
         if let Err(e) = self.store.insert(call.clone()).await {
             self.take_back(&call, &admitted).await;
             return Err(e.into());
@@ -366,6 +374,78 @@ impl CallService {
                 None => StatusOutcome::UnknownCall,
             },
         )
+    }
+
+    /// The provider's answering-machine result (`answered_by`: its own words, "human",
+    /// "machine_end_beep"…). Taken once, in any order with the status callbacks.
+    pub async fn on_detection(
+        &self,
+        id: Option<&CallId>,
+        sid: Option<&CallSid>,
+        answered_by: &str,
+    ) -> Result<StatusOutcome, StoreError> {
+        let Some(id) = self.callback_call(id, sid).await? else {
+            return Ok(StatusOutcome::UnknownCall);
+        };
+        Ok(
+            match self.change(&id, |call| call.detected(answered_by)).await? {
+                Some((_, applied)) => StatusOutcome::Applied(applied),
+                None => StatusOutcome::UnknownCall,
+            },
+        )
+    }
+
+    /// The provider's recording of a call is ready. Taken once (a repeat changes nothing);
+    /// the first report publishes [`EventKind::Recording`], which the chat posts.
+    pub async fn on_recording(
+        &self,
+        id: Option<&CallId>,
+        sid: Option<&CallSid>,
+        recording: Recording,
+    ) -> Result<StatusOutcome, StoreError> {
+        let Some(id) = self.callback_call(id, sid).await? else {
+            return Ok(StatusOutcome::UnknownCall);
+        };
+        let mut fresh = false;
+        let result = self
+            .store
+            .update(&id, &mut |call: &mut Call| {
+                fresh = call.recorded(recording.clone());
+                Applied::Ignored
+            })
+            .await?;
+        Ok(match result {
+            Some((call, _)) => {
+                if fresh {
+                    info!(call_id = %call.id, duration = ?call.recording.as_ref().and_then(|r| r.duration_secs), "call recorded");
+                    self.bus.publish(EventKind::Recording, Arc::new(call));
+                }
+                StatusOutcome::Applied(if fresh {
+                    Applied::Progress
+                } else {
+                    Applied::Ignored
+                })
+            }
+            None => StatusOutcome::UnknownCall,
+        })
+    }
+
+    /// The call a callback is about: by our id in its URL, else by the provider's sid.
+    async fn callback_call(
+        &self,
+        id: Option<&CallId>,
+        sid: Option<&CallSid>,
+    ) -> Result<Option<CallId>, StoreError> {
+        match (id, sid) {
+            (Some(id), _) => Ok(Some(id.clone())),
+            (None, Some(sid)) => self.store.find_by_sid(sid).await,
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The audio of a call's recording, streamed from the provider.
+    pub async fn recording_audio(&self, recording: &Recording) -> Result<Audio, TelephonyError> {
+        self.telephony.recording(&recording.sid).await
     }
 
     /// The live call of ours with this provider sid.

@@ -61,6 +61,35 @@ pub trait Sink: Send + Sync + 'static {
 
     /// Posts the outcome of an ended call in its thread. Called once per call.
     async fn post_outcome(&self, view: &mut Self::View, call: &Call);
+
+    /// Posts that the call's recording is ready (its duration and our link to it) in its
+    /// thread. Called once per recorded call, usually after the outcome.
+    async fn post_recording(&self, call: &Call);
+}
+
+/// How long the outcome of an answered call waits for the answering-machine result when
+/// detection was on and the result has not arrived (it comes on its own callback, which may
+/// be overtaken by the final status callback).
+const DETECTION_GRACE: Duration = Duration::from_secs(4);
+
+/// The call as the store has it once its detection result arrived, or [`DETECTION_GRACE`]
+/// passed (then the outcome says who answered is unknown).
+async fn settle_detection(service: &CallService, mut call: Arc<Call>) -> Arc<Call> {
+    let since = Instant::now();
+    while call.awaits_detection() && since.elapsed() < DETECTION_GRACE {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        match service.get(&call.id).await {
+            Ok(Some(stored)) if stored.answered_by.is_some() => {
+                Arc::make_mut(&mut call).answered_by = stored.answered_by;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                warn!(call_id = %call.id, error = %e, "could not re-read a call for its answering-machine result");
+                break;
+            }
+        }
+    }
+    call
 }
 
 /// How the followers of several instances share the calls: who shows a call (the follow
@@ -230,6 +259,12 @@ impl<S: Sink> Dispatcher<S> {
             }
         }
         let call = event.call;
+        if event.kind == EventKind::Recording {
+            if call.origin.platform == self.platform {
+                self.recording(call);
+            }
+            return;
+        }
         if call.origin.platform != self.platform
             || self.finished_by_resync.contains(&call.id)
             || self.ended.contains_key(&call.id)
@@ -247,6 +282,24 @@ impl<S: Sink> Dispatcher<S> {
         } else {
             self.send(call);
         }
+    }
+
+    /// Posts a call's recording, once for all instances (a claimed step), beside its worker:
+    /// the recording usually arrives after the outcome, when the worker is gone.
+    fn recording(&self, call: Arc<Call>) {
+        let (sink, claims) = (self.sink.clone(), self.coordination.claims.clone());
+        tokio::spawn(async move {
+            for wait in [0, 250, 1000, 4000] {
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                match claims.claim_step(&call.id, "recording").await {
+                    Ok(true) => return sink.post_recording(&call).await,
+                    Ok(false) => return,
+                    Err(e) => {
+                        warn!(call_id = %call.id, error = %e, "could not claim the recording post; trying again")
+                    }
+                }
+            }
+        });
     }
 
     /// Gives `call` to its worker, starting one the first time.
@@ -506,6 +559,7 @@ async fn work<S: Sink>(
         if call.status.is_terminal() {
             match co.claims.claim_step(&id, "outcome").await {
                 Ok(true) => {
+                    let call = settle_detection(&service, call).await;
                     sink.show_status(&mut view, &call).await;
                     sink.post_outcome(&mut view, &call).await;
                 }
@@ -576,6 +630,9 @@ mod tests {
                 "no telephony in this test".into(),
             ))
         }
+        async fn recording(&self, _: &str) -> Result<crate::calls::Audio, TelephonyError> {
+            Err(TelephonyError::Protocol("no recordings here".into()))
+        }
         fn is_simulated(&self) -> bool {
             true
         }
@@ -610,6 +667,8 @@ mod tests {
             }
             *self.outcomes.lock().entry(call.id.clone()).or_default() += 1;
         }
+
+        async fn post_recording(&self, _call: &Call) {}
     }
 
     fn service(bus_capacity: usize) -> Arc<CallService> {
@@ -630,6 +689,8 @@ mod tests {
                 voice: "alice".into(),
                 language: "en-US".into(),
                 message: "hello".into(),
+                machine_detection: Default::default(),
+                record: false,
             },
             settings.policy(),
             Arc::new(crate::calls::MemoryQueue::new(10_000)),

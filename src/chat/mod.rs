@@ -103,3 +103,11 @@ pub struct AdapterContext {
     /// How the call followers of several instances share the calls (one process: all here).
     pub follow: follow::Coordination,
 }
+
+/// Our link to a call's recording (the console API streams it, behind the web token).
+pub fn recording_link(public_url: &str, id: &crate::core::call::CallId) -> String {
+    format!(
+        "{}/api/calls/{id}/recording",
+        public_url.trim_end_matches('/')
+    )
+}

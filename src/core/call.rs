@@ -362,6 +362,72 @@ pub struct StatusUpdate {
     pub sip_response_code: Option<u16>,
 }
 
+/// Answering-machine detection asked of the provider for a call (`calls.machine_detection`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MachineDetection {
+    /// No detection: whoever answers hears the message at once.
+    #[default]
+    Off,
+    /// Tell a person from a machine as soon as possible; the message plays at once.
+    Enable,
+    /// Wait for the end of a machine's greeting (the beep) and speak the message after it.
+    MessageEnd,
+}
+
+impl MachineDetection {
+    pub fn is_off(&self) -> bool {
+        *self == Self::Off
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Enable => "enable",
+            Self::MessageEnd => "message_end",
+        }
+    }
+}
+
+/// Who or what answered, as answering-machine detection classified it (the provider's
+/// `AnsweredBy`, read by [`Answerer::of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answerer {
+    Human,
+    /// A machine, detected at the start of its greeting (the message plays over it).
+    MachineStart,
+    /// A machine whose greeting ended (beep, silence or otherwise): the message is left after it.
+    MachineEnd,
+    Fax,
+    Unknown,
+}
+
+impl Answerer {
+    pub fn of(answered_by: &str) -> Self {
+        match answered_by {
+            "human" => Self::Human,
+            "machine_start" => Self::MachineStart,
+            a if a.starts_with("machine_end") => Self::MachineEnd,
+            "fax" => Self::Fax,
+            _ => Self::Unknown,
+        }
+    }
+
+    pub fn is_machine(self) -> bool {
+        matches!(self, Self::MachineStart | Self::MachineEnd)
+    }
+}
+
+/// A call's recording, as the provider reported it: its id at the provider, from which the
+/// provider adapter finds the audio (never the provider's media URL, which is not kept: the
+/// chat and the API get our own link, `/api/calls/{id}/recording`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recording {
+    pub sid: CompactString,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_secs: Option<u32>,
+}
+
 /// What applying an update did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -420,6 +486,15 @@ pub struct Call {
         with = "chrono::serde::ts_milliseconds_option"
     )]
     pub placed_at: Option<DateTime<Utc>>,
+    /// Answering-machine detection asked for this call.
+    #[serde(default, skip_serializing_if = "MachineDetection::is_off")]
+    pub machine_detection: MachineDetection,
+    /// The call is recorded (`calls.record`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub record: bool,
+    /// The finished recording, once the provider reported it. Boxed: most calls have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<Box<Recording>>,
 }
 
 /// A call's history as `[status, milliseconds]` pairs: the first at its time since the epoch,
@@ -522,7 +597,49 @@ impl Call {
             attempts: 0,
             last_sequence: None,
             placed_at: None,
+            machine_detection: MachineDetection::Off,
+            record: false,
+            recording: None,
         }
+    }
+
+    /// Who answered, once detection classified it.
+    pub fn answerer(&self) -> Option<Answerer> {
+        self.answered_by.as_deref().map(Answerer::of)
+    }
+
+    /// The result of answering-machine detection, which arrives on its own callback, in any
+    /// order with the status callbacks (even after the final one). The first result is kept;
+    /// repeats change nothing. `Progress` while the call is live (shown), `Ignored` after
+    /// (stored for the outcome, which waits for it, and the console).
+    pub fn detected(&mut self, answered_by: &str) -> Applied {
+        if self.answered_by.is_some() || answered_by.is_empty() {
+            return Applied::Ignored;
+        }
+        self.answered_by = Some(answered_by.to_owned());
+        if self.status.is_terminal() {
+            Applied::Ignored
+        } else {
+            Applied::Progress
+        }
+    }
+
+    /// A finished recording; the first report is kept, repeats change nothing. It may arrive
+    /// after the call ended (usually does), so it is taken on a final call too.
+    pub fn recorded(&mut self, recording: Recording) -> bool {
+        if self.recording.is_some() {
+            return false;
+        }
+        self.recording = Some(Box::new(recording));
+        true
+    }
+
+    /// The outcome should say who answered, but detection has not said yet: an answered
+    /// call with detection on and no result stored.
+    pub fn awaits_detection(&self) -> bool {
+        !self.machine_detection.is_off()
+            && self.answered_by.is_none()
+            && self.status == CallStatus::Completed
     }
 
     /// Replaces the generated id (the service picks it before the policy records usage).

@@ -5,7 +5,7 @@
 
 use chrono::Duration;
 
-use super::call::{Call, CallStatus, Platform};
+use super::call::{Answerer, Call, CallStatus, MachineDetection, Platform};
 use super::command::ParseError;
 use super::phone::PhoneError;
 use super::phone::PhoneNumber;
@@ -27,7 +27,15 @@ pub fn status_line(call: &Call) -> String {
     match call.status {
         CallStatus::Queued | CallStatus::Initiated => format!("📞 Calling {to}…"),
         CallStatus::Ringing => format!("🔔 Ringing {to}…"),
-        CallStatus::InProgress => format!("🗣️ {to} answered, speaking the message…"),
+        CallStatus::InProgress => match call.answerer() {
+            Some(a) if a.is_machine() && call.machine_detection == MachineDetection::MessageEnd => {
+                format!("📼 {to}: voicemail answered, waiting for the beep…")
+            }
+            Some(a) if a.is_machine() => {
+                format!("📼 {to}: voicemail answered, speaking the message…")
+            }
+            _ => format!("🗣️ {to} answered, speaking the message…"),
+        },
         _ => outcome(call),
     }
 }
@@ -36,16 +44,51 @@ pub fn status_line(call: &Call) -> String {
 pub fn outcome(call: &Call) -> String {
     let to = call.to.display();
     match call.status {
-        CallStatus::Completed => match call.duration_secs {
-            Some(secs) => format!("✅ Call to {to} completed, {}.", duration(secs)),
-            None => format!("✅ Call to {to} completed."),
-        },
+        CallStatus::Completed => {
+            let took = call
+                .duration_secs
+                .map(|secs| format!(", {}", duration(secs)))
+                .unwrap_or_default();
+            match (call.machine_detection.is_off(), call.answerer()) {
+                (true, _) => format!("✅ Call to {to} completed{took}."),
+                (false, Some(Answerer::Human)) => {
+                    format!("✅ Call to {to} answered by a person{took}.")
+                }
+                (false, Some(Answerer::MachineEnd)) => {
+                    format!("📼 Call to {to} reached voicemail, left the message{took}.")
+                }
+                (false, Some(Answerer::MachineStart)) => format!(
+                    "📼 Call to {to} reached voicemail, the message played over its greeting{took}."
+                ),
+                (false, Some(Answerer::Fax)) => {
+                    format!("📠 Call to {to} reached a fax machine{took}.")
+                }
+                (false, Some(Answerer::Unknown) | None) => {
+                    format!("✅ Call to {to} completed{took}; who answered could not be told.")
+                }
+            }
+        }
         CallStatus::Busy => format!("📵 {to} was busy."),
         CallStatus::NoAnswer => format!("⌛ No answer from {to}."),
         CallStatus::Failed => format!("❌ Call to {to} failed: {}.", failure_reason(call)),
         CallStatus::Canceled => format!("🚫 Call to {to} was canceled."),
         live => format!("Call to {to} is {live}."),
     }
+}
+
+/// The call's recording is ready: its duration and `link` (our own route to the audio,
+/// never the provider's).
+pub fn recording(call: &Call, link: &str) -> String {
+    let took = call
+        .recording
+        .as_ref()
+        .and_then(|r| r.duration_secs)
+        .map(|secs| format!(" ({})", duration(secs)))
+        .unwrap_or_default();
+    format!(
+        "🎙️ Recording of the call to {}{took}: {link}",
+        call.to.display()
+    )
 }
 
 /// Why a call failed, in the provider's words where we have them.
@@ -432,5 +475,25 @@ mod tests {
         insta::assert_snapshot!(outcome(&failed), @"❌ Call to +91 98765 43210 failed: Invalid 'To' Phone Number (error 21211).");
         let sip = call_with(CallStatus::Failed, |u| u.sip_response_code = Some(404));
         insta::assert_snapshot!(outcome(&sip), @"❌ Call to +91 98765 43210 failed: the network answered SIP 404.");
+    }
+
+    #[test]
+    fn outcomes_say_who_answered_when_detection_is_on() {
+        let answered = |by: Option<&str>| {
+            let mut c = call_with(CallStatus::Completed, |u| u.duration_secs = Some(42));
+            c.machine_detection = MachineDetection::MessageEnd;
+            c.answered_by = by.map(str::to_owned);
+            outcome(&c)
+        };
+        insta::assert_snapshot!(answered(Some("human")), @"✅ Call to +91 98765 43210 answered by a person, 0:42.");
+        insta::assert_snapshot!(answered(Some("machine_end_beep")), @"📼 Call to +91 98765 43210 reached voicemail, left the message, 0:42.");
+        insta::assert_snapshot!(answered(Some("machine_start")), @"📼 Call to +91 98765 43210 reached voicemail, the message played over its greeting, 0:42.");
+        insta::assert_snapshot!(answered(None), @"✅ Call to +91 98765 43210 completed, 0:42; who answered could not be told.");
+        let mut recorded = call_with(CallStatus::Completed, |_| {});
+        recorded.recording = Some(Box::new(crate::core::call::Recording {
+            sid: "RE00".into(),
+            duration_secs: Some(7),
+        }));
+        insta::assert_snapshot!(recording(&recorded, "https://cb.example/api/calls/x/recording"), @"🎙️ Recording of the call to +91 98765 43210 (0:07): https://cb.example/api/calls/x/recording");
     }
 }

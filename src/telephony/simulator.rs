@@ -11,6 +11,13 @@
 //! | 2 | failed (SIP 404) |
 //! | 3–9 | completed, talking for (2 + digit) seconds |
 //!
+//! With `calls.machine_detection` on, a number whose second-to-last digit is 5 is a
+//! voicemail: the simulator posts the signed answering-machine callback as Twilio would
+//! (`machine_end_beep` with `message_end`, `machine_start` with `enable`) after a two-second
+//! greeting; any other answered number is a `human` after half a second. It follows the
+//! TwiML's `<Redirect>` (after its `<Pause>`) as Twilio does. With `calls.record` it posts a
+//! signed recording callback after the call, and serves a generated tone as the audio.
+//!
 //! Timing is realistic at `speed = 1.0` (about 1 s to initiate and ring) and scales down
 //! for tests. With `chaos`, every callback is sent twice and all of them in shuffled order.
 
@@ -27,12 +34,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::twilio::signature::{SignatureVerifier, sign};
-use super::twilio::webhook::{self, TwilioHooks, status_callback_url, twiml_url};
+use super::twilio::webhook::{
+    self, TwilioHooks, amd_callback_url, recording_callback_url, status_callback_url, twiml_url,
+};
 use super::twilio::wire;
 use super::{Plug, PlugContext};
-use crate::calls::{Hangup, Placed, Telephony, TelephonyError};
+use crate::calls::{Audio, Hangup, Placed, Telephony, TelephonyError};
 use crate::config::SimulatorSettings;
-use crate::core::call::{Call, CallId, CallSid, CallStatus, StatusUpdate};
+use crate::core::call::{Call, CallId, CallSid, CallStatus, MachineDetection, StatusUpdate};
 
 /// The caller id of simulated calls (Twilio's magic test number).
 pub const SIMULATOR_FROM: &str = "+15005550006";
@@ -45,7 +54,8 @@ pub fn plug(section: &SimulatorSettings, ctx: PlugContext<'_>) -> Plug {
     let hooks = TwilioHooks::new(
         SignatureVerifier::new(token.clone(), ctx.public_url),
         ctx.body_limit,
-    );
+    )
+    .with_announcement(&ctx.calls.record_announcement);
     Plug {
         telephony: Arc::new(Simulator::new(
             ctx.public_url,
@@ -73,6 +83,8 @@ struct Inner {
     chaos: bool,
     /// Calls still running: their hang-up switch and last reported status.
     live: Mutex<HashMap<CallSid, (CancellationToken, CallStatus)>>,
+    /// Recordings made, by sid (their audio is a generated tone).
+    recordings: Mutex<std::collections::HashSet<String>>,
 }
 
 /// What the simulated callee does, from the number's last digit.
@@ -107,6 +119,7 @@ impl Simulator {
                 speed,
                 chaos,
                 live: Mutex::new(HashMap::new()),
+                recordings: Mutex::default(),
             }),
         }
     }
@@ -128,6 +141,9 @@ impl Telephony for Simulator {
             to: call.to.e164().to_owned(),
             from: call.from.to_string(),
             outcome: Outcome::for_number(call.to.e164()),
+            detection: call.machine_detection,
+            voicemail: is_voicemail(call.to.e164()),
+            record: call.record,
         };
         tokio::spawn(async move {
             script.run(&inner, hangup).await;
@@ -160,6 +176,20 @@ impl Telephony for Simulator {
         }
     }
 
+    async fn recording(&self, sid: &str) -> Result<Audio, TelephonyError> {
+        if !self.inner.recordings.lock().contains(sid) {
+            return Err(not_found());
+        }
+        let wav = tone_wav();
+        Ok(Audio {
+            content_type: "audio/wav".to_owned(),
+            length: Some(wav.len() as u64),
+            body: Box::pin(futures::stream::once(
+                async move { Ok(bytes::Bytes::from(wav)) },
+            )),
+        })
+    }
+
     fn is_simulated(&self) -> bool {
         true
     }
@@ -181,6 +211,52 @@ struct Script {
     to: String,
     from: String,
     outcome: Outcome,
+    detection: MachineDetection,
+    voicemail: bool,
+    record: bool,
+}
+
+/// A voicemail when machine detection is on: the second-to-last digit is 5.
+pub fn is_voicemail(e164: &str) -> bool {
+    e164.chars().rev().nth(1) == Some('5')
+}
+
+/// Half a second of a 440 Hz tone, 8 kHz 8-bit mono WAV: the audio of every simulated
+/// recording. The RIFF header is written out here (44 bytes; no crate needed for one tone).
+fn tone_wav() -> Vec<u8> {
+    const RATE: u32 = 8000;
+    let samples: Vec<u8> = (0..RATE / 2)
+        .map(|i| {
+            let t = f64::from(i) / f64::from(RATE);
+            (128.0 + 100.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as u8
+        })
+        .collect();
+    let len = samples.len() as u32;
+    let mut wav = Vec::with_capacity(44 + samples.len());
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + len).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+    wav.extend_from_slice(&RATE.to_le_bytes());
+    wav.extend_from_slice(&RATE.to_le_bytes()); // bytes per second
+    wav.extend_from_slice(&1u16.to_le_bytes()); // block align
+    wav.extend_from_slice(&8u16.to_le_bytes()); // bits per sample
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&len.to_le_bytes());
+    wav.extend_from_slice(&samples);
+    wav
+}
+
+/// The target of a TwiML `<Redirect>`, unescaped, if the document has one.
+fn redirect_of(twiml: &str) -> Option<String> {
+    let start = twiml.find("<Redirect")?;
+    let open_end = start + twiml[start..].find('>')? + 1;
+    let close = open_end + twiml[open_end..].find("</Redirect>")?;
+    quick_xml::escape::unescape(twiml[open_end..close].trim())
+        .ok()
+        .map(|u| u.into_owned())
 }
 
 /// Callbacks sent so far (for SequenceNumber), and those held back in chaos mode.
@@ -273,16 +349,64 @@ impl Script {
         if wait(step(2.0)).await {
             return self.emit(inner, p, Canceled, vec![]).await;
         }
-        if let Err(e) = self.fetch_twiml(inner).await {
-            warn!(call_id = %self.id, error = %e, "simulator could not fetch TwiML");
-            let extra = vec![
-                ("ErrorCode", "11200".into()),
-                ("ErrorMessage", "HTTP retrieval failure".into()),
-            ];
-            return self.emit(inner, p, Failed, extra).await;
-        }
+        let fail = vec![
+            ("ErrorCode", "11200".into()),
+            ("ErrorMessage", "HTTP retrieval failure".into()),
+        ];
+        let mut url = twiml_url(&inner.public_url, &self.id);
+        let mut twiml = match self.fetch_twiml(inner, &url).await {
+            Ok(body) => body,
+            Err(e) => {
+                warn!(call_id = %self.id, error = %e, "simulator could not fetch TwiML");
+                return self.emit(inner, p, Failed, fail).await;
+            }
+        };
         self.emit(inner, p, InProgress, vec![]).await;
         let answered = Instant::now();
+        // Async AMD: the TwiML runs at once; the result comes after the greeting (a
+        // voicemail) or the first words (a person), as its own callback.
+        let detection = match self.detection {
+            MachineDetection::Off => None,
+            _ if !self.voicemail => Some(("human", 0.5)),
+            MachineDetection::Enable => Some(("machine_start", 1.0)),
+            MachineDetection::MessageEnd => Some(("machine_end_beep", 2.0)),
+        };
+        let mut detected = detection.is_none();
+        // Twilio follows `<Redirect>` after the `<Pause>` before it (bounded here).
+        for _ in 0..100 {
+            let Some(next) = redirect_of(&twiml) else {
+                break;
+            };
+            if wait(step(1.0)).await {
+                return self
+                    .emit(inner, p, Completed, vec![("CallDuration", "0".into())])
+                    .await;
+            }
+            if let Some((answered_by, after)) = detection
+                && !detected
+                && answered.elapsed() >= step(after)
+            {
+                self.post_detection(inner, answered_by, after).await;
+                detected = true;
+            }
+            url = match url::Url::parse(&url).and_then(|u| u.join(&next)) {
+                Ok(u) => u.to_string(),
+                Err(_) => break,
+            };
+            twiml = match self.fetch_twiml(inner, &url).await {
+                Ok(body) => body,
+                Err(e) => {
+                    warn!(call_id = %self.id, error = %e, "simulator could not follow a redirect");
+                    return self.emit(inner, p, Failed, fail).await;
+                }
+            };
+        }
+        if let Some((answered_by, after)) = detection
+            && !detected
+        {
+            wait(step(after)).await;
+            self.post_detection(inner, answered_by, after).await;
+        }
         let talked = if wait(step(f64::from(talk_secs))).await {
             (answered.elapsed().as_secs_f64() / inner.speed).round() as u32
         } else {
@@ -295,6 +419,52 @@ impl Script {
             vec![("CallDuration", talked.to_string())],
         )
         .await;
+        if self.record {
+            let recording = format!("RE{:032x}", rand::random::<u128>());
+            inner.recordings.lock().insert(recording.clone());
+            wait(step(1.0)).await;
+            let mut form = self.callback_form(Completed, 0, vec![]);
+            form.retain(|(k, _)| {
+                !matches!(
+                    k.as_str(),
+                    "CallStatus" | "SequenceNumber" | "CallbackSource"
+                )
+            });
+            form.extend([
+                ("RecordingSid".to_owned(), recording.clone()),
+                (
+                    "RecordingUrl".to_owned(),
+                    format!("https://api.twilio.com/2010-04-01/Accounts/{SIMULATOR_ACCOUNT}/Recordings/{recording}"),
+                ),
+                ("RecordingStatus".to_owned(), "completed".to_owned()),
+                ("RecordingDuration".to_owned(), talked.to_string()),
+                ("RecordingChannels".to_owned(), "1".to_owned()),
+                ("RecordingSource".to_owned(), "OutboundAPI".to_owned()),
+            ]);
+            let url = recording_callback_url(&inner.public_url, &self.id);
+            for _ in 0..if inner.chaos { 2 } else { 1 } {
+                if let Err(e) = post_signed(inner, &url, &form).await {
+                    warn!(call_id = %self.id, error = %e, "simulator could not deliver the recording callback");
+                }
+            }
+        }
+    }
+
+    /// The answering-machine callback, as Twilio posts it (twice in chaos mode).
+    async fn post_detection(&self, inner: &Inner, answered_by: &str, after_secs: f64) {
+        let mut form = self.callback_form(CallStatus::InProgress, 0, vec![]);
+        form.retain(|(k, _)| !matches!(k.as_str(), "SequenceNumber" | "CallbackSource"));
+        form.push(("AnsweredBy".to_owned(), answered_by.to_owned()));
+        form.push((
+            "MachineDetectionDuration".to_owned(),
+            ((after_secs * 1000.0) as u32).to_string(),
+        ));
+        let url = amd_callback_url(&inner.public_url, &self.id);
+        for _ in 0..if inner.chaos { 2 } else { 1 } {
+            if let Err(e) = post_signed(inner, &url, &form).await {
+                warn!(call_id = %self.id, error = %e, "simulator could not deliver the answering-machine callback");
+            }
+        }
     }
 
     fn callback_form(
@@ -329,10 +499,9 @@ impl Script {
         }
     }
 
-    async fn fetch_twiml(&self, inner: &Inner) -> Result<String, String> {
-        let url = twiml_url(&inner.public_url, &self.id);
+    async fn fetch_twiml(&self, inner: &Inner, url: &str) -> Result<String, String> {
         let form = self.callback_form(CallStatus::InProgress, 0, vec![]);
-        let response = post_signed(inner, &url, &form).await?;
+        let response = post_signed(inner, url, &form).await?;
         let body = response.text().await.map_err(|e| e.to_string())?;
         debug!(call_id = %self.id, twiml = %body, "simulator fetched TwiML");
         Ok(body)

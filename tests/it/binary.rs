@@ -284,6 +284,12 @@ const CASES: &[Case] = &[
     case("CALLBOT_CALLS__CPS", "0", false),
     case("CALLBOT_CALLS__DEFAULT_MESSAGE", "42", true),
     case("CALLBOT_CALLS__DEFAULT_MESSAGE", "", false),
+    case("CALLBOT_CALLS__MACHINE_DETECTION", "message_end", true),
+    case("CALLBOT_CALLS__MACHINE_DETECTION", "enable", true),
+    case("CALLBOT_CALLS__MACHINE_DETECTION", "maybe", false),
+    case("CALLBOT_CALLS__RECORD", "yes", true),
+    case("CALLBOT_CALLS__RECORD", "maybe", false),
+    case("CALLBOT_CALLS__RECORD_ANNOUNCEMENT", "", true),
     case("TWILIO_FROM_NUMBER", "+15005550006", true),
     case("TWILIO_FROM_NUMBER", "15005550006", false),
     case("TWILIO_FROM_NUMBER", "true", false),
@@ -752,4 +758,66 @@ async fn two_processes_on_redis_one_killed_with_sigkill_and_the_other_finishes_i
             .count();
         assert_eq!(creates, 1, "{id} created once");
     }
+}
+
+/// The callee settings from the environment alone: check-config shows them, and `serve`
+/// places a call with async AMD (`DetectMessageEnd`) and a recording, whose TwiML waits for
+/// the detection result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machine_detection_and_recording_from_the_environment_reach_the_create_request() {
+    let twilio = FakeTwilio::start().await;
+    let env = with_port(env(&[
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+        ("TWILIO_FROM_NUMBER", FROM),
+        ("TWILIO_API_BASE", &twilio.base),
+        ("CALLBOT_CALLS__MACHINE_DETECTION", "message_end"),
+        ("CALLBOT_CALLS__RECORD", "true"),
+        (
+            "CALLBOT_CALLS__RECORD_ANNOUNCEMENT",
+            "Recorded for quality.",
+        ),
+    ]));
+    let out = command(&env, &["check-config"]).output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("machine detection message_end, recording on"),
+        "{stdout}"
+    );
+    let server = start(&env, &["serve"]).await.expect("starts");
+    let res = reqwest::Client::new()
+        .post(format!("http://{}/ai_prompt", server.addr))
+        .json(&serde_json::json!({ "command": "Call +91 98765 43216 and say hi" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 202, "{}", res.text().await.unwrap());
+    let create = twilio.wait_creates(1).await.remove(0);
+    assert_eq!(create.get("MachineDetection"), Some("DetectMessageEnd"));
+    assert_eq!(create.get("AsyncAmd"), Some("true"));
+    assert_eq!(create.get("Record"), Some("true"));
+    assert!(
+        create
+            .get("RecordingStatusCallback")
+            .is_some_and(|u| u.contains("/webhooks/recording?call_id="))
+    );
+    let (status, twiml) = twilio.fetch_twiml(&create).await;
+    assert_eq!(status, 200);
+    assert!(twiml.contains("<Redirect"), "{twiml}");
+    // The AMD result: the message follows the announcement.
+    let form = twilio.amd_form(&create, "machine_end_beep");
+    assert_eq!(
+        twilio
+            .send_to(&create, "AsyncAmdStatusCallback", &form)
+            .await,
+        200
+    );
+    let (_, twiml) = twilio.fetch_twiml(&create).await;
+    assert!(
+        twiml.contains(
+            ">Recorded for quality.</Say><Say voice=\"alice\" language=\"en-US\">hi</Say>"
+        ),
+        "{twiml}"
+    );
 }

@@ -4,6 +4,8 @@ mod support;
 
 mod binary;
 mod browser;
+#[cfg(feature = "telegram")]
+mod callee;
 mod cli;
 #[cfg(all(feature = "telegram", feature = "slack"))]
 mod dialogue;

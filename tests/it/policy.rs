@@ -364,6 +364,8 @@ async fn a_platform_core_does_not_know_is_allow_listed_and_limited_like_any_chat
             voice: s.calls.voice.clone(),
             language: s.calls.language.clone(),
             message: s.calls.default_message.clone(),
+            machine_detection: Default::default(),
+            record: false,
         },
         policy,
         queue.clone(),

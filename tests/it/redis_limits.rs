@@ -404,6 +404,8 @@ impl Engine {
                 voice: s.calls.voice.clone(),
                 language: s.calls.language.clone(),
                 message: s.calls.default_message.clone(),
+                machine_detection: Default::default(),
+                record: false,
             },
             s.policy(),
             queue.clone(),

@@ -76,6 +76,37 @@ impl Sink for Slack {
             self.send_outcome(shown, call).await;
         }
     }
+
+    async fn post_recording(&self, call: &Call) {
+        let o = &call.origin;
+        let link = crate::chat::recording_link(&self.ctx.public_url, &call.id);
+        let text = texts::recording_text(call, &link);
+        // In the thread of the request, else of the status message (stored on the call).
+        let thread = o.thread.as_deref().or(o.status_message.as_deref());
+        let result = match self
+            .api
+            .post_message_tries(&o.chat, thread, &text, None, api::MUST_ARRIVE_TRIES)
+            .await
+        {
+            Err(e) if e.is_unreachable_channel() && o.reply_url.is_some() => {
+                let body = json!({ "response_type": "in_channel", "replace_original": false, "text": text });
+                self.api
+                    .respond_tries(
+                        o.reply_url.as_deref().unwrap_or_default(),
+                        &body,
+                        api::MUST_ARRIVE_TRIES,
+                    )
+                    .await
+            }
+            r => r.map(drop),
+        };
+        match result {
+            Ok(()) => info!(call_id = %call.id, "recording posted to Slack"),
+            Err(e) => {
+                warn!(call_id = %call.id, error = %e, "could not post the recording to Slack")
+            }
+        }
+    }
 }
 
 impl Slack {

@@ -46,6 +46,15 @@ pub fn outcome_text(call: &Call) -> String {
     )
 }
 
+/// The recording is ready, in the thread, mentioning the requester.
+pub fn recording_text(call: &Call, link: &str) -> String {
+    format!(
+        "{} {}",
+        mention(&call.origin.requester),
+        escape(&replies::recording(call, link))
+    )
+}
+
 /// The status message: the line, the call id and message, and Cancel while it is live.
 pub fn status_blocks(call: &Call) -> Vec<SlackBlock> {
     let mut blocks = vec![

@@ -94,4 +94,14 @@ impl Sink for Telegram {
         info!(call_id = %call.id, status = %call.status, "telegram outcome posted");
         self.reply_must_arrive(target, replies::outcome(call)).await;
     }
+
+    async fn post_recording(&self, call: &Call) {
+        let Some(target) = Target::of_origin(&call.origin) else {
+            return;
+        };
+        let link = crate::chat::recording_link(&self.ctx.public_url, &call.id);
+        info!(call_id = %call.id, "telegram recording posted");
+        self.reply_must_arrive(target, replies::recording(call, &link))
+            .await;
+    }
 }

@@ -124,6 +124,7 @@ pub fn routes(state: Arc<WebState>) -> Router {
         .route("/api/calls", get(list_calls))
         .route("/api/calls/{id}", get(get_call))
         .route("/api/calls/{id}/cancel", post(cancel_call))
+        .route("/api/calls/{id}/recording", get(get_recording))
         .route("/api/stats", get(stats))
         .route("/api/events", get(events))
         .route("/metrics", get(metrics))
@@ -282,12 +283,22 @@ pub struct CallView<'a> {
     sid: Option<&'a CallSid>,
     error: Option<&'a CallError>,
     answered_by: Option<&'a str>,
+    machine_detection: crate::core::call::MachineDetection,
+    record: bool,
+    /// Our link to the audio and its duration, once ready (never the provider's URL).
+    recording: Option<RecordingView>,
     sip_response_code: Option<u16>,
     attempts: u32,
     origin: OriginView<'a>,
     to_display: String,
     status_text: String,
     error_text: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RecordingView {
+    url: String,
+    duration_secs: Option<u32>,
 }
 
 /// Who asked and where, without reply handles.
@@ -319,6 +330,12 @@ impl<'a> CallView<'a> {
             sid: call.sid.as_ref(),
             error: call.error.as_deref(),
             answered_by: call.answered_by.as_deref(),
+            machine_detection: call.machine_detection,
+            record: call.record,
+            recording: call.recording.as_ref().map(|r| RecordingView {
+                url: format!("/api/calls/{}/recording", call.id),
+                duration_secs: r.duration_secs,
+            }),
             sip_response_code: call.sip_response_code,
             attempts: call.attempts,
             origin: OriginView {
@@ -457,6 +474,54 @@ async fn get_call(
         Ok(Some(call)) => Json(CallView::new(&call)).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, "No such call."),
         Err(e) => internal(e),
+    }
+}
+
+/// The call's recording, streamed from the provider with the account's credentials (the
+/// provider's own URL for it never leaves the server).
+async fn get_recording(
+    State(state): State<Arc<WebState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let Ok(Path(id)) = id else {
+        return error(StatusCode::NOT_FOUND, "No such call.");
+    };
+    let call = match find(&state.ctx.service, Some(&id)).await {
+        Ok(Some(call)) => call,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "No such call."),
+        Err(e) => return internal(e),
+    };
+    let Some(recording) = &call.recording else {
+        let why = if call.record {
+            "This call's recording is not ready yet."
+        } else {
+            "This call was not recorded."
+        };
+        return error(StatusCode::NOT_FOUND, why);
+    };
+    match state.ctx.service.recording_audio(recording).await {
+        Ok(audio) => {
+            let mut response = axum::body::Body::from_stream(audio.body).into_response();
+            let headers = response.headers_mut();
+            if let Ok(v) = header::HeaderValue::from_str(&audio.content_type) {
+                headers.insert(header::CONTENT_TYPE, v);
+            }
+            if let Some(n) = audio.length {
+                headers.insert(header::CONTENT_LENGTH, n.into());
+            }
+            headers.insert(
+                header::CACHE_CONTROL,
+                header::HeaderValue::from_static("private, no-store"),
+            );
+            response
+        }
+        Err(e) => {
+            warn!(call_id = %call.id, error = %e, "could not fetch a recording from the provider");
+            error(
+                StatusCode::BAD_GATEWAY,
+                format!("The recording could not be fetched from the telephony provider: {e}"),
+            )
+        }
     }
 }
 

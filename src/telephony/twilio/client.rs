@@ -14,10 +14,13 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::webhook::{status_callback_url, twiml_url};
+use super::webhook::{amd_callback_url, recording_callback_url, status_callback_url, twiml_url};
 use super::wire;
-use crate::calls::{Hangup, Placed, Telephony, TelephonyError};
-use crate::core::call::{Call, CallSid, CallStatus, StatusUpdate};
+use futures::TryStreamExt as _;
+
+use super::webhook::is_recording_sid;
+use crate::calls::{Audio, Hangup, Placed, Telephony, TelephonyError};
+use crate::core::call::{Call, CallSid, CallStatus, MachineDetection, StatusUpdate};
 use crate::retry::{self, Policy, Verdict};
 
 /// Reads: a few quick tries, so a dialer asking whether a call was placed, or the reaper,
@@ -133,6 +136,31 @@ impl TwilioClient {
         );
         form.push(("Timeout", self.ring_timeout_secs.to_string()));
         form.push(("TimeLimit", self.time_limit_secs.to_string()));
+        // Async AMD: the TwiML runs at once and the result arrives on its own signed POST
+        // (`/webhooks/amd`); `twiml.rs` and the webhook decide what is spoken when.
+        let detection = match call.machine_detection {
+            MachineDetection::Off => None,
+            MachineDetection::Enable => Some("Enable"),
+            MachineDetection::MessageEnd => Some("DetectMessageEnd"),
+        };
+        if let Some(detection) = detection {
+            form.push(("MachineDetection", detection.to_owned()));
+            form.push(("AsyncAmd", "true".to_owned()));
+            form.push((
+                "AsyncAmdStatusCallback",
+                amd_callback_url(&self.public_url, &call.id),
+            ));
+            form.push(("AsyncAmdStatusCallbackMethod", "POST".to_owned()));
+        }
+        if call.record {
+            form.push(("Record", "true".to_owned()));
+            form.push((
+                "RecordingStatusCallback",
+                recording_callback_url(&self.public_url, &call.id),
+            ));
+            form.push(("RecordingStatusCallbackMethod", "POST".to_owned()));
+            form.push(("RecordingStatusCallbackEvent", "completed".to_owned()));
+        }
         form
     }
 
@@ -332,6 +360,60 @@ impl Telephony for TwilioClient {
                 status: wire::status(&c.status).unwrap_or(CallStatus::Queued),
             })
             .collect())
+    }
+
+    /// `GET {api_base}/2010-04-01/Accounts/{account}/Recordings/{sid}.mp3` with the account's
+    /// credentials. Built from the recording's sid and the configured API base rather than
+    /// from the callback's `RecordingUrl` (the same resource): credentials only ever go to
+    /// the API base. One try: a listener waits, and a failure is answered as a 502 at once.
+    async fn recording(&self, sid: &str) -> Result<Audio, TelephonyError> {
+        if !is_recording_sid(sid) {
+            return Err(TelephonyError::Protocol(format!(
+                "not a recording sid: {sid:?}"
+            )));
+        }
+        let url = format!(
+            "{}/2010-04-01/Accounts/{}/Recordings/{sid}.mp3",
+            self.api_base, self.account_sid
+        );
+        let response = self
+            .http
+            .get(url)
+            .basic_auth(&self.account_sid, Some(self.auth_token.expose_secret()))
+            // The connect and first-byte budget; the body then streams at its own pace.
+            .timeout(Duration::from_secs(300))
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.bytes().await.unwrap_or_default();
+            let parsed: Option<ErrorBody> = serde_json::from_slice(&body).ok();
+            return Err(TelephonyError::Api {
+                http_status: status.as_u16(),
+                code: parsed.as_ref().and_then(|b| b.code),
+                message: parsed
+                    .and_then(|b| b.message)
+                    .unwrap_or_else(|| default_message(status)),
+                more_info: None,
+                retry_after: None,
+            });
+        }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("audio/mpeg")
+            .to_owned();
+        let length = response.content_length();
+        let body = response
+            .bytes_stream()
+            .map_err(|e| std::io::Error::other(e.without_url_ref()));
+        Ok(Audio {
+            content_type,
+            length,
+            body: Box::pin(body),
+        })
     }
 
     fn is_simulated(&self) -> bool {

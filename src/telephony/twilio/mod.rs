@@ -49,7 +49,8 @@ pub fn plug(
     let hooks = TwilioHooks::new(
         SignatureVerifier::new(account.auth_token, ctx.public_url),
         ctx.body_limit,
-    );
+    )
+    .with_announcement(&ctx.calls.record_announcement);
     Ok(Plug {
         telephony: Arc::new(client),
         routes: webhook::routes(Arc::new(hooks)),

@@ -26,6 +26,27 @@ pub fn render(message: &str, voice: &str, language: &str) -> String {
     )
 }
 
+/// Holds the call while answering-machine detection runs (async AMD: Twilio runs our TwiML
+/// at once): a short `<Pause>`, then `<Redirect>` back to `url`, where the next TwiML is
+/// served once the result is stored.
+pub fn wait_and_redirect(url: &str, pause_secs: u32) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Pause length=\"{pause_secs}\"/><Redirect method=\"POST\">{}</Redirect></Response>",
+        xml_text(url)
+    )
+}
+
+/// `twiml` with `<Say>announcement</Say>` first (a recorded call says so before anything).
+pub fn with_announcement(twiml: &str, announcement: &str, voice: &str, language: &str) -> String {
+    let say = format!(
+        "<Response><Say voice=\"{}\" language=\"{}\">{}</Say>",
+        xml_text(voice),
+        xml_text(language),
+        xml_text(announcement)
+    );
+    twiml.replacen("<Response>", &say, 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,6 +57,21 @@ mod tests {
         <?xml version="1.0" encoding="UTF-8"?>
         <Response><Say voice="alice" language="en-US">Your table is ready</Say></Response>
         "#);
+    }
+
+    #[test]
+    fn waiting_and_announcing() {
+        insta::assert_snapshot!(wait_and_redirect("https://x.example/twiml/abc?wait=2&a=b", 1), @r#"
+        <?xml version="1.0" encoding="UTF-8"?>
+        <Response><Pause length="1"/><Redirect method="POST">https://x.example/twiml/abc?wait=2&amp;a=b</Redirect></Response>
+        "#);
+        let xml = with_announcement(
+            &render("Hi", "alice", "en-US"),
+            "Recorded <here>",
+            "alice",
+            "en-US",
+        );
+        assert!(xml.contains("<Response><Say voice=\"alice\" language=\"en-US\">Recorded &lt;here&gt;</Say><Say voice=\"alice\" language=\"en-US\">Hi</Say></Response>"), "{xml}");
     }
 
     #[test]

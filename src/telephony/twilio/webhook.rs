@@ -1,5 +1,6 @@
-//! Twilio's inbound routes: `GET|POST /twiml/{id}` and `POST /webhooks/status`.
-//! Both are authenticated by [`TwilioRequest::read`], which bounds the body, checks
+//! Twilio's inbound routes: `GET|POST /twiml/{id}`, `POST /webhooks/status`, and the
+//! answering-machine result (`POST /webhooks/amd`) and recording (`POST /webhooks/recording`)
+//! callbacks. All are authenticated by [`TwilioRequest::read`], which bounds the body, checks
 //! `X-Twilio-Signature` against our public URL and hands the handler the form params.
 //! The routes' state is the engine ([`CallService`]): the provider is built before the
 //! engine (which places calls through it), so `app.rs` supplies it with `with_state`.
@@ -27,15 +28,15 @@ use super::signature::SignatureVerifier;
 use super::{twiml, wire};
 use crate::calls::CallService;
 use crate::calls::service::StatusOutcome;
-use crate::core::call::{CallError, CallId, CallSid, StatusUpdate};
+use crate::core::call::{CallError, CallId, CallSid, MachineDetection, Recording, StatusUpdate};
 
 /// `callbot_webhook_requests_total` for the two routes, registered once: `counter!` hashes
 /// the name and labels to find its handle on every call.
 struct Counters {
-    handles: [[Counter; 3]; 2],
+    handles: [[Counter; 3]; 4],
 }
 
-const ROUTES: [&str; 2] = ["status", "twiml"];
+const ROUTES: [&str; 4] = ["status", "twiml", "amd", "recording"];
 const RESULTS: [&str; 3] = ["accepted", "unknown_call", "bad_signature"];
 
 impl Counters {
@@ -50,7 +51,7 @@ impl Counters {
     }
 
     fn count(&self, route: &str, result: &str) {
-        let r = usize::from(route == ROUTES[1]);
+        let r = ROUTES.iter().position(|x| *x == route).unwrap_or(0);
         if let Some(i) = RESULTS.iter().position(|x| *x == result) {
             self.handles[r][i].increment(1);
         }
@@ -68,6 +69,21 @@ pub fn status_callback_url(public_url: &str, id: &CallId) -> String {
     format!("{public_url}/webhooks/status?call_id={id}")
 }
 
+/// Where Twilio posts the answering-machine result (async AMD) of a call.
+pub fn amd_callback_url(public_url: &str, id: &CallId) -> String {
+    format!("{public_url}/webhooks/amd?call_id={id}")
+}
+
+/// Where Twilio posts a call's finished recording.
+pub fn recording_callback_url(public_url: &str, id: &CallId) -> String {
+    format!("{public_url}/webhooks/recording?call_id={id}")
+}
+
+/// Rounds of [`twiml::wait_and_redirect`] (a second each) a `message_end` call waits for the
+/// detection result before the message is spoken anyway. Twilio's own detection gives up
+/// (`unknown`) after `MachineDetectionTimeout`, 30 s by default, and a greeting may run on.
+pub const DETECTION_WAIT_ROUNDS: u32 = 45;
+
 /// What the routes need besides the engine: the signature check, limits and counters.
 pub struct TwilioHooks {
     verifier: SignatureVerifier,
@@ -77,6 +93,8 @@ pub struct TwilioHooks {
     forged: Arc<QuietLog>,
     /// Signed status callbacks for a call this instance does not know.
     unknown: Arc<QuietLog>,
+    /// Spoken first on a recorded call (`calls.record_announcement`); empty: nothing.
+    announcement: String,
 }
 
 impl TwilioHooks {
@@ -88,13 +106,23 @@ impl TwilioHooks {
             counters: Counters::new(),
             forged: QuietLog::new("Twilio requests with a missing or bad signature"),
             unknown: QuietLog::new("status callbacks for unknown calls"),
+            announcement: String::new(),
         }
+    }
+
+    /// Speaks `text` first on every recorded call.
+    #[must_use]
+    pub fn with_announcement(mut self, text: &str) -> Self {
+        text.trim().clone_into(&mut self.announcement);
+        self
     }
 }
 
 /// Twilio's routes, waiting for the engine as their state.
 pub fn routes(hooks: Arc<TwilioHooks>) -> Router<Arc<CallService>> {
     let status_hooks = hooks.clone();
+    let amd_hooks = hooks.clone();
+    let recording_hooks = hooks.clone();
     let twiml =
         move |State(service): State<Arc<CallService>>, Path(id): Path<String>, req: Request| {
             let hooks = hooks.clone();
@@ -104,9 +132,19 @@ pub fn routes(hooks: Arc<TwilioHooks>) -> Router<Arc<CallService>> {
         let hooks = status_hooks.clone();
         async move { status_handler(&hooks, &service, req).await }
     };
+    let amd = move |State(service): State<Arc<CallService>>, req: Request| {
+        let hooks = amd_hooks.clone();
+        async move { amd_handler(&hooks, &service, req).await }
+    };
+    let recording = move |State(service): State<Arc<CallService>>, req: Request| {
+        let hooks = recording_hooks.clone();
+        async move { recording_handler(&hooks, &service, req).await }
+    };
     Router::new()
         .route("/twiml/{id}", get(twiml.clone()).post(twiml))
         .route("/webhooks/status", post(status))
+        .route("/webhooks/amd", post(amd))
+        .route("/webhooks/recording", post(recording))
 }
 
 /// One form field. Twilio's names and most of its values fit in a `CompactString` inline
@@ -164,10 +202,11 @@ impl TwilioRequest {
         } else {
             Vec::new()
         };
-        let route = if path_and_query.starts_with("/twiml/") {
-            "twiml"
-        } else {
-            "status"
+        let route = match parts.uri.path() {
+            p if p.starts_with("/twiml/") => "twiml",
+            "/webhooks/amd" => "amd",
+            "/webhooks/recording" => "recording",
+            _ => "status",
         };
         let Some(signature) = signature else {
             hooks.counters.count(route, "bad_signature");
@@ -193,18 +232,46 @@ async fn twiml_handler(
     id: &str,
     req: Request,
 ) -> Response {
-    if let Err(refused) = TwilioRequest::read(req, hooks).await {
-        return refused;
-    }
+    let req = match TwilioRequest::read(req, hooks).await {
+        Ok(req) => req,
+        Err(refused) => return refused,
+    };
     let Some(id) = CallId::parse(id) else {
         return StatusCode::NOT_FOUND.into_response();
     };
     match service.get(&id).await {
         Ok(Some(call)) => {
             hooks.counters.count("twiml", "accepted");
+            // `message_end`: the message waits for the end of a machine's greeting. Async AMD
+            // runs this TwiML at once, so it holds the call (pause, redirect back here) until
+            // the result is stored, a bounded number of rounds.
+            let round = req
+                .param("wait")
+                .and_then(|w| w.parse::<u32>().ok())
+                .unwrap_or(0);
+            let body = if call.machine_detection == MachineDetection::MessageEnd
+                && call.answered_by.is_none()
+                && round < DETECTION_WAIT_ROUNDS
+            {
+                // Relative to this document's URL (`/twiml/{id}`), as Twilio resolves it, so a
+                // public URL with a path prefix keeps it.
+                twiml::wait_and_redirect(&format!("{id}?wait={}", round + 1), 1)
+            } else {
+                let said = twiml::render(&call.message, &call.voice, &call.language);
+                if call.record && !hooks.announcement.is_empty() {
+                    twiml::with_announcement(
+                        &said,
+                        &hooks.announcement,
+                        &call.voice,
+                        &call.language,
+                    )
+                } else {
+                    said
+                }
+            };
             (
                 [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
-                twiml::render(&call.message, &call.voice, &call.language),
+                body,
             )
                 .into_response()
         }
@@ -267,6 +334,92 @@ async fn status_handler(hooks: &TwilioHooks, service: &CallService, req: Request
         }
         Err(e) => {
             warn!(error = %e, "store unavailable; asking Twilio to retry the callback");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
+
+/// Twilio's answering-machine result (async AMD): `AnsweredBy` is stored once, whatever the
+/// order of this and the status callbacks, and a repeat changes nothing.
+async fn amd_handler(hooks: &TwilioHooks, service: &CallService, req: Request) -> Response {
+    let req = match TwilioRequest::read(req, hooks).await {
+        Ok(req) => req,
+        Err(refused) => return refused,
+    };
+    let id = req.param("call_id").and_then(CallId::parse);
+    let sid = req.param("CallSid").map(CallSid::new);
+    let Some(answered_by) = req.param("AnsweredBy") else {
+        return (StatusCode::BAD_REQUEST, "AnsweredBy is missing").into_response();
+    };
+    debug!(call_id = ?id, sid = ?sid, answered_by, "answering-machine result");
+    let outcome = service
+        .on_detection(id.as_ref(), sid.as_ref(), answered_by)
+        .await;
+    answer_callback(hooks, "amd", outcome)
+}
+
+/// Twilio's recording callback (`RecordingStatusCallbackEvent=completed`): the recording's
+/// sid and duration are stored once; its `RecordingUrl` is neither kept nor logged (the
+/// audio is fetched by sid from the configured API base, see `client.rs`).
+async fn recording_handler(hooks: &TwilioHooks, service: &CallService, req: Request) -> Response {
+    let req = match TwilioRequest::read(req, hooks).await {
+        Ok(req) => req,
+        Err(refused) => return refused,
+    };
+    let id = req.param("call_id").and_then(CallId::parse);
+    let sid = req.param("CallSid").map(CallSid::new);
+    if req
+        .param("RecordingStatus")
+        .is_some_and(|s| s != "completed")
+    {
+        // In-progress or absent: nothing to link to.
+        hooks.counters.count("recording", "accepted");
+        return StatusCode::OK.into_response();
+    }
+    let Some(recording_sid) = req.param("RecordingSid").filter(|s| is_recording_sid(s)) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "RecordingSid is missing or malformed",
+        )
+            .into_response();
+    };
+    let recording = Recording {
+        sid: recording_sid.into(),
+        duration_secs: req
+            .param("RecordingDuration")
+            .and_then(|d| d.parse::<u32>().ok()),
+    };
+    debug!(call_id = ?id, sid = ?sid, recording = %recording.sid, "recording ready");
+    let outcome = service
+        .on_recording(id.as_ref(), sid.as_ref(), recording)
+        .await;
+    answer_callback(hooks, "recording", outcome)
+}
+
+/// `RE` and 32 hex digits: it becomes part of a URL path.
+pub fn is_recording_sid(s: &str) -> bool {
+    s.len() == 34 && s.starts_with("RE") && s[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn answer_callback(
+    hooks: &TwilioHooks,
+    route: &'static str,
+    outcome: Result<StatusOutcome, crate::calls::store::StoreError>,
+) -> Response {
+    match outcome {
+        Ok(StatusOutcome::Applied(_)) => {
+            hooks.counters.count(route, "accepted");
+            StatusCode::OK.into_response()
+        }
+        Ok(StatusOutcome::UnknownCall) => {
+            hooks.counters.count(route, "unknown_call");
+            if let Some(left_out) = hooks.unknown.hit() {
+                warn!(route, left_out, "callback for an unknown call");
+            }
+            StatusCode::OK.into_response()
+        }
+        Err(e) => {
+            warn!(route, error = %e, "store unavailable; asking Twilio to retry the callback");
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
     }

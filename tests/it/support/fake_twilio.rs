@@ -77,6 +77,9 @@ struct Inner {
     faults: super::faults::Faults,
     /// Fires whenever a create request is recorded (the signal "nothing happened" checks wait on).
     created: tokio::sync::Notify,
+    /// Recordings' audio by file name (`RE….mp3`), and the requests for them.
+    recordings: Mutex<std::collections::HashMap<String, Vec<u8>>>,
+    recording_gets: Mutex<Vec<Recorded>>,
 }
 
 #[derive(Clone)]
@@ -97,6 +100,10 @@ impl FakeTwilio {
             .route(
                 "/2010-04-01/Accounts/{account}/Calls/{sid}",
                 post(update).get(fetch),
+            )
+            .route(
+                "/2010-04-01/Accounts/{account}/Recordings/{file}",
+                axum::routing::get(recording),
             )
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -136,6 +143,68 @@ impl FakeTwilio {
 
     pub fn creates(&self) -> Vec<Recorded> {
         self.inner.creates.lock().clone()
+    }
+
+    /// Serves `audio` as the recording `sid` (`GET …/Recordings/{sid}.mp3`).
+    pub fn add_recording(&self, sid: &str, audio: &[u8]) {
+        self.inner
+            .recordings
+            .lock()
+            .insert(format!("{sid}.mp3"), audio.to_vec());
+    }
+
+    /// Requests for recordings' audio (path and Authorization header).
+    pub fn recording_gets(&self) -> Vec<Recorded> {
+        self.inner.recording_gets.lock().clone()
+    }
+
+    /// Posts a signed callback to the URL the create request named under `key`
+    /// (`AsyncAmdStatusCallback`, `RecordingStatusCallback`); returns the HTTP status.
+    pub async fn send_to(&self, call: &Recorded, key: &str, form: &[(String, String)]) -> u16 {
+        let url = call
+            .get(key)
+            .unwrap_or_else(|| panic!("the create named no {key}"));
+        self.post_signed(url, form, None).await.status().as_u16()
+    }
+
+    /// The async AMD callback as Twilio posts it.
+    pub fn amd_form(&self, call: &Recorded, answered_by: &str) -> Vec<(String, String)> {
+        [
+            ("AccountSid", super::ACCOUNT_SID),
+            ("CallSid", call.sid.as_deref().unwrap()),
+            ("AnsweredBy", answered_by),
+            ("MachineDetectionDuration", "2140"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+    }
+
+    /// The recording status callback (`completed`) as Twilio posts it.
+    pub fn recording_form(
+        &self,
+        call: &Recorded,
+        recording_sid: &str,
+        duration: u32,
+    ) -> Vec<(String, String)> {
+        let url = format!(
+            "{}/2010-04-01/Accounts/{}/Recordings/{recording_sid}",
+            self.base,
+            super::ACCOUNT_SID
+        );
+        [
+            ("AccountSid", super::ACCOUNT_SID.to_owned()),
+            ("CallSid", call.sid.clone().unwrap()),
+            ("RecordingSid", recording_sid.to_owned()),
+            ("RecordingUrl", url),
+            ("RecordingStatus", "completed".to_owned()),
+            ("RecordingDuration", duration.to_string()),
+            ("RecordingChannels", "1".to_owned()),
+            ("RecordingSource", "OutboundAPI".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
     }
 
     pub fn hangups(&self) -> Vec<Recorded> {
@@ -409,6 +478,51 @@ async fn update(
         axum::Json(json!({ "sid": sid, "status": status })),
     )
         .into_response()
+}
+
+/// `GET …/Recordings/{sid}.mp3`: the audio, for the account's credentials only.
+async fn recording(
+    State(inner): State<Arc<Inner>>,
+    Path((account, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(res) = inner.faults.maybe(Style::Twilio).await {
+        return res;
+    }
+    let rec = record(
+        &headers,
+        format!("/2010-04-01/Accounts/{account}/Recordings/{file}"),
+        "",
+    );
+    let authorized = rec.authorization.as_deref()
+        == Some(&format!(
+            "Basic {}",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                format!("{}:{}", super::ACCOUNT_SID, AUTH_TOKEN)
+            )
+        ));
+    inner.recording_gets.lock().push(rec);
+    if !authorized || account != super::ACCOUNT_SID {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({ "code": 20003, "message": "Authenticate", "status": 401 })),
+        )
+            .into_response();
+    }
+    match inner.recordings.lock().get(&file) {
+        Some(audio) => (
+            StatusCode::OK,
+            [("content-type", "audio/mpeg")],
+            audio.clone(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({ "code": 20404, "message": "The requested resource was not found", "status": 404 })),
+        )
+            .into_response(),
+    }
 }
 
 async fn fetch(
