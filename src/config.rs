@@ -342,6 +342,41 @@ pub struct TwilioSettings {
     pub api_base: String,
     /// Timeout of one REST request, milliseconds.
     pub request_timeout_ms: u64,
+    /// How calls are followed (CALLBOT_TWILIO__MODE): `auto` (callbacks when
+    /// `server.public_url` is set, polling when it is not), `callbacks` or `polling`.
+    pub mode: TwilioModeSetting,
+    /// Polling: milliseconds between two status requests of a call that is queued or ringing
+    /// (CALLBOT_TWILIO__POLL_RINGING_MS).
+    pub poll_ringing_ms: u64,
+    /// Polling: milliseconds between two status requests of a call in progress
+    /// (CALLBOT_TWILIO__POLL_IN_PROGRESS_MS).
+    pub poll_in_progress_ms: u64,
+    /// Polling: most status requests for one call (CALLBOT_TWILIO__POLL_MAX_REQUESTS); then
+    /// its outcome is recorded as unknown.
+    pub poll_max_requests: u32,
+    /// Polling: most status requests per second, all calls (and, on Redis, all instances)
+    /// together (CALLBOT_TWILIO__POLL_PER_SECOND); beyond it polls wait their turn.
+    pub poll_per_second: u32,
+}
+
+/// `twilio.mode` as set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TwilioModeSetting {
+    Auto,
+    Callbacks,
+    Polling,
+}
+
+/// How Twilio calls are followed, once `twilio.mode = "auto"` is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TwilioMode {
+    /// Twilio fetches TwiML from `/twiml/{id}` and posts status callbacks to
+    /// `/webhooks/status` (it needs to reach `server.public_url`).
+    Callbacks,
+    /// The TwiML goes inline with the create request and the status is fetched
+    /// (`GET …/Calls/{sid}.json`): no inbound request at all, so no public URL.
+    Polling,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -862,6 +897,39 @@ impl Settings {
         if let Err(e) = self.telephony() {
             refuse(e);
         }
+        if self.twilio.mode == TwilioModeSetting::Callbacks && self.server.public_url.is_none() {
+            refuse(format!(
+                "{} needs CALLBOT_PUBLIC_URL: Twilio fetches each call's TwiML from it and posts the call's status to it. Set it to the https URL of a reverse proxy or tunnel, or use polling (unset CALLBOT_TWILIO__MODE or set it to polling)",
+                self.named("twilio.mode", "callbacks")
+            ));
+        }
+        // Features that need Twilio to call back (questions, answering-machine detection,
+        // recordings) are refused here when they are switched on for every call and the
+        // mode is polling, naming the setting; per call, `Call::needs_callbacks` does it.
+        let tw = &self.twilio;
+        for (key, value, least, most) in [
+            ("twilio.poll_ringing_ms", tw.poll_ringing_ms, 10, 60_000),
+            ("twilio.poll_in_progress_ms", tw.poll_in_progress_ms, 10, 600_000),
+            (
+                "twilio.poll_max_requests",
+                u64::from(tw.poll_max_requests),
+                1,
+                1_000_000,
+            ),
+            (
+                "twilio.poll_per_second",
+                u64::from(tw.poll_per_second),
+                1,
+                10_000,
+            ),
+        ] {
+            if !(least..=most).contains(&value) {
+                refuse(format!(
+                    "{} must be {least} to {most}",
+                    self.named(key, value)
+                ));
+            }
+        }
         let mut urls = vec![
             ("twilio.api_base", &self.twilio.api_base),
             ("telegram.api_url", &self.telegram.api_url),
@@ -1069,6 +1137,18 @@ impl Settings {
         }
     }
 
+    /// How Twilio calls are followed: `twilio.mode`, with `auto` resolved by whether
+    /// `server.public_url` was set (to anything, loopback included: a tunnel on the same host,
+    /// tests). The default `http://{bind}` does not count: Twilio cannot reach it.
+    pub fn twilio_mode(&self) -> TwilioMode {
+        match self.twilio.mode {
+            TwilioModeSetting::Callbacks => TwilioMode::Callbacks,
+            TwilioModeSetting::Polling => TwilioMode::Polling,
+            TwilioModeSetting::Auto if self.server.public_url.is_some() => TwilioMode::Callbacks,
+            TwilioModeSetting::Auto => TwilioMode::Polling,
+        }
+    }
+
     /// Whether the LLM fallback is on (a key or a base URL is set).
     pub fn llm_enabled(&self) -> bool {
         self.llm.api_key.is_some() || self.llm.base_url.is_some()
@@ -1078,7 +1158,24 @@ impl Settings {
     /// start logs them.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
-        if let Ok(TelephonyChoice::Twilio { .. }) = self.telephony() {
+        let twilio = matches!(self.telephony(), Ok(TelephonyChoice::Twilio { .. }));
+        if twilio && self.twilio_mode() == TwilioMode::Polling {
+            let tw = &self.twilio;
+            // The longest a call can last: queued, ringing, then answered up to its limit.
+            let ringing = u64::from(self.calls.ring_timeout_secs + 5) * 1000 / tw.poll_ringing_ms.max(1);
+            let answered =
+                u64::from(self.calls.time_limit_secs) * 1000 / tw.poll_in_progress_ms.max(1);
+            let needed = ringing + answered + 1;
+            if u64::from(tw.poll_max_requests) < needed {
+                w.push(format!(
+                    "{} is less than the {needed} status requests a call ringing {} s and lasting {} s takes at these intervals: longer calls end with their outcome unknown",
+                    self.named("twilio.poll_max_requests", tw.poll_max_requests),
+                    self.calls.ring_timeout_secs,
+                    self.calls.time_limit_secs,
+                ));
+            }
+        }
+        if twilio && self.twilio_mode() == TwilioMode::Callbacks {
             match self.server.public_url.as_deref().map(Url::parse) {
                 None => w.push(format!(
                     "CALLBOT_PUBLIC_URL is unset, so Twilio is told to fetch TwiML from and post status callbacks to http://{}, which it cannot reach; set it to the https URL of a reverse proxy or tunnel",
@@ -1235,6 +1332,34 @@ impl Settings {
         }
     }
 
+    /// Which way calls are followed, for `check-config` and the start-up log.
+    pub fn describe_mode(&self) -> String {
+        let tw = &self.twilio;
+        match (self.telephony(), self.twilio_mode()) {
+            (Ok(TelephonyChoice::Twilio { .. }), TwilioMode::Polling) => format!(
+                "polling mode{}: TwiML sent inline, no callbacks, so no public URL is needed; status fetched every {} ms while queued or ringing, every {} ms in progress, at most {} requests per call and {} per second",
+                if tw.mode == TwilioModeSetting::Auto {
+                    " (CALLBOT_PUBLIC_URL is unset)"
+                } else {
+                    ""
+                },
+                tw.poll_ringing_ms,
+                tw.poll_in_progress_ms,
+                tw.poll_max_requests,
+                tw.poll_per_second,
+            ),
+            (Ok(TelephonyChoice::Twilio { .. }), TwilioMode::Callbacks) => format!(
+                "callback mode: Twilio fetches TwiML from {0}/twiml/… and posts status callbacks to {0}/webhooks/status",
+                self.server
+                    .public_url
+                    .as_deref()
+                    .unwrap_or("(CALLBOT_PUBLIC_URL, unset)")
+                    .trim_end_matches('/')
+            ),
+            _ => "simulated (signed callbacks from the built-in simulator)".to_owned(),
+        }
+    }
+
     /// Human summary for `callbot check-config`; secrets show only whether they are set.
     pub fn describe(&self) -> String {
         let secret = |s: &Option<SecretString>| {
@@ -1262,12 +1387,14 @@ impl Settings {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{} (default)", self.server.bind));
+        let mode = self.describe_mode();
         format!(
             "bind:            {}\n\
              public url:      {public}\n\
              web token:       {}\n\
              default region:  {}\n\
              telephony:       {telephony}\n\
+             call status:     {mode}\n\
              twilio token:    {}\n\
              store:           {:?}{}\n\
              dialing:         {} call(s)/s, {} request(s) in flight, {} tries, queue {}\n\

@@ -420,6 +420,15 @@ pub struct Call {
         with = "chrono::serde::ts_milliseconds_option"
     )]
     pub placed_at: Option<DateTime<Utc>>,
+    /// Status requests made for this call when it is followed by polling (none for a call
+    /// whose provider calls back): kept on the call so the budget holds across restarts and
+    /// instances.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub polls: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A call's history as `[status, milliseconds since the epoch]` pairs. chrono's serde
@@ -498,7 +507,27 @@ impl Call {
             attempts: 0,
             last_sequence: None,
             placed_at: None,
+            polls: 0,
         }
+    }
+
+    /// Restamps a call built before it was admitted with the time it was admitted at.
+    pub fn queued_at(mut self, at: DateTime<Utc>) -> Self {
+        self.created_at = at;
+        self.history.clear();
+        self.history.push((CallStatus::Queued, at));
+        self
+    }
+
+    /// What this call asks for that needs the provider to call back while it runs (a
+    /// question's answer, answering-machine detection, a recording), named for the
+    /// requester ("a question"); `None` when the call can be placed without callbacks
+    /// (inline instructions, status by polling). Each such per-call feature adds its line
+    /// here, so that a provider without a public URL refuses it at request time with
+    /// [`crate::core::policy::Refusal::NeedsCallbacks`]. Today no call asks for one: the
+    /// message is spoken and the call ends.
+    pub fn needs_callbacks(&self) -> Option<&'static str> {
+        None
     }
 
     /// Replaces the generated id (the service picks it before the policy records usage).
