@@ -306,7 +306,7 @@ pub fn refusal(r: &Refusal) -> String {
             format!("Your message has {len} characters; the limit is {max}. Please shorten it.")
         }
         Refusal::InstructionsTooLong { len, max } => format!(
-            "This call's instructions would have {len} characters, and without a public URL they travel with the call, where the limit is {max}. Shorten the message by {} characters, or ask the admin to set CALLBOT_PUBLIC_URL.",
+            "This call's instructions would have {len} characters, and without a public URL they travel with the call, where the limit is {max}. Shorten the message by at least {} characters, or ask the admin to set CALLBOT_PUBLIC_URL.",
             len - max
         ),
         Refusal::NeedsCallbacks { feature } => format!(
@@ -461,12 +461,12 @@ mod tests {
                 message: polls_ran_out(300),
             })
         });
-        insta::assert_snapshot!(outcome(&unknown), @"");
+        insta::assert_snapshot!(outcome(&unknown), @"❌ Call to +91 98765 43210 failed: its outcome is unknown: callbot stopped asking the phone provider after 300 status requests (twilio.poll_max_requests), and the provider's call log has the outcome.");
     }
 
     #[test]
     fn refusals_without_a_public_url() {
-        insta::assert_snapshot!(refusal(&Refusal::InstructionsTooLong { len: 4213, max: 4000 }), @"");
-        insta::assert_snapshot!(refusal(&Refusal::NeedsCallbacks { feature: "a question" }), @"");
+        insta::assert_snapshot!(refusal(&Refusal::InstructionsTooLong { len: 4213, max: 4000 }), @"This call's instructions would have 4213 characters, and without a public URL they travel with the call, where the limit is 4000. Shorten the message by at least 213 characters, or ask the admin to set CALLBOT_PUBLIC_URL.");
+        insta::assert_snapshot!(refusal(&Refusal::NeedsCallbacks { feature: "a question" }), @"A question needs the phone provider to call callbot back, and this callbot has no public URL (it follows calls by polling). Ask without it, or ask the admin to set CALLBOT_PUBLIC_URL.");
     }
 }

@@ -18,6 +18,7 @@ mod hostile;
 mod leases;
 #[cfg(feature = "llm")]
 mod llm;
+mod polling;
 mod policy;
 #[cfg(all(feature = "redis", feature = "telegram", feature = "slack"))]
 mod redis_chat;
