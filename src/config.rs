@@ -1654,8 +1654,15 @@ mod tests {
         s.twilio.account_sid = Some(format!("AC{}", "0".repeat(32)));
         s.twilio.auth_token = Some("tok".to_owned().into());
         s.twilio.from_number = Some("+15005550006".into());
-        let unset = s.warnings().join("\n");
-        assert!(unset.contains("CALLBOT_PUBLIC_URL is unset"), "{unset}");
+        // Unset: polling, which needs no public URL, so nothing to warn about.
+        assert_eq!(s.twilio_mode(), TwilioMode::Polling);
+        assert_eq!(s.warnings(), Vec::<String>::new());
+        s.twilio.mode = TwilioModeSetting::Callbacks;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("twilio.mode (CALLBOT_TWILIO__MODE) = \"callbacks\" needs CALLBOT_PUBLIC_URL"),
+            "{err}"
+        );
         for (url, expect) in [
             ("http://10.0.0.5:8080", "loopback or private"),
             ("https://192.168.1.2", "loopback or private"),
@@ -1670,5 +1677,34 @@ mod tests {
         }
         s.server.public_url = Some("https://callbot.example.com".into());
         assert_eq!(s.warnings(), Vec::<String>::new());
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn the_twilio_mode_follows_whether_a_public_url_was_set() {
+        let mut s = Settings::defaults();
+        assert_eq!(s.twilio.mode, TwilioModeSetting::Auto);
+        assert_eq!(s.twilio_mode(), TwilioMode::Polling);
+        // Loopback counts when set explicitly: a tunnel on the same host, tests.
+        s.server.public_url = Some("http://127.0.0.1:8080".into());
+        assert_eq!(s.twilio_mode(), TwilioMode::Callbacks);
+        s.twilio.mode = TwilioModeSetting::Polling;
+        assert_eq!(s.twilio_mode(), TwilioMode::Polling);
+        s.server.public_url = None;
+        s.twilio.mode = TwilioModeSetting::Callbacks;
+        assert_eq!(s.twilio_mode(), TwilioMode::Callbacks);
+        // With Twilio set: check-config says which, and warns when the budget is short.
+        s.twilio.mode = TwilioModeSetting::Auto;
+        s.twilio.account_sid = Some(format!("AC{}", "0".repeat(32)));
+        s.twilio.auth_token = Some("tok".to_owned().into());
+        s.twilio.from_number = Some("+15005550006".into());
+        let d = s.describe();
+        assert!(d.contains("call status:     polling mode (CALLBOT_PUBLIC_URL is unset)"), "{d}");
+        s.twilio.poll_max_requests = 20;
+        let w = s.warnings().join("\n");
+        assert!(w.contains("CALLBOT_TWILIO__POLL_MAX_REQUESTS) = \"20\" is less than the 60 status requests"), "{w}");
+        s.server.public_url = Some("https://callbot.example.com".into());
+        let d = s.describe();
+        assert!(d.contains("call status:     callback mode: Twilio fetches TwiML from https://callbot.example.com/twiml/"), "{d}");
     }
 }
