@@ -442,8 +442,9 @@ pub struct StoreSettings {
     pub claim_ms: u64,
     /// Most calls kept in memory.
     pub capacity: u64,
-    /// Several instances: how long a call's follow claim lasts unrenewed, in milliseconds
-    /// (a dead instance's calls are followed by another within it).
+    /// Several instances: how long a call's follow claim (and, in Twilio polling mode, its
+    /// poll lease) lasts unrenewed, in milliseconds (a dead instance's calls are followed by
+    /// another within it).
     pub follow_claim_ms: u64,
 }
 

@@ -292,3 +292,73 @@ mod telegram {
         assert!(creates.iter().all(|c| c.get("StatusCallback").is_none()));
     }
 }
+
+#[cfg(feature = "redis")]
+mod shared {
+    use super::*;
+    use crate::support::redis::TestRedis;
+    use crate::support::{Instance, until};
+    use callbot::core::call::CallId;
+
+    /// Two instances on one Redis: the call's polling is taken over, with its count, when the
+    /// instance polling it is killed, and followed to its end by the other.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_killed_instances_polling_is_taken_over_with_its_request_count() {
+        let Some(redis) = TestRedis::get("polling_takeover") else {
+            return;
+        };
+        let twilio = FakeTwilio::start().await;
+        twilio.set_fetch("ringing", None);
+        let settings = || {
+            let mut s = polling_settings(&twilio);
+            s.store.follow_claim_ms = 300;
+            s.twilio.poll_ringing_ms = 50;
+            redis.settings(s)
+        };
+        let a = Instance::spawn(settings()).await;
+        let (status, body) = a.prompt("call +91 98765 43212").await;
+        assert_eq!(status, 202, "{body}");
+        let id = CallId::parse(body["id"].as_str().unwrap()).unwrap();
+        let sid = twilio.wait_creates(1).await.remove(0).sid.unwrap();
+        until(Duration::from_secs(10), "A polling", async || {
+            twilio.fetches_of(&sid) >= 3
+        })
+        .await;
+        let b = Instance::spawn(settings()).await;
+        // B sees the call but A holds its lease: the rate stays one request per 50 ms.
+        let before = twilio.fetches_of(&sid);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let during = twilio.fetches_of(&sid) - before;
+        assert!(during <= 12, "{during} requests in 500 ms: polled twice?");
+        a.kill();
+        let killed_at = twilio.fetches_of(&sid);
+        // B takes over within the lease's time and goes on counting.
+        until(Duration::from_secs(5), "B polling", async || {
+            twilio.fetches_of(&sid) >= killed_at + 3
+        })
+        .await;
+        twilio.set_fetch("completed", Some("4"));
+        let call = {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let call = b.service.get(&id).await.unwrap().unwrap();
+                if call.status.is_terminal() {
+                    break call;
+                }
+                assert!(Instant::now() < deadline, "{call:#?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        assert_eq!(call.status, CallStatus::Completed);
+        assert_eq!(call.duration_secs, Some(4));
+        // Every request is on the call's count, A's and B's (one of A's may have been in
+        // flight when it was killed).
+        let fetched = twilio.fetches_of(&sid) as u32;
+        assert!(
+            call.polls == fetched || call.polls + 1 == fetched,
+            "{} counted, {fetched} made",
+            call.polls
+        );
+        assert!(call.polls as usize > killed_at, "{call:#?}");
+    }
+}
