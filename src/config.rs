@@ -910,7 +910,12 @@ impl Settings {
         let tw = &self.twilio;
         for (key, value, least, most) in [
             ("twilio.poll_ringing_ms", tw.poll_ringing_ms, 10, 60_000),
-            ("twilio.poll_in_progress_ms", tw.poll_in_progress_ms, 10, 600_000),
+            (
+                "twilio.poll_in_progress_ms",
+                tw.poll_in_progress_ms,
+                10,
+                600_000,
+            ),
             (
                 "twilio.poll_max_requests",
                 u64::from(tw.poll_max_requests),
@@ -1163,7 +1168,8 @@ impl Settings {
         if twilio && self.twilio_mode() == TwilioMode::Polling {
             let tw = &self.twilio;
             // The longest a call can last: queued, ringing, then answered up to its limit.
-            let ringing = u64::from(self.calls.ring_timeout_secs + 5) * 1000 / tw.poll_ringing_ms.max(1);
+            let ringing =
+                u64::from(self.calls.ring_timeout_secs + 5) * 1000 / tw.poll_ringing_ms.max(1);
             let answered =
                 u64::from(self.calls.time_limit_secs) * 1000 / tw.poll_in_progress_ms.max(1);
             let needed = ringing + answered + 1;
@@ -1661,7 +1667,9 @@ mod tests {
         s.twilio.mode = TwilioModeSetting::Callbacks;
         let err = s.validate().unwrap_err().to_string();
         assert!(
-            err.contains("twilio.mode (CALLBOT_TWILIO__MODE) = \"callbacks\" needs CALLBOT_PUBLIC_URL"),
+            err.contains(
+                "twilio.mode (CALLBOT_TWILIO__MODE) = \"callbacks\" needs CALLBOT_PUBLIC_URL"
+            ),
             "{err}"
         );
         for (url, expect) in [
@@ -1700,10 +1708,18 @@ mod tests {
         s.twilio.auth_token = Some("tok".to_owned().into());
         s.twilio.from_number = Some("+15005550006".into());
         let d = s.describe();
-        assert!(d.contains("call status:     polling mode (CALLBOT_PUBLIC_URL is unset)"), "{d}");
+        assert!(
+            d.contains("call status:     polling mode (CALLBOT_PUBLIC_URL is unset)"),
+            "{d}"
+        );
         s.twilio.poll_max_requests = 20;
         let w = s.warnings().join("\n");
-        assert!(w.contains("CALLBOT_TWILIO__POLL_MAX_REQUESTS) = \"20\" is less than the 60 status requests"), "{w}");
+        assert!(
+            w.contains(
+                "CALLBOT_TWILIO__POLL_MAX_REQUESTS) = \"20\" is less than the 60 status requests"
+            ),
+            "{w}"
+        );
         s.server.public_url = Some("https://callbot.example.com".into());
         let d = s.describe();
         assert!(d.contains("call status:     callback mode: Twilio fetches TwiML from https://callbot.example.com/twiml/"), "{d}");

@@ -153,10 +153,7 @@ async fn follow(ctx: &Ctx, id: &CallId) {
     let mut held_since: Option<Instant> = None;
     let mut last_poll: Option<Instant> = None;
     let mut failing = false;
-    loop {
-        let Some(sid) = call.sid.clone().filter(|_| !call.status.is_terminal()) else {
-            break;
-        };
+    while let Some(sid) = call.sid.clone().filter(|_| !call.status.is_terminal()) {
         let now = Instant::now();
         if held_since.is_none_or(|at| now >= at + renew_every) {
             match ctx.leases.hold(&lease, ctx.lease_ttl).await {
@@ -231,7 +228,9 @@ async fn follow(ctx: &Ctx, id: &CallId) {
         match ctx.service.polled(id, &update).await {
             Ok(Some(stored)) => call = stored,
             Ok(None) => break,
-            Err(e) => warn!(call_id = %id, error = %e, "could not record a polled status; polling on"),
+            Err(e) => {
+                warn!(call_id = %id, error = %e, "could not record a polled status; polling on")
+            }
         }
     }
     if held_since.is_some() {

@@ -519,7 +519,10 @@ async fn twilio_credentials_without_a_public_url_follow_calls_by_polling() {
         text.contains("call status:     polling mode (CALLBOT_PUBLIC_URL is unset): TwiML sent inline, no callbacks"),
         "{text}"
     );
-    assert!(text.contains("every 50 ms while queued or ringing"), "{text}");
+    assert!(
+        text.contains("every 50 ms while queued or ringing"),
+        "{text}"
+    );
     assert!(!text.contains("cannot reach"), "{text}");
 
     let server = start(&env, &[]).await.expect("callbot starts");
@@ -533,10 +536,17 @@ async fn twilio_credentials_without_a_public_url_follow_calls_by_polling() {
     assert_eq!(res.status().as_u16(), 202);
     let call: serde_json::Value = res.json().await.unwrap();
     let create = twilio.wait_creates(1).await.remove(0);
-    assert!(create.get("Twiml").is_some_and(|t| t.contains("<Say")), "{create:?}");
+    assert!(
+        create.get("Twiml").is_some_and(|t| t.contains("<Say")),
+        "{create:?}"
+    );
     assert_eq!(create.get("Url"), None);
     assert_eq!(create.get("StatusCallback"), None);
-    let url = format!("http://{}/api/calls/{}", server.addr, call["id"].as_str().unwrap());
+    let url = format!(
+        "http://{}/api/calls/{}",
+        server.addr,
+        call["id"].as_str().unwrap()
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let shown: serde_json::Value = http.get(&url).send().await.unwrap().json().await.unwrap();

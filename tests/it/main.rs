@@ -18,8 +18,8 @@ mod hostile;
 mod leases;
 #[cfg(feature = "llm")]
 mod llm;
-mod polling;
 mod policy;
+mod polling;
 #[cfg(all(feature = "redis", feature = "telegram", feature = "slack"))]
 mod redis_chat;
 #[cfg(all(feature = "redis", feature = "telegram"))]

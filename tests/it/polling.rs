@@ -15,12 +15,10 @@ use crate::support::{FakeTwilio, QUIET, TestApp, polling_settings, twilio_settin
 /// The create-call parameters of Twilio's OpenAPI description (tests/data/twilio, cut from
 /// twilio/twilio-oai).
 fn create_parameters() -> Vec<String> {
-    let spec: Value = serde_json::from_str(include_str!(
-        "../data/twilio/twilio-calls-openapi.json"
-    ))
-    .unwrap();
-    let schema = &spec["paths"]["/2010-04-01/Accounts/{AccountSid}/Calls.json"]["post"]
-        ["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"];
+    let spec: Value =
+        serde_json::from_str(include_str!("../data/twilio/twilio-calls-openapi.json")).unwrap();
+    let schema = &spec["paths"]["/2010-04-01/Accounts/{AccountSid}/Calls.json"]["post"]["requestBody"]
+        ["content"]["application/x-www-form-urlencoded"]["schema"];
     schema["properties"]
         .as_object()
         .unwrap()
@@ -103,8 +101,14 @@ async fn without_a_public_url_the_twiml_goes_inline_and_the_call_is_followed_by_
     assert_eq!(said.len(), 1, "{twiml}");
     let (attrs, text) = &said[0];
     assert_eq!(text, "Table <4> & \"friends\" is ready");
-    assert!(attrs.contains(&("voice".into(), "alice".into())), "{attrs:?}");
-    assert!(attrs.contains(&("language".into(), "en-US".into())), "{attrs:?}");
+    assert!(
+        attrs.contains(&("voice".into(), "alice".into())),
+        "{attrs:?}"
+    );
+    assert!(
+        attrs.contains(&("language".into(), "en-US".into())),
+        "{attrs:?}"
+    );
 
     // Followed by polling to its end: queued, ringing, in progress (twice), completed.
     let call = app.wait_final(&id).await;
@@ -147,12 +151,15 @@ async fn instructions_longer_than_twilio_takes_inline_are_refused_at_request_tim
     let mut s = polling_settings(&twilio);
     s.limits.message_max_chars = 4000;
     let app = TestApp::spawn(s).await;
-    // 3,990 characters of message, each `&` written as `&amp;` in the TwiML.
-    let long = "&".repeat(3990);
-    let (status, body) = app.prompt(&format!("call +91 98765 43212 and say {long}")).await;
+    // 3,800 characters of message, fine as a message; each `&` is written `&amp;` in the
+    // TwiML, which then has 4,302 characters.
+    let long = format!("{}{}", "x".repeat(3700), "&".repeat(100));
+    let (status, body) = app
+        .prompt(&format!("call +91 98765 43212 and say {long}"))
+        .await;
     assert_eq!(status, 422, "{body}");
     let error = body["error"].as_str().unwrap();
-    assert!(error.contains("would have 20"), "{error}");
+    assert!(error.contains("would have 4302 characters"), "{error}");
     assert!(error.contains("the limit is 4000"), "{error}");
     assert!(error.contains("CALLBOT_PUBLIC_URL"), "{error}");
     // Nothing placed, nothing stored.
@@ -162,7 +169,8 @@ async fn instructions_longer_than_twilio_takes_inline_are_refused_at_request_tim
 
     // What fits goes.
     let fits = "x".repeat(3800);
-    app.place(&format!("call +91 98765 43212 and say {fits}")).await;
+    app.place(&format!("call +91 98765 43212 and say {fits}"))
+        .await;
     let create = twilio.wait_creates(1).await.remove(0);
     assert_eq!(says(create.get("Twiml").unwrap())[0].1, fits);
 
@@ -256,7 +264,8 @@ mod telegram {
             ALICE,
             "Call to +91 9876543212 and say the car is outside",
         ));
-        tg.wait_message("✅ Call to +91 98765 43212 completed, 0:02.").await;
+        tg.wait_message("✅ Call to +91 98765 43212 completed, 0:02.")
+            .await;
         tg.wait_edit("✅ Call to +91 98765 43212 completed").await;
         // Anything sent after this (a second outcome) would come before the help answer's.
         tg.push(tg.text(Chat::Private, ALICE, "/help"));

@@ -335,9 +335,7 @@ impl Telephony for TwilioClient {
     }
 
     async fn poll(&self, sid: &CallSid) -> Result<StatusUpdate, TelephonyError> {
-        let resource: CallResource = self
-            .send("poll", self.http.get(self.call_url(sid)))
-            .await?;
+        let resource: CallResource = self.send("poll", self.http.get(self.call_url(sid))).await?;
         Ok(resource.into())
     }
 

@@ -131,7 +131,12 @@ impl FakeTwilio {
 
     /// How many times the call `sid` was fetched.
     pub fn fetches_of(&self, sid: &str) -> usize {
-        self.inner.fetches.lock().iter().filter(|s| *s == sid).count()
+        self.inner
+            .fetches
+            .lock()
+            .iter()
+            .filter(|s| *s == sid)
+            .count()
     }
 
     /// The fault mode of every REST request.
@@ -454,8 +459,18 @@ async fn fetch(
         let digit = to.chars().last().and_then(|c| c.to_digit(10)).unwrap_or(9);
         let d = digit.to_string();
         let steps: Vec<(&str, Option<&str>)> = match digit {
-            0 => vec![("queued", None), ("ringing", None), ("ringing", None), ("busy", None)],
-            1 => vec![("queued", None), ("ringing", None), ("ringing", None), ("no-answer", None)],
+            0 => vec![
+                ("queued", None),
+                ("ringing", None),
+                ("ringing", None),
+                ("busy", None),
+            ],
+            1 => vec![
+                ("queued", None),
+                ("ringing", None),
+                ("ringing", None),
+                ("no-answer", None),
+            ],
             _ => vec![
                 ("queued", None),
                 ("ringing", None),
