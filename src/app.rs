@@ -158,6 +158,8 @@ struct Engines {
     ledger: Arc<dyn crate::calls::usage::Ledger>,
     /// `calls.cps`, for this process or for every instance on the provider account.
     pacer: Arc<dyn crate::calls::pacing::Pacer>,
+    /// `twilio.poll_per_second` (polling mode), likewise.
+    poll_pacer: Arc<dyn crate::calls::pacing::Pacer>,
     /// What the instance cannot work without, checked every second for `/healthz`.
     probe: Option<Probe>,
     /// How the chat followers share the calls' follow-up.
@@ -255,6 +257,9 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
             probe: None,
             ledger: Arc::new(crate::calls::usage::MemoryLedger::new()),
             pacer: Arc::new(crate::calls::pacing::LocalPacer::new(settings.calls.cps)),
+            poll_pacer: Arc::new(crate::calls::pacing::LocalPacer::new(
+                settings.twilio.poll_per_second,
+            )),
             follow: crate::chat::follow::Coordination::solo(),
             #[cfg(feature = "redis")]
             bridge: None,
@@ -298,6 +303,12 @@ async fn engines(settings: &Settings) -> anyhow::Result<Engines> {
                     &account,
                     settings.calls.cps,
                 )),
+                // Status requests share a pace of their own on the same account.
+                poll_pacer: Arc::new(crate::shared::pacing::RedisPacer::new(
+                    redis.clone(),
+                    &format!("{account}:polls"),
+                    settings.twilio.poll_per_second,
+                )),
                 probe: Some((
                     "redis",
                     Arc::new(move || {
@@ -324,6 +335,16 @@ impl App {
     /// served until [`App::run`].
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         settings.validate()?;
+        let listener = TcpListener::bind(settings.server.bind)
+            .await
+            .with_context(|| format!("could not listen on {}", settings.server.bind))?;
+        Self::build_on(settings, listener).await
+    }
+
+    /// [`App::build`] on a listener bound already (a test that names its loopback address as
+    /// the public URL binds port 0 first; `server.bind` is then not used).
+    pub async fn build_on(settings: Settings, listener: TcpListener) -> anyhow::Result<Self> {
+        settings.validate()?;
         // The dependency tree enables both rustls providers (ring and aws-lc-rs); pick one
         // before any client is built, or rustls cannot choose. A second call is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -333,9 +354,6 @@ impl App {
         // Compiles the grammar's patterns now rather than on the first message (whose
         // Slack acknowledgement has 3 s).
         let _ = crate::core::command::parse("call +1 202 555 0100 and say hi", settings.region());
-        let listener = TcpListener::bind(settings.server.bind)
-            .await
-            .with_context(|| format!("could not listen on {}", settings.server.bind))?;
         let local = listener.local_addr()?;
         let public_url = settings
             .server
@@ -355,6 +373,7 @@ impl App {
             telephony,
             routes: provider_routes,
             from,
+            polling,
         } = match settings.telephony().map_err(anyhow::Error::msg)? {
             TelephonyChoice::Twilio {
                 account_sid,
@@ -367,6 +386,7 @@ impl App {
                     from,
                 },
                 &settings.twilio,
+                settings.twilio_mode(),
                 plug_ctx,
             )?,
             TelephonyChoice::Simulator => simulator::plug(&settings.simulator, plug_ctx),
@@ -379,11 +399,15 @@ impl App {
             probe,
             ledger,
             pacer,
+            poll_pacer,
             follow,
             #[cfg(feature = "redis")]
             bridge,
             memo,
         } = engines(&settings).await?;
+        if !telephony.is_simulated() {
+            info!(mode = %settings.describe_mode(), "how Twilio calls are followed");
+        }
 
         let calls = &settings.calls;
         let shutdown = CancellationToken::new();
@@ -417,6 +441,17 @@ impl App {
             );
         }
         let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
+        if let Some(cfg) = polling {
+            crate::calls::poller::spawn(
+                service.clone(),
+                telephony.clone(),
+                leases.clone(),
+                poll_pacer,
+                cfg,
+                Duration::from_millis(settings.store.follow_claim_ms),
+                shutdown.clone(),
+            );
+        }
         let dialer = dialer::spawn(
             service.clone(),
             queue,

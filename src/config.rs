@@ -342,6 +342,41 @@ pub struct TwilioSettings {
     pub api_base: String,
     /// Timeout of one REST request, milliseconds.
     pub request_timeout_ms: u64,
+    /// How calls are followed (CALLBOT_TWILIO__MODE): `auto` (callbacks when
+    /// `server.public_url` is set, polling when it is not), `callbacks` or `polling`.
+    pub mode: TwilioModeSetting,
+    /// Polling: milliseconds between two status requests of a call that is queued or ringing
+    /// (CALLBOT_TWILIO__POLL_RINGING_MS).
+    pub poll_ringing_ms: u64,
+    /// Polling: milliseconds between two status requests of a call in progress
+    /// (CALLBOT_TWILIO__POLL_IN_PROGRESS_MS).
+    pub poll_in_progress_ms: u64,
+    /// Polling: most status requests for one call (CALLBOT_TWILIO__POLL_MAX_REQUESTS); then
+    /// its outcome is recorded as unknown.
+    pub poll_max_requests: u32,
+    /// Polling: most status requests per second, all calls (and, on Redis, all instances)
+    /// together (CALLBOT_TWILIO__POLL_PER_SECOND); beyond it polls wait their turn.
+    pub poll_per_second: u32,
+}
+
+/// `twilio.mode` as set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TwilioModeSetting {
+    Auto,
+    Callbacks,
+    Polling,
+}
+
+/// How Twilio calls are followed, once `twilio.mode = "auto"` is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TwilioMode {
+    /// Twilio fetches TwiML from `/twiml/{id}` and posts status callbacks to
+    /// `/webhooks/status` (it needs to reach `server.public_url`).
+    Callbacks,
+    /// The TwiML goes inline with the create request and the status is fetched
+    /// (`GET …/Calls/{sid}.json`): no inbound request at all, so no public URL.
+    Polling,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -424,8 +459,9 @@ pub struct StoreSettings {
     pub claim_ms: u64,
     /// Most calls kept in memory.
     pub capacity: u64,
-    /// Several instances: how long a call's follow claim lasts unrenewed, in milliseconds
-    /// (a dead instance's calls are followed by another within it).
+    /// Several instances: how long a call's follow claim (and, in Twilio polling mode, its
+    /// poll lease) lasts unrenewed, in milliseconds (a dead instance's calls are followed by
+    /// another within it).
     pub follow_claim_ms: u64,
 }
 
@@ -879,6 +915,44 @@ impl Settings {
         if let Err(e) = self.telephony() {
             refuse(e);
         }
+        if self.twilio.mode == TwilioModeSetting::Callbacks && self.server.public_url.is_none() {
+            refuse(format!(
+                "{} needs CALLBOT_PUBLIC_URL: Twilio fetches each call's TwiML from it and posts the call's status to it. Set it to the https URL of a reverse proxy or tunnel, or use polling (unset CALLBOT_TWILIO__MODE or set it to polling)",
+                self.named("twilio.mode", "callbacks")
+            ));
+        }
+        // Features that need Twilio to call back (questions, answering-machine detection,
+        // recordings) are refused here when they are switched on for every call and the
+        // mode is polling, naming the setting; per call, `Call::needs_callbacks` does it.
+        let tw = &self.twilio;
+        for (key, value, least, most) in [
+            ("twilio.poll_ringing_ms", tw.poll_ringing_ms, 10, 60_000),
+            (
+                "twilio.poll_in_progress_ms",
+                tw.poll_in_progress_ms,
+                10,
+                600_000,
+            ),
+            (
+                "twilio.poll_max_requests",
+                u64::from(tw.poll_max_requests),
+                1,
+                1_000_000,
+            ),
+            (
+                "twilio.poll_per_second",
+                u64::from(tw.poll_per_second),
+                1,
+                10_000,
+            ),
+        ] {
+            if !(least..=most).contains(&value) {
+                refuse(format!(
+                    "{} must be {least} to {most}",
+                    self.named(key, value)
+                ));
+            }
+        }
         let mut urls = vec![
             ("twilio.api_base", &self.twilio.api_base),
             ("telegram.api_url", &self.telegram.api_url),
@@ -928,6 +1002,23 @@ impl Settings {
                 "{} must be 300 to 600000 milliseconds",
                 self.named("telegram.polling_lease_ms", self.telegram.polling_lease_ms)
             ));
+        }
+        // Detection results and recordings arrive on callbacks: with no public URL for Twilio
+        // (polling mode) every call would be refused, so the setting is, once, here.
+        if matches!(self.telephony(), Ok(TelephonyChoice::Twilio { .. }))
+            && self.twilio_mode() == TwilioMode::Polling
+        {
+            for (key, on) in [
+                ("calls.machine_detection", !c.machine_detection.is_off()),
+                ("calls.record", c.record),
+            ] {
+                if on {
+                    refuse(format!(
+                        "{} needs Twilio to call callbot back, but Twilio is polled (no CALLBOT_PUBLIC_URL, or twilio.mode = \"polling\"): set CALLBOT_PUBLIC_URL or turn it off",
+                        self.name(key)
+                    ));
+                }
+            }
         }
         if c.record_announcement.chars().count() > 1000 {
             refuse(format!(
@@ -1093,6 +1184,18 @@ impl Settings {
         }
     }
 
+    /// How Twilio calls are followed: `twilio.mode`, with `auto` resolved by whether
+    /// `server.public_url` was set (to anything, loopback included: a tunnel on the same host,
+    /// tests). The default `http://{bind}` does not count: Twilio cannot reach it.
+    pub fn twilio_mode(&self) -> TwilioMode {
+        match self.twilio.mode {
+            TwilioModeSetting::Callbacks => TwilioMode::Callbacks,
+            TwilioModeSetting::Polling => TwilioMode::Polling,
+            TwilioModeSetting::Auto if self.server.public_url.is_some() => TwilioMode::Callbacks,
+            TwilioModeSetting::Auto => TwilioMode::Polling,
+        }
+    }
+
     /// Whether the LLM fallback is on (a key or a base URL is set).
     pub fn llm_enabled(&self) -> bool {
         self.llm.api_key.is_some() || self.llm.base_url.is_some()
@@ -1102,7 +1205,25 @@ impl Settings {
     /// start logs them.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
-        if let Ok(TelephonyChoice::Twilio { .. }) = self.telephony() {
+        let twilio = matches!(self.telephony(), Ok(TelephonyChoice::Twilio { .. }));
+        if twilio && self.twilio_mode() == TwilioMode::Polling {
+            let tw = &self.twilio;
+            // The longest a call can last: queued, ringing, then answered up to its limit.
+            let ringing =
+                u64::from(self.calls.ring_timeout_secs + 5) * 1000 / tw.poll_ringing_ms.max(1);
+            let answered =
+                u64::from(self.calls.time_limit_secs) * 1000 / tw.poll_in_progress_ms.max(1);
+            let needed = ringing + answered + 1;
+            if u64::from(tw.poll_max_requests) < needed {
+                w.push(format!(
+                    "{} is less than the {needed} status requests a call ringing {} s and lasting {} s takes at these intervals: longer calls end with their outcome unknown",
+                    self.named("twilio.poll_max_requests", tw.poll_max_requests),
+                    self.calls.ring_timeout_secs,
+                    self.calls.time_limit_secs,
+                ));
+            }
+        }
+        if twilio && self.twilio_mode() == TwilioMode::Callbacks {
             match self.server.public_url.as_deref().map(Url::parse) {
                 None => w.push(format!(
                     "CALLBOT_PUBLIC_URL is unset, so Twilio is told to fetch TwiML from and post status callbacks to http://{}, which it cannot reach; set it to the https URL of a reverse proxy or tunnel",
@@ -1269,6 +1390,34 @@ impl Settings {
         }
     }
 
+    /// Which way calls are followed, for `check-config` and the start-up log.
+    pub fn describe_mode(&self) -> String {
+        let tw = &self.twilio;
+        match (self.telephony(), self.twilio_mode()) {
+            (Ok(TelephonyChoice::Twilio { .. }), TwilioMode::Polling) => format!(
+                "polling mode{}: TwiML sent inline, no callbacks, so no public URL is needed; status fetched every {} ms while queued or ringing, every {} ms in progress, at most {} requests per call and {} per second",
+                if tw.mode == TwilioModeSetting::Auto {
+                    " (CALLBOT_PUBLIC_URL is unset)"
+                } else {
+                    ""
+                },
+                tw.poll_ringing_ms,
+                tw.poll_in_progress_ms,
+                tw.poll_max_requests,
+                tw.poll_per_second,
+            ),
+            (Ok(TelephonyChoice::Twilio { .. }), TwilioMode::Callbacks) => format!(
+                "callback mode: Twilio fetches TwiML from {0}/twiml/… and posts status callbacks to {0}/webhooks/status",
+                self.server
+                    .public_url
+                    .as_deref()
+                    .unwrap_or("(CALLBOT_PUBLIC_URL, unset)")
+                    .trim_end_matches('/')
+            ),
+            _ => "simulated (signed callbacks from the built-in simulator)".to_owned(),
+        }
+    }
+
     /// Human summary for `callbot check-config`; secrets show only whether they are set.
     pub fn describe(&self) -> String {
         let secret = |s: &Option<SecretString>| {
@@ -1296,12 +1445,14 @@ impl Settings {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{} (default)", self.server.bind));
+        let mode = self.describe_mode();
         format!(
             "bind:            {}\n\
              public url:      {public}\n\
              web token:       {}\n\
              default region:  {}\n\
              telephony:       {telephony}\n\
+             call status:     {mode}\n\
              twilio token:    {}\n\
              store:           {:?}{}\n\
              dialing:         {} call(s)/s, {} request(s) in flight, {} tries, queue {}\n\
@@ -1564,8 +1715,17 @@ mod tests {
         s.twilio.account_sid = Some(format!("AC{}", "0".repeat(32)));
         s.twilio.auth_token = Some("tok".to_owned().into());
         s.twilio.from_number = Some("+15005550006".into());
-        let unset = s.warnings().join("\n");
-        assert!(unset.contains("CALLBOT_PUBLIC_URL is unset"), "{unset}");
+        // Unset: polling, which needs no public URL, so nothing to warn about.
+        assert_eq!(s.twilio_mode(), TwilioMode::Polling);
+        assert_eq!(s.warnings(), Vec::<String>::new());
+        s.twilio.mode = TwilioModeSetting::Callbacks;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "twilio.mode (CALLBOT_TWILIO__MODE) = \"callbacks\" needs CALLBOT_PUBLIC_URL"
+            ),
+            "{err}"
+        );
         for (url, expect) in [
             ("http://10.0.0.5:8080", "loopback or private"),
             ("https://192.168.1.2", "loopback or private"),
@@ -1580,5 +1740,51 @@ mod tests {
         }
         s.server.public_url = Some("https://callbot.example.com".into());
         assert_eq!(s.warnings(), Vec::<String>::new());
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn the_twilio_mode_follows_whether_a_public_url_was_set() {
+        let mut s = Settings::defaults();
+        assert_eq!(s.twilio.mode, TwilioModeSetting::Auto);
+        assert_eq!(s.twilio_mode(), TwilioMode::Polling);
+        // Loopback counts when set explicitly: a tunnel on the same host, tests.
+        s.server.public_url = Some("http://127.0.0.1:8080".into());
+        assert_eq!(s.twilio_mode(), TwilioMode::Callbacks);
+        s.twilio.mode = TwilioModeSetting::Polling;
+        assert_eq!(s.twilio_mode(), TwilioMode::Polling);
+        s.server.public_url = None;
+        s.twilio.mode = TwilioModeSetting::Callbacks;
+        assert_eq!(s.twilio_mode(), TwilioMode::Callbacks);
+        // With Twilio set: check-config says which, and warns when the budget is short.
+        s.twilio.mode = TwilioModeSetting::Auto;
+        s.twilio.account_sid = Some(format!("AC{}", "0".repeat(32)));
+        s.twilio.auth_token = Some("tok".to_owned().into());
+        s.twilio.from_number = Some("+15005550006".into());
+        let d = s.describe();
+        assert!(
+            d.contains("call status:     polling mode (CALLBOT_PUBLIC_URL is unset)"),
+            "{d}"
+        );
+        s.twilio.poll_max_requests = 20;
+        let w = s.warnings().join("\n");
+        assert!(
+            w.contains(
+                "CALLBOT_TWILIO__POLL_MAX_REQUESTS) = \"20\" is less than the 60 status requests"
+            ),
+            "{w}"
+        );
+        s.server.public_url = Some("https://callbot.example.com".into());
+        let d = s.describe();
+        assert!(d.contains("call status:     callback mode: Twilio fetches TwiML from https://callbot.example.com/twiml/"), "{d}");
+        // Detection and recordings come on callbacks: refused when Twilio is polled.
+        s.calls.record = true;
+        s.calls.machine_detection = MachineDetection::MessageEnd;
+        s.validate().unwrap();
+        s.server.public_url = None;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("CALLBOT_CALLS__RECORD"), "{err}");
+        assert!(err.contains("CALLBOT_CALLS__MACHINE_DETECTION"), "{err}");
+        assert!(err.contains("needs Twilio to call callbot back"), "{err}");
     }
 }

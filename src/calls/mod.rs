@@ -10,6 +10,7 @@ pub mod events;
 pub mod lease;
 pub mod memo;
 pub mod pacing;
+pub mod poller;
 pub mod queue;
 pub mod reaper;
 pub mod service;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::core::call::{Call, CallError, CallSid, CallStatus, StatusUpdate};
+use crate::core::policy::Refusal;
 
 pub use events::{CallEvent, EventBus, EventKind};
 pub use queue::{DialQueue, MemoryQueue};
@@ -122,6 +124,17 @@ pub trait Telephony: Send + Sync + 'static {
     async fn hangup(&self, sid: &CallSid, how: Hangup) -> Result<(), TelephonyError>;
     /// The provider's current view of a call (status, duration), for the stale-call reaper.
     async fn fetch(&self, sid: &CallSid) -> Result<StatusUpdate, TelephonyError>;
+    /// One status request for the [`poller`]: like [`Telephony::fetch`], but a single
+    /// request, never retried (the poller paces and counts its requests itself).
+    async fn poll(&self, sid: &CallSid) -> Result<StatusUpdate, TelephonyError> {
+        self.fetch(sid).await
+    }
+    /// Whether the provider can carry this call as it is configured, checked when the call is
+    /// requested (before it counts against any limit): without a public URL the instructions
+    /// travel inline, with a size limit, and features that need a callback cannot work.
+    fn accepts(&self, _call: &Call) -> Result<(), Refusal> {
+        Ok(())
+    }
     /// Calls from `call.from` to `call.to` the provider created at or after `since`, newest
     /// first: after a create whose answer never came (timeout, dropped connection), the one
     /// it may have placed. Providers that cannot lose an answer have none.

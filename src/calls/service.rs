@@ -164,20 +164,44 @@ impl CallService {
     /// One audit event per request, whatever the decision.
     pub async fn request(&self, req: CallRequest) -> Result<Call, RequestError> {
         let id = CallId::generate();
+        let message = req
+            .message
+            .as_deref()
+            .filter(|m| !m.trim().is_empty())
+            .map_or_else(|| self.defaults.message.clone(), str::to_owned);
+        // The call as it would be placed, for the provider's own check (stamped with the
+        // time it is admitted at below).
+        let draft = Call::new(
+            req.to,
+            self.defaults.from.clone(),
+            message,
+            self.defaults.voice.clone(),
+            self.defaults.language.clone(),
+            req.origin,
+            Utc::now(),
+        )
+        .with_id(id);
+        let mut draft = draft;
+        draft.machine_detection = self.defaults.machine_detection;
+        draft.record = self.defaults.record;
         let request = Request {
-            origin: &req.origin,
-            to: &req.to,
+            origin: &draft.origin,
+            to: &draft.to,
             message: req.message.as_deref(),
         };
-        // Identity and destination first (pure); then the limits, checked and counted in one
-        // step by the ledger.
-        let decision = match self.policy.check_request(&request) {
+        // Identity, destination and what the provider can carry first (pure); then the
+        // limits, checked and counted in one step by the ledger.
+        let decision = match self
+            .policy
+            .check_request(&request)
+            .and_then(|()| self.telephony.accepts(&draft))
+        {
             Err(refusal) => Ok(Admission::Refused(refusal)),
             Ok(()) => {
                 let claim = Claim {
-                    origin: &req.origin,
-                    to: &req.to,
-                    call_id: id.as_str(),
+                    origin: &draft.origin,
+                    to: &draft.to,
+                    call_id: draft.id.as_str(),
                 };
                 self.ledger.admit(&self.policy.limits, &claim).await
             }
@@ -189,10 +213,10 @@ impl CallService {
         };
         info!(
             target: "callbot::audit",
-            platform = %req.origin.platform,
-            requester = %req.origin.requester,
-            chat = %req.origin.chat,
-            destination = %req.to,
+            platform = %draft.origin.platform,
+            requester = %draft.origin.requester,
+            chat = %draft.origin.chat,
+            destination = %draft.to,
             decision = verdict,
             reason,
             message_chars = req.message.as_ref().map_or(0, |m| m.chars().count()),
@@ -210,24 +234,7 @@ impl CallService {
             }
         };
         metrics::gauge!("callbot_active_calls").set(admitted.live as f64);
-        let now = admitted.at;
-        let message = req
-            .message
-            .filter(|m| !m.trim().is_empty())
-            .unwrap_or_else(|| self.defaults.message.clone());
-        let call = Call::new(
-            req.to,
-            self.defaults.from.clone(),
-            message,
-            self.defaults.voice.clone(),
-            self.defaults.language.clone(),
-            req.origin,
-            now,
-        )
-        .with_id(id);
-        let mut call = call;
-        call.machine_detection = self.defaults.machine_detection;
-        call.record = self.defaults.record;
+        let call = draft.queued_at(admitted.at);
         if let Err(e) = self.store.insert(call.clone()).await {
             self.take_back(&call, &admitted).await;
             return Err(e.into());
@@ -446,6 +453,24 @@ impl CallService {
     /// The audio of a call's recording, streamed from the provider.
     pub async fn recording_audio(&self, recording: &Recording) -> Result<Audio, TelephonyError> {
         self.telephony.recording(&recording.sid).await
+    }
+
+    /// A status the poller fetched: the same state machine and follow-up as a callback
+    /// ([`CallService::on_status`]), and the request counted on the call in the same store
+    /// change. `None` when the call is unknown.
+    pub async fn polled(
+        &self,
+        id: &CallId,
+        update: &StatusUpdate,
+    ) -> Result<Option<Call>, StoreError> {
+        let now = Utc::now();
+        let result = self
+            .change(id, |call| {
+                call.polls = call.polls.saturating_add(1);
+                call.apply(update, now)
+            })
+            .await?;
+        Ok(result.map(|(call, _)| Arc::unwrap_or_clone(call)))
     }
 
     /// The live call of ours with this provider sid.

@@ -495,6 +495,15 @@ pub struct Call {
     /// The finished recording, once the provider reported it. Boxed: most calls have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording: Option<Box<Recording>>,
+    /// Status requests made for this call when it is followed by polling (none for a call
+    /// whose provider calls back): kept on the call so the budget holds across restarts and
+    /// instances.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub polls: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A call's history as `[status, milliseconds]` pairs: the first at its time since the epoch,
@@ -600,6 +609,7 @@ impl Call {
             machine_detection: MachineDetection::Off,
             record: false,
             recording: None,
+            polls: 0,
         }
     }
 
@@ -640,6 +650,30 @@ impl Call {
         !self.machine_detection.is_off()
             && self.answered_by.is_none()
             && self.status == CallStatus::Completed
+    }
+
+    /// Restamps a call built before it was admitted with the time it was admitted at.
+    pub fn queued_at(mut self, at: DateTime<Utc>) -> Self {
+        self.created_at = at;
+        self.history.clear();
+        self.history.push((CallStatus::Queued, at));
+        self
+    }
+
+    /// What this call asks for that needs the provider to call back while it runs (a
+    /// question's answer, answering-machine detection, a recording), named for the
+    /// requester ("a question"); `None` when the call can be placed without callbacks
+    /// (inline instructions, status by polling). Each such per-call feature adds its line
+    /// here, so that a provider without a public URL refuses it at request time with
+    /// [`crate::core::policy::Refusal::NeedsCallbacks`].
+    pub fn needs_callbacks(&self) -> Option<&'static str> {
+        if !self.machine_detection.is_off() {
+            Some("answering-machine detection")
+        } else if self.record {
+            Some("a recording")
+        } else {
+            None
+        }
     }
 
     /// Replaces the generated id (the service picks it before the policy records usage).

@@ -95,6 +95,17 @@ pub enum Refusal {
         len: usize,
         max: usize,
     },
+    /// The call's instructions, sent inline because the provider cannot fetch them (no
+    /// public URL), would be longer than the provider takes.
+    InstructionsTooLong {
+        len: usize,
+        max: usize,
+    },
+    /// The call asks for something (`feature`) that needs the provider to call back, and
+    /// it cannot (no public URL).
+    NeedsCallbacks {
+        feature: &'static str,
+    },
     UserHour {
         limit: u32,
         retry_in: Duration,
@@ -141,7 +152,9 @@ impl Refusal {
             Self::Denied { .. }
             | Self::Country { .. }
             | Self::NumberType { .. }
-            | Self::MessageTooLong { .. } => RefusalKind::Request,
+            | Self::MessageTooLong { .. }
+            | Self::InstructionsTooLong { .. }
+            | Self::NeedsCallbacks { .. } => RefusalKind::Request,
             _ => RefusalKind::Limit,
         }
     }
@@ -154,6 +167,8 @@ impl Refusal {
             Self::Country { .. } => "country",
             Self::NumberType { .. } => "number_type",
             Self::MessageTooLong { .. } => "message_too_long",
+            Self::InstructionsTooLong { .. } => "instructions_too_long",
+            Self::NeedsCallbacks { .. } => "needs_callbacks",
             Self::UserHour { .. } => "user_hourly_limit",
             Self::UserDay { .. } => "user_daily_limit",
             Self::Destination { .. } => "destination_limit",

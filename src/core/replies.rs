@@ -348,6 +348,14 @@ pub fn refusal(r: &Refusal) -> String {
         Refusal::MessageTooLong { len, max } => {
             format!("Your message has {len} characters; the limit is {max}. Please shorten it.")
         }
+        Refusal::InstructionsTooLong { len, max } => format!(
+            "This call's instructions would have {len} characters, and without a public URL they travel with the call, where the limit is {max}. Shorten the message by at least {} characters, or ask the admin to set CALLBOT_PUBLIC_URL.",
+            len - max
+        ),
+        Refusal::NeedsCallbacks { feature } => format!(
+            "{} needs the phone provider to call callbot back, and this callbot has no public URL (it follows calls by polling). Ask without it, or ask the admin to set CALLBOT_PUBLIC_URL.",
+            capitalized(feature)
+        ),
         Refusal::UserHour { limit, retry_in } => format!(
             "You have placed {limit} calls in the last hour, the limit. Try again in {}.",
             wait(*retry_in)
@@ -376,6 +384,21 @@ pub fn refusal(r: &Refusal) -> String {
             wait(*retry_in)
         ),
     }
+}
+
+fn capitalized(s: &str) -> String {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+/// Why a call followed by polling ends with its outcome unknown: its status requests ran out.
+pub fn polls_ran_out(requests: u32) -> String {
+    format!(
+        "its outcome is unknown: callbot stopped asking the phone provider after {requests} status requests (twilio.poll_max_requests), and the provider's call log has the outcome"
+    )
 }
 
 /// Usage, shown for "help" and when a text could not be understood.
@@ -475,6 +498,19 @@ mod tests {
         insta::assert_snapshot!(outcome(&failed), @"❌ Call to +91 98765 43210 failed: Invalid 'To' Phone Number (error 21211).");
         let sip = call_with(CallStatus::Failed, |u| u.sip_response_code = Some(404));
         insta::assert_snapshot!(outcome(&sip), @"❌ Call to +91 98765 43210 failed: the network answered SIP 404.");
+        let unknown = call_with(CallStatus::Failed, |u| {
+            u.error = Some(CallError {
+                code: None,
+                message: polls_ran_out(300),
+            })
+        });
+        insta::assert_snapshot!(outcome(&unknown), @"❌ Call to +91 98765 43210 failed: its outcome is unknown: callbot stopped asking the phone provider after 300 status requests (twilio.poll_max_requests), and the provider's call log has the outcome.");
+    }
+
+    #[test]
+    fn refusals_without_a_public_url() {
+        insta::assert_snapshot!(refusal(&Refusal::InstructionsTooLong { len: 4213, max: 4000 }), @"This call's instructions would have 4213 characters, and without a public URL they travel with the call, where the limit is 4000. Shorten the message by at least 213 characters, or ask the admin to set CALLBOT_PUBLIC_URL.");
+        insta::assert_snapshot!(refusal(&Refusal::NeedsCallbacks { feature: "a question" }), @"A question needs the phone provider to call callbot back, and this callbot has no public URL (it follows calls by polling). Ask without it, or ask the admin to set CALLBOT_PUBLIC_URL.");
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub struct Plug {
     pub routes: Router<Arc<CallService>>,
     /// The caller id calls are placed from (E.164).
     pub from: String,
+    /// Set when the provider does not call back: its calls are followed by the
+    /// [`crate::calls::poller`], at this pace.
+    pub polling: Option<crate::calls::poller::PollConfig>,
 }
 
 /// What every provider's factory gets besides its own settings section.

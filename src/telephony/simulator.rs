@@ -65,6 +65,7 @@ pub fn plug(section: &SimulatorSettings, ctx: PlugContext<'_>) -> Plug {
         )),
         routes: webhook::routes(Arc::new(hooks)),
         from: SIMULATOR_FROM.to_owned(),
+        polling: None,
     }
 }
 

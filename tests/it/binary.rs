@@ -201,7 +201,7 @@ impl Fakes {
 
     /// The rest of a working configuration for the adapter a variable belongs to.
     fn base(&self, var: &str) -> Env {
-        if var.starts_with("TWILIO_") {
+        if var.starts_with("TWILIO_") || var.starts_with("CALLBOT_TWILIO__") {
             env(&[
                 ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
                 ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
@@ -299,6 +299,21 @@ const CASES: &[Case] = &[
     case("TWILIO_ACCOUNT_SID", "123456", false),
     case("TWILIO_ACCOUNT_SID", "true", false),
     case("TWILIO_API_BASE", "1", false),
+    case("CALLBOT_TWILIO__MODE", "polling", true),
+    case("CALLBOT_TWILIO__MODE", "auto", true),
+    // Callbacks need a public URL; with one set they start.
+    case("CALLBOT_TWILIO__MODE", "callbacks", false),
+    Case {
+        var: "CALLBOT_TWILIO__MODE",
+        value: "callbacks",
+        starts: true,
+        with: &[("CALLBOT_PUBLIC_URL", "https://callbot.example.com")],
+    },
+    case("CALLBOT_TWILIO__MODE", "1", false),
+    case("CALLBOT_TWILIO__POLL_MAX_REQUESTS", "007", true),
+    case("CALLBOT_TWILIO__POLL_MAX_REQUESTS", "0", false),
+    case("CALLBOT_TWILIO__POLL_PER_SECOND", "abc", false),
+    case("CALLBOT_TWILIO__POLL_RINGING_MS", "5", false),
     case("TELEGRAM_BOT_TOKEN", "123456", false),
     case("TELEGRAM_BOT_TOKEN", "true", false),
     case("TELEGRAM_BOT_TOKEN", "", true),
@@ -486,6 +501,68 @@ async fn twilio_settings_from_the_environment_place_a_call_from_that_number() {
         Some(true),
         "{create:?}"
     );
+}
+
+/// A laptop with no tunnel: Twilio credentials and nothing else. check-config says the calls
+/// are followed by polling (and does not warn about the missing public URL); the server
+/// places a call with inline TwiML and no callback URL and follows it to its outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twilio_credentials_without_a_public_url_follow_calls_by_polling() {
+    let twilio = FakeTwilio::start().await;
+    twilio.move_on_get();
+    let env = with_port(env(&[
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+        ("TWILIO_FROM_NUMBER", FROM),
+        ("TWILIO_API_BASE", &twilio.base),
+        ("CALLBOT_TWILIO__POLL_RINGING_MS", "50"),
+        ("CALLBOT_TWILIO__POLL_IN_PROGRESS_MS", "50"),
+    ]));
+    let out = command(&env, &["check-config"]).output().await.unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("call status:     polling mode (CALLBOT_PUBLIC_URL is unset): TwiML sent inline, no callbacks"),
+        "{text}"
+    );
+    assert!(
+        text.contains("every 50 ms while queued or ringing"),
+        "{text}"
+    );
+    assert!(!text.contains("cannot reach"), "{text}");
+
+    let server = start(&env, &[]).await.expect("callbot starts");
+    let http = reqwest::Client::new();
+    let res = http
+        .post(format!("http://{}/ai_prompt", server.addr))
+        .json(&serde_json::json!({ "command": "Call to +91 98765 43213" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 202);
+    let call: serde_json::Value = res.json().await.unwrap();
+    let create = twilio.wait_creates(1).await.remove(0);
+    assert!(
+        create.get("Twiml").is_some_and(|t| t.contains("<Say")),
+        "{create:?}"
+    );
+    assert_eq!(create.get("Url"), None);
+    assert_eq!(create.get("StatusCallback"), None);
+    let url = format!(
+        "http://{}/api/calls/{}",
+        server.addr,
+        call["id"].as_str().unwrap()
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let shown: serde_json::Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+        if shown["status"] == "completed" {
+            assert_eq!(shown["duration_secs"], 3, "{shown}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{shown}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// `--config FILE`: text in quotes stays text (`"+1…"`, `"007"`), a bare number where text

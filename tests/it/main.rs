@@ -21,6 +21,7 @@ mod leases;
 #[cfg(feature = "llm")]
 mod llm;
 mod policy;
+mod polling;
 #[cfg(all(feature = "redis", feature = "telegram", feature = "slack"))]
 mod redis_chat;
 #[cfg(all(feature = "redis", feature = "telegram"))]

@@ -387,6 +387,7 @@ impl Engine {
                 from: PhoneNumber::from_e164(FROM).unwrap(),
             },
             &s.twilio,
+            s.twilio_mode(),
             PlugContext {
                 public_url: "http://127.0.0.1:9",
                 body_limit: s.server.webhook_body_limit,

@@ -4,13 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use callbot::App;
 use callbot::calls::store::ListFilter;
 use callbot::core::call::CallStatus;
 use futures::StreamExt as _;
 
 use crate::support::fake_twilio::Plan;
-use crate::support::{FakeTwilio, twilio_settings};
+use crate::support::{self, FakeTwilio, twilio_settings};
 
 #[tokio::test]
 async fn stop_with_queued_calls_and_an_open_live_log_ends_every_call_within_the_grace_period() {
@@ -23,7 +22,7 @@ async fn stop_with_queued_calls_and_an_open_live_log_ends_every_call_within_the_
     let mut s = twilio_settings(&twilio);
     s.calls.cps = 1;
     s.server.shutdown_grace_secs = 3;
-    let app = App::build(s).await.unwrap();
+    let app = support::build(s).await;
     let base = format!("http://{}", app.local_addr());
     let service = app.service();
     let stop = app.shutdown_token();

@@ -15,12 +15,13 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::webhook::{amd_callback_url, recording_callback_url, status_callback_url, twiml_url};
-use super::wire;
+use super::{twiml, wire};
 use futures::TryStreamExt as _;
 
 use super::webhook::is_recording_sid;
 use crate::calls::{Audio, Hangup, Placed, Telephony, TelephonyError};
 use crate::core::call::{Call, CallSid, CallStatus, MachineDetection, StatusUpdate};
+use crate::core::policy::Refusal;
 use crate::retry::{self, Policy, Verdict};
 
 /// Reads: a few quick tries, so a dialer asking whether a call was placed, or the reaper,
@@ -28,6 +29,9 @@ use crate::retry::{self, Policy, Verdict};
 const READ_RETRY: Policy = Policy::new(Duration::from_millis(200), Duration::from_secs(2), 3)
     .with_total(Duration::from_secs(5))
     .with_max_retry_after(Duration::from_secs(5));
+
+/// Longest inline `Twiml` Twilio takes on a create (error 32018 above it).
+pub const INLINE_TWIML_MAX_CHARS: usize = 4000;
 
 /// The events we ask Twilio to report (`StatusCallbackEvent`, one form key each).
 const STATUS_EVENTS: [&str; 4] = ["initiated", "ringing", "answered", "completed"];
@@ -41,6 +45,7 @@ pub struct TwilioClient {
     ring_timeout_secs: u32,
     time_limit_secs: u32,
     timeout: Duration,
+    polling: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +57,9 @@ pub struct TwilioConfig {
     pub ring_timeout_secs: u32,
     pub time_limit_secs: u32,
     pub timeout: Duration,
+    /// Polling mode: the TwiML goes inline (`Twiml`), with no `Url` and no
+    /// `StatusCallback`; nothing of Twilio's reaches `public_url`.
+    pub polling: bool,
 }
 
 /// The fields of Twilio's Call resource we use.
@@ -62,6 +70,9 @@ struct CallResource {
     /// Seconds, as a string; empty for busy, failed, unanswered or ongoing calls.
     #[serde(default)]
     duration: Option<String>,
+    /// `human`, `machine_start`, … when answering-machine detection ran.
+    #[serde(default)]
+    answered_by: Option<String>,
 }
 
 /// A page of Twilio's call list (`GET …/Calls.json`), newest first.
@@ -106,6 +117,7 @@ impl TwilioClient {
             ring_timeout_secs: cfg.ring_timeout_secs,
             time_limit_secs: cfg.time_limit_secs,
             timeout: cfg.timeout,
+            polling: cfg.polling,
         })
     }
 
@@ -116,8 +128,23 @@ impl TwilioClient {
         )
     }
 
+    /// The TwiML of `call`, as the `/twiml/{id}` route serves it; in polling mode it goes
+    /// inline with the create request.
+    fn inline_twiml(call: &Call) -> String {
+        twiml::render(&call.message, &call.voice, &call.language)
+    }
+
     /// The form of a create-call request.
     pub fn create_form(&self, call: &Call) -> Vec<(&'static str, String)> {
+        if self.polling {
+            return vec![
+                ("To", call.to.e164().to_owned()),
+                ("From", call.from.to_string()),
+                ("Twiml", Self::inline_twiml(call)),
+                ("Timeout", self.ring_timeout_secs.to_string()),
+                ("TimeLimit", self.time_limit_secs.to_string()),
+            ];
+        }
         let mut form = vec![
             ("To", call.to.e164().to_owned()),
             ("From", call.from.to_string()),
@@ -284,6 +311,18 @@ impl WithoutUrl for reqwest::Error {
     }
 }
 
+impl From<CallResource> for StatusUpdate {
+    fn from(resource: CallResource) -> Self {
+        StatusUpdate {
+            status: wire::status(&resource.status),
+            sid: Some(CallSid::from(resource.sid)),
+            duration_secs: resource.duration.and_then(|d| d.parse().ok()),
+            answered_by: resource.answered_by.filter(|a| !a.is_empty()),
+            ..StatusUpdate::default()
+        }
+    }
+}
+
 fn default_message(status: StatusCode) -> String {
     format!(
         "Twilio answered {}",
@@ -320,12 +359,29 @@ impl Telephony for TwilioClient {
     async fn fetch(&self, sid: &CallSid) -> Result<StatusUpdate, TelephonyError> {
         let url = self.call_url(sid);
         let resource: CallResource = self.get("fetch", || self.http.get(&url)).await?;
-        Ok(StatusUpdate {
-            status: wire::status(&resource.status),
-            sid: Some(CallSid::from(resource.sid)),
-            duration_secs: resource.duration.and_then(|d| d.parse().ok()),
-            ..StatusUpdate::default()
-        })
+        Ok(resource.into())
+    }
+
+    async fn poll(&self, sid: &CallSid) -> Result<StatusUpdate, TelephonyError> {
+        let resource: CallResource = self.send("poll", self.http.get(self.call_url(sid))).await?;
+        Ok(resource.into())
+    }
+
+    fn accepts(&self, call: &Call) -> Result<(), Refusal> {
+        if !self.polling {
+            return Ok(());
+        }
+        if let Some(feature) = call.needs_callbacks() {
+            return Err(Refusal::NeedsCallbacks { feature });
+        }
+        let len = Self::inline_twiml(call).chars().count();
+        if len > INLINE_TWIML_MAX_CHARS {
+            return Err(Refusal::InstructionsTooLong {
+                len,
+                max: INLINE_TWIML_MAX_CHARS,
+            });
+        }
+        Ok(())
     }
 
     async fn recent_calls(

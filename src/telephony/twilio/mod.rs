@@ -19,7 +19,8 @@ pub use signature::SignatureVerifier;
 use self::client::TwilioConfig;
 use self::webhook::TwilioHooks;
 use super::{Plug, PlugContext};
-use crate::config::TwilioSettings;
+use crate::calls::poller::PollConfig;
+use crate::config::{TwilioMode, TwilioSettings};
 use crate::core::phone::PhoneNumber;
 
 /// The account to place calls with, as the settings check validated it.
@@ -31,12 +32,15 @@ pub struct Account {
 }
 
 /// Twilio plugged in: the REST client, and the TwiML and status callback routes whose
-/// signatures are checked with the account's auth token.
+/// signatures are checked with the account's auth token. In polling `mode` the TwiML goes
+/// inline, nothing calls back, and the plug asks to be polled.
 pub fn plug(
     account: Account,
     section: &TwilioSettings,
+    mode: TwilioMode,
     ctx: PlugContext<'_>,
 ) -> anyhow::Result<Plug> {
+    let polling = mode == TwilioMode::Polling;
     let client = TwilioClient::new(TwilioConfig {
         api_base: section.api_base.clone(),
         account_sid: account.account_sid,
@@ -45,6 +49,7 @@ pub fn plug(
         ring_timeout_secs: ctx.calls.ring_timeout_secs,
         time_limit_secs: ctx.calls.time_limit_secs,
         timeout: Duration::from_millis(section.request_timeout_ms),
+        polling,
     })?;
     let hooks = TwilioHooks::new(
         SignatureVerifier::new(account.auth_token, ctx.public_url),
@@ -55,5 +60,10 @@ pub fn plug(
         telephony: Arc::new(client),
         routes: webhook::routes(Arc::new(hooks)),
         from: account.from.e164().to_owned(),
+        polling: polling.then(|| PollConfig {
+            ringing_every: Duration::from_millis(section.poll_ringing_ms),
+            in_progress_every: Duration::from_millis(section.poll_in_progress_ms),
+            max_requests: section.poll_max_requests,
+        }),
     })
 }

@@ -71,6 +71,8 @@ struct Inner {
     plan: Mutex<VecDeque<Plan>>,
     /// What `GET …/Calls/{sid}.json` answers (status, duration); unset: 404.
     fetch: Mutex<Option<(String, Option<String>)>>,
+    /// Set by [`FakeTwilio::move_on_get`]: each GET of a call answers its next status.
+    moving: Mutex<bool>,
     fetches: Mutex<Vec<String>>,
     /// Query strings of call-list requests.
     lists: Mutex<Vec<Vec<(String, String)>>>,
@@ -124,6 +126,24 @@ impl FakeTwilio {
     /// Answers `GET …/Calls/{sid}.json` with this status and duration from now on.
     pub fn set_fetch(&self, status: &str, duration: Option<&str>) {
         *self.inner.fetch.lock() = Some((status.to_owned(), duration.map(str::to_owned)));
+    }
+
+    /// From now on every call moves through its statuses one step per `GET …/Calls/{sid}.json`
+    /// (what a poller sees), its outcome by the number's last digit as [`FakeTwilio::autoplay`]
+    /// plays it: 0 busy and 1 no answer after ringing; otherwise answered, then completed
+    /// after that many seconds. It then stays at its final status.
+    pub fn move_on_get(&self) {
+        *self.inner.moving.lock() = true;
+    }
+
+    /// How many times the call `sid` was fetched.
+    pub fn fetches_of(&self, sid: &str) -> usize {
+        self.inner
+            .fetches
+            .lock()
+            .iter()
+            .filter(|s| *s == sid)
+            .count()
     }
 
     /// The fault mode of every REST request.
@@ -533,7 +553,57 @@ async fn fetch(
         return res;
     }
     let sid = sid.trim_end_matches(".json").to_owned();
-    inner.fetches.lock().push(sid.clone());
+    let nth = {
+        let mut fetches = inner.fetches.lock();
+        fetches.push(sid.clone());
+        fetches.iter().filter(|s| **s == sid).count() - 1
+    };
+    let moving = *inner.moving.lock();
+    let to = moving
+        .then(|| {
+            inner
+                .creates
+                .lock()
+                .iter()
+                .find(|c| c.sid.as_deref() == Some(sid.as_str()))
+                .and_then(|c| c.get("To").map(str::to_owned))
+        })
+        .flatten();
+    if let Some(to) = to {
+        let digit = to.chars().last().and_then(|c| c.to_digit(10)).unwrap_or(9);
+        let d = digit.to_string();
+        let steps: Vec<(&str, Option<&str>)> = match digit {
+            0 => vec![
+                ("queued", None),
+                ("ringing", None),
+                ("ringing", None),
+                ("busy", None),
+            ],
+            1 => vec![
+                ("queued", None),
+                ("ringing", None),
+                ("ringing", None),
+                ("no-answer", None),
+            ],
+            _ => vec![
+                ("queued", None),
+                ("ringing", None),
+                ("in-progress", None),
+                ("in-progress", None),
+                ("completed", Some(d.as_str())),
+            ],
+        };
+        let (status, duration) = steps[nth.min(steps.len() - 1)];
+        return (
+            StatusCode::OK,
+            axum::Json(json!({
+                "sid": sid, "status": status, "duration": duration, "to": to,
+                "from": super::FROM, "account_sid": super::ACCOUNT_SID,
+                "answered_by": null, "queue_time": "0", "direction": "outbound-api",
+            })),
+        )
+            .into_response();
+    }
     match inner.fetch.lock().clone() {
         Some((status, duration)) => (
             StatusCode::OK,

@@ -127,21 +127,48 @@ pub fn settings() -> Settings {
     s
 }
 
-/// Settings that place calls through `twilio`.
+/// Settings that place calls through `twilio` in callback mode, as with a tunnel on the same
+/// host: the public URL is the app's own loopback address ([`build`] binds it first, unless
+/// the test sets another).
 pub fn twilio_settings(twilio: &FakeTwilio) -> Settings {
+    let mut s = polling_settings(twilio);
+    s.twilio.mode = callbot::config::TwilioModeSetting::Callbacks;
+    s
+}
+
+/// Settings that place calls through `twilio` with no public URL: polling mode (with
+/// `twilio.mode = "auto"`), polled fast.
+pub fn polling_settings(twilio: &FakeTwilio) -> Settings {
     let mut s = settings();
     s.twilio.account_sid = Some(ACCOUNT_SID.into());
     s.twilio.auth_token = Some(AUTH_TOKEN.to_owned().into());
     s.twilio.from_number = Some(FROM.into());
     s.twilio.api_base = twilio.base.clone();
     s.twilio.request_timeout_ms = 2000;
+    s.twilio.poll_ringing_ms = 20;
+    s.twilio.poll_in_progress_ms = 50;
+    s.twilio.poll_per_second = 1000;
     s
+}
+
+/// Builds the app. In callback mode with no public URL set, it binds its port first and names
+/// that loopback address as the public URL (callback mode requires one, explicitly set).
+pub async fn build(mut settings: Settings) -> App {
+    let listener = tokio::net::TcpListener::bind(settings.server.bind)
+        .await
+        .expect("a port");
+    if settings.twilio.mode == callbot::config::TwilioModeSetting::Callbacks
+        && settings.server.public_url.is_none()
+    {
+        settings.server.public_url = Some(format!("http://{}", listener.local_addr().unwrap()));
+    }
+    App::build_on(settings, listener).await.expect("app builds")
 }
 
 impl TestApp {
     pub async fn spawn(settings: Settings) -> Self {
         init_logs();
-        let app = App::build(settings).await.expect("app builds");
+        let app = build(settings).await;
         let base = format!("http://{}", app.local_addr());
         let service = app.service();
         let stop = app.shutdown_token();
@@ -242,7 +269,7 @@ impl Instance {
                 .enable_all()
                 .build()
                 .expect("a runtime");
-            let app = runtime.block_on(App::build(settings)).expect("app builds");
+            let app = runtime.block_on(build(settings));
             let base = format!("http://{}", app.local_addr());
             let service = app.service();
             let stop = app.shutdown_token();
