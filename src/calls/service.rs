@@ -17,6 +17,7 @@ use crate::core::call::{
 };
 use crate::core::phone::PhoneNumber;
 use crate::core::policy::{Policy, Refusal, RefusalKind, Request};
+use crate::core::speech::{Speech, Spoken, Voices};
 use crate::core::replies;
 
 /// How soon, and then how often at most, an ended call's leaving the live set is retried
@@ -29,9 +30,14 @@ const ENDED_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(24 *
 #[derive(Debug, Clone)]
 pub struct CallDefaults {
     pub from: String,
+    /// The default language's voice.
     pub voice: String,
+    /// The default language.
     pub language: String,
     pub message: String,
+    /// More languages a request may ask for, each with its voice (`[voices]`, tags as
+    /// configured).
+    pub voices: Vec<(String, String)>,
 }
 
 /// A request to place one call.
@@ -40,6 +46,8 @@ pub struct CallRequest {
     pub to: PhoneNumber,
     pub message: Option<String>,
     pub origin: Origin,
+    /// The language and repetition asked for.
+    pub speech: Speech,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +107,8 @@ pub struct CallService {
     queue: Arc<dyn DialQueue>,
     telephony: Arc<dyn Telephony>,
     defaults: CallDefaults,
+    /// The languages calls may be spoken in, from `defaults`.
+    voices: Voices,
 }
 
 impl CallService {
@@ -132,6 +142,11 @@ impl CallService {
         bus: EventBus,
         ledger: Arc<dyn Ledger>,
     ) -> Arc<Self> {
+        let voices = Voices::new(
+            &defaults.language,
+            &defaults.voice,
+            defaults.voices.iter().cloned(),
+        );
         Arc::new(Self {
             policy,
             ledger,
@@ -140,6 +155,7 @@ impl CallService {
             queue,
             telephony,
             defaults,
+            voices,
         })
     }
 
@@ -155,6 +171,18 @@ impl CallService {
         &self.policy
     }
 
+    /// The language and voice `req` would be spoken in, or why it cannot be: a language
+    /// with no voice configured, or a text longer than that voice speaks. Pure; `request`
+    /// checks it again, and a chat checks it before asking to confirm.
+    pub fn speech(&self, req: &CallRequest) -> Result<Spoken, Refusal> {
+        let message = req
+            .message
+            .as_deref()
+            .filter(|m| !m.trim().is_empty())
+            .unwrap_or(&self.defaults.message);
+        self.voices.choose(&req.speech, &[message])
+    }
+
     /// Checks the access policy, records the call as queued and hands it to the dialer.
     /// One audit event per request, whatever the decision.
     pub async fn request(&self, req: CallRequest) -> Result<Call, RequestError> {
@@ -166,9 +194,13 @@ impl CallService {
         };
         // Identity and destination first (pure); then the limits, checked and counted in one
         // step by the ledger.
-        let decision = match self.policy.check_request(&request) {
-            Err(refusal) => Ok(Admission::Refused(refusal)),
-            Ok(()) => {
+        let checked = self
+            .policy
+            .check_request(&request)
+            .and_then(|()| self.speech(&req));
+        let decision = match &checked {
+            Err(refusal) => Ok(Admission::Refused(refusal.clone())),
+            Ok(_) => {
                 let claim = Claim {
                     origin: &req.origin,
                     to: &req.to,
@@ -210,16 +242,20 @@ impl CallService {
             .message
             .filter(|m| !m.trim().is_empty())
             .unwrap_or_else(|| self.defaults.message.clone());
-        let call = Call::new(
+        let spoken = checked.expect("admitted only when the speech checked out");
+        let times = req.speech.times();
+        let mut call = Call::new(
             req.to,
             self.defaults.from.clone(),
             message,
-            self.defaults.voice.clone(),
-            self.defaults.language.clone(),
+            spoken.voice,
+            spoken.language,
             req.origin,
             now,
         )
         .with_id(id);
+        call.language_chosen = spoken.chosen;
+        call.say_loop = (times > 1).then_some(times);
         if let Err(e) = self.store.insert(call.clone()).await {
             self.take_back(&call, &admitted).await;
             return Err(e.into());

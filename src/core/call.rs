@@ -420,6 +420,12 @@ pub struct Call {
         with = "chrono::serde::ts_milliseconds_option"
     )]
     pub placed_at: Option<DateTime<Utc>>,
+    /// `language` was asked for and is not the default one (replies then name it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub language_chosen: bool,
+    /// How many times the message is said (`<Say loop>`), when more than once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub say_loop: Option<u8>,
 }
 
 /// A call's history as `[status, milliseconds since the epoch]` pairs. chrono's serde
@@ -498,6 +504,8 @@ impl Call {
             attempts: 0,
             last_sequence: None,
             placed_at: None,
+            language_chosen: false,
+            say_loop: None,
         }
     }
 

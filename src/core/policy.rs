@@ -95,6 +95,17 @@ pub enum Refusal {
         len: usize,
         max: usize,
     },
+    /// A language with no voice configured (`[voices]`): `known` lists the ones there are.
+    UnknownLanguage {
+        asked: String,
+        known: Vec<String>,
+    },
+    /// A text longer than the voice speaks in one `<Say>` (Twilio error 13521).
+    SayTooLong {
+        len: usize,
+        max: usize,
+        voice: String,
+    },
     UserHour {
         limit: u32,
         retry_in: Duration,
@@ -141,7 +152,9 @@ impl Refusal {
             Self::Denied { .. }
             | Self::Country { .. }
             | Self::NumberType { .. }
-            | Self::MessageTooLong { .. } => RefusalKind::Request,
+            | Self::MessageTooLong { .. }
+            | Self::UnknownLanguage { .. }
+            | Self::SayTooLong { .. } => RefusalKind::Request,
             _ => RefusalKind::Limit,
         }
     }
@@ -154,6 +167,8 @@ impl Refusal {
             Self::Country { .. } => "country",
             Self::NumberType { .. } => "number_type",
             Self::MessageTooLong { .. } => "message_too_long",
+            Self::UnknownLanguage { .. } => "unknown_language",
+            Self::SayTooLong { .. } => "say_too_long",
             Self::UserHour { .. } => "user_hourly_limit",
             Self::UserDay { .. } => "user_daily_limit",
             Self::Destination { .. } => "destination_limit",

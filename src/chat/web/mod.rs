@@ -274,6 +274,9 @@ pub struct CallView<'a> {
     message: &'a str,
     voice: &'a str,
     language: &'a str,
+    /// Times the message is said, when more than once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    say_loop: Option<u8>,
     status: CallStatus,
     history: &'a [(CallStatus, chrono::DateTime<chrono::Utc>)],
     created_at: chrono::DateTime<chrono::Utc>,
@@ -311,6 +314,7 @@ impl<'a> CallView<'a> {
             message: &call.message,
             voice: &call.voice,
             language: &call.language,
+            say_loop: call.say_loop,
             status: call.status,
             history: &call.history,
             created_at: call.created_at,

@@ -1,4 +1,4 @@
-//! TwiML for an outbound call: `<Response><Say voice=… language=…>message</Say></Response>`.
+//! TwiML for an outbound call: `<Response><Say voice=… language=… [loop=…]>message</Say></Response>`.
 //! The message is XML-escaped text (quick-xml), and characters XML 1.0 forbids are dropped,
 //! so a user's `<`, `&` or quotes can neither break nor inject TwiML.
 
@@ -18,11 +18,31 @@ fn xml_text(s: &str) -> String {
 }
 
 pub fn render(message: &str, voice: &str, language: &str) -> String {
+    render_say(message, voice, language, 1)
+}
+
+/// The message said `times` times (`<Say loop>`, written only when more than once).
+pub fn render_say(message: &str, voice: &str, language: &str, times: u8) -> String {
+    let looped = if times > 1 {
+        format!(" loop=\"{times}\"")
+    } else {
+        String::new()
+    };
     format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Say voice=\"{}\" language=\"{}\">{}</Say></Response>",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Say voice=\"{}\" language=\"{}\"{looped}>{}</Say></Response>",
         xml_text(voice),
         xml_text(language),
         xml_text(message)
+    )
+}
+
+/// The TwiML of a stored call.
+pub fn for_call(call: &crate::core::call::Call) -> String {
+    render_say(
+        &call.message,
+        &call.voice,
+        &call.language,
+        call.say_loop.unwrap_or(1),
     )
 }
 
@@ -35,6 +55,14 @@ mod tests {
         insta::assert_snapshot!(render("Your table is ready", "alice", "en-US"), @r#"
         <?xml version="1.0" encoding="UTF-8"?>
         <Response><Say voice="alice" language="en-US">Your table is ready</Say></Response>
+        "#);
+    }
+
+    #[test]
+    fn a_repeated_message_loops() {
+        insta::assert_snapshot!(render_say("नमस्ते", "Polly.Aditi", "hi-IN", 2), @r#"
+        <?xml version="1.0" encoding="UTF-8"?>
+        <Response><Say voice="Polly.Aditi" language="hi-IN" loop="2">नमस्ते</Say></Response>
         "#);
     }
 

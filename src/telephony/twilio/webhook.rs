@@ -204,7 +204,7 @@ async fn twiml_handler(
             hooks.counters.count("twiml", "accepted");
             (
                 [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
-                twiml::render(&call.message, &call.voice, &call.language),
+                twiml::for_call(&call),
             )
                 .into_response()
         }
