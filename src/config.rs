@@ -1301,11 +1301,7 @@ impl Settings {
 
     /// "en-US alice (default), hi-IN Polly.Aditi": every language a call may be spoken in.
     fn describe_voices(&self) -> String {
-        let voices = speech::Voices::new(
-            &self.calls.language,
-            &self.calls.voice,
-            self.voices(),
-        );
+        let voices = speech::Voices::new(&self.calls.language, &self.calls.voice, self.voices());
         voices
             .table()
             .map(|(tag, voice)| {

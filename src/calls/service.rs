@@ -17,8 +17,8 @@ use crate::core::call::{
 };
 use crate::core::phone::PhoneNumber;
 use crate::core::policy::{Policy, Refusal, RefusalKind, Request};
-use crate::core::speech::{Speech, Spoken, Voices};
 use crate::core::replies;
+use crate::core::speech::{Speech, Spoken, Voices};
 
 /// How soon, and then how often at most, an ended call's leaving the live set is retried
 /// when the ledger could not be reached.

@@ -514,8 +514,8 @@ fn message_options(message: &str, speech: &mut Speech) -> Option<String> {
         && let Some(end) = rest.find([':', ','])
     {
         let word = rest[..end].trim();
-        let known = subtag_of_name(word).is_some()
-            || (word.contains('-') && canonical_tag(word).is_some());
+        let known =
+            subtag_of_name(word).is_some() || (word.contains('-') && canonical_tag(word).is_some());
         if known {
             speech.language = Some(word.to_owned());
             text = rest[end + 1..].trim_start();
@@ -741,7 +741,10 @@ mod tests {
             "call +91 98765 43210 lang=!! and say hi",
         ] {
             assert!(
-                matches!(parse(refused, india()), Err(ParseError::TrailingText { .. })),
+                matches!(
+                    parse(refused, india()),
+                    Err(ParseError::TrailingText { .. })
+                ),
                 "{refused:?}"
             );
         }

@@ -27,13 +27,13 @@ pub fn status_line(call: &Call) -> String {
     let to = call.to.display();
     match call.status {
         CallStatus::Queued | CallStatus::Initiated => {
-            format!("📞 Calling {to}{}…", call_spoken_as(call))
+            format!("📞 Calling {to}{}…", spoken_note(call))
         }
         CallStatus::Ringing => format!("🔔 Ringing {to}…"),
         CallStatus::InProgress => {
             format!(
                 "🗣️ {to} answered, speaking the message{}…",
-                call_spoken_as(call)
+                spoken_note(call)
             )
         }
         _ => outcome(call),
@@ -138,7 +138,7 @@ pub fn spoken_as(language: Option<&str>, times: u8) -> String {
 }
 
 /// [`spoken_as`] for a call.
-fn call_spoken_as(call: &Call) -> String {
+pub fn spoken_note(call: &Call) -> String {
     spoken_as(
         call.language_chosen.then_some(call.language.as_str()),
         call.say_loop.unwrap_or(1),
@@ -150,7 +150,7 @@ pub fn placed(call: &Call) -> String {
     format!(
         "Placing the call to {}{}… (call {})",
         call.to.display(),
-        call_spoken_as(call),
+        spoken_note(call),
         call.id
     )
 }

@@ -193,10 +193,12 @@ impl Voices {
     pub fn choose(&self, speech: &Speech, texts: &[&str]) -> Result<Spoken, Refusal> {
         let language = match speech.language.as_deref().map(str::trim) {
             None | Some("") => self.default_language.clone(),
-            Some(asked) => self.resolve(asked).ok_or_else(|| Refusal::UnknownLanguage {
-                asked: asked.to_owned(),
-                known: self.table.keys().map(|t| describe(t)).collect(),
-            })?,
+            Some(asked) => self
+                .resolve(asked)
+                .ok_or_else(|| Refusal::UnknownLanguage {
+                    asked: asked.to_owned(),
+                    known: self.table.keys().map(|t| describe(t)).collect(),
+                })?,
         };
         let voice = self.table[&language].clone();
         let max = say_limit(&voice);

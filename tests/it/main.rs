@@ -35,6 +35,8 @@ mod simulator;
 mod slack;
 #[cfg(feature = "telegram")]
 mod soak;
+#[cfg(all(feature = "telegram", feature = "slack"))]
+mod speech;
 #[cfg(feature = "telegram")]
 mod telegram;
 mod twilio;
