@@ -362,6 +362,7 @@ pub fn to_command(
                     .filter(|l| !l.is_empty())
                     .map(str::to_owned),
                 repeat: false,
+                question: None,
             };
             Command::Call {
                 to,

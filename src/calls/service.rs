@@ -18,7 +18,7 @@ use crate::core::call::{
 use crate::core::phone::PhoneNumber;
 use crate::core::policy::{Policy, Refusal, RefusalKind, Request};
 use crate::core::replies;
-use crate::core::speech::{Speech, Spoken, Voices};
+use crate::core::speech::{Answer, Speech, Spoken, Voices};
 
 /// How soon, and then how often at most, an ended call's leaving the live set is retried
 /// when the ledger could not be reached.
@@ -48,6 +48,14 @@ pub struct CallRequest {
     pub origin: Origin,
     /// The language and repetition asked for.
     pub speech: Speech,
+}
+
+impl CallRequest {
+    /// The call needs the provider to reach us during the call (a `<Gather>` posts its
+    /// answer back): a provider mode without callbacks cannot place it.
+    pub fn needs_callbacks(&self) -> bool {
+        self.speech.question.is_some()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,12 +183,44 @@ impl CallService {
     /// with no voice configured, or a text longer than that voice speaks. Pure; `request`
     /// checks it again, and a chat checks it before asking to confirm.
     pub fn speech(&self, req: &CallRequest) -> Result<Spoken, Refusal> {
-        let message = req
-            .message
-            .as_deref()
-            .filter(|m| !m.trim().is_empty())
-            .unwrap_or(&self.defaults.message);
-        self.voices.choose(&req.speech, &[message])
+        let message = self.message_of(req);
+        let question = req.speech.question.as_ref().map(|q| q.spoken());
+        let mut texts = vec![message.as_str()];
+        texts.extend(question.as_deref());
+        self.voices.choose(&req.speech, &texts)
+    }
+
+    /// What the call says before any question: the request's message, else the default one
+    /// (a call that only asks says nothing before its question).
+    fn message_of(&self, req: &CallRequest) -> String {
+        match req.message.as_deref().filter(|m| !m.trim().is_empty()) {
+            Some(m) => m.to_owned(),
+            None if req.speech.question.is_some() => String::new(),
+            None => self.defaults.message.clone(),
+        }
+    }
+
+    /// The callee's answer to the call's question (a `<Gather>` post). The first answer is
+    /// kept and published; a repeated or late one changes nothing.
+    pub async fn on_answer(
+        &self,
+        id: &CallId,
+        answer: Answer,
+    ) -> Result<StatusOutcome, StoreError> {
+        Ok(
+            match self
+                .change(id, |call| call.answered(answer.clone()))
+                .await?
+            {
+                Some((call, applied)) => {
+                    if applied != Applied::Ignored {
+                        info!(call_id = %call.id, "question answered");
+                    }
+                    StatusOutcome::Applied(applied)
+                }
+                None => StatusOutcome::UnknownCall,
+            },
+        )
     }
 
     /// Checks the access policy, records the call as queued and hands it to the dialer.
@@ -238,10 +278,7 @@ impl CallService {
         };
         metrics::gauge!("callbot_active_calls").set(admitted.live as f64);
         let now = admitted.at;
-        let message = req
-            .message
-            .filter(|m| !m.trim().is_empty())
-            .unwrap_or_else(|| self.defaults.message.clone());
+        let message = self.message_of(&req);
         let spoken = checked.expect("admitted only when the speech checked out");
         let times = req.speech.times();
         let mut call = Call::new(
@@ -256,6 +293,7 @@ impl CallService {
         .with_id(id);
         call.language_chosen = spoken.chosen;
         call.say_loop = (times > 1).then_some(times);
+        call.question = req.speech.question.map(Box::new);
         if let Err(e) = self.store.insert(call.clone()).await {
             self.take_back(&call, &admitted).await;
             return Err(e.into());

@@ -12,6 +12,7 @@ use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use super::phone::PhoneNumber;
+use super::speech::{Answer, Question};
 
 /// Our id for a call: 128 random bits, base64url, so it is unguessable (it appears in the
 /// URLs the telephony provider fetches and posts to) and URL-safe.
@@ -426,6 +427,12 @@ pub struct Call {
     /// How many times the message is said (`<Say loop>`), when more than once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub say_loop: Option<u8>,
+    /// The question asked after the message (`<Gather>`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question: Option<Box<Question>>,
+    /// How the callee answered it; set once, by the first answer that arrives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<Box<Answer>>,
 }
 
 /// A call's history as `[status, milliseconds since the epoch]` pairs. chrono's serde
@@ -506,6 +513,8 @@ impl Call {
             placed_at: None,
             language_chosen: false,
             say_loop: None,
+            question: None,
+            answer: None,
         }
     }
 
@@ -513,6 +522,16 @@ impl Call {
     pub fn with_id(mut self, id: CallId) -> Self {
         self.id = id;
         self
+    }
+
+    /// Records the callee's answer to the call's question. Only the first counts: a repeated
+    /// or late delivery changes nothing (and so posts nothing twice).
+    pub fn answered(&mut self, answer: Answer) -> Applied {
+        if self.question.is_none() || self.answer.is_some() {
+            return Applied::Ignored;
+        }
+        self.answer = Some(Box::new(answer));
+        Applied::Progress
     }
 
     /// When the call reached `status`, if it did.

@@ -28,7 +28,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::phone::{PhoneError, PhoneNumber, Region};
-use super::speech::{Speech, canonical_tag, subtag_of_name};
+use super::speech::{Question, Speech, canonical_tag, subtag_of_name};
 
 /// What a message asks callbot to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +152,16 @@ const MESSAGE_MARKERS: &[&str] = &[
     ", ",
 ];
 
+/// Markers that start a question ("and ask: Can you come? 1 yes 2 no").
+const ASK_MARKERS: &[&str] = &[
+    " and ask them: ",
+    " and ask: ",
+    " and ask ",
+    " ask: ",
+    " ask ",
+    " asking ",
+];
+
 /// Punctuation trimmed around a request, with the polite words.
 const PUNCTUATION: &str = "!?.,; ";
 
@@ -176,6 +186,8 @@ struct Grammar {
     marker: Regex,
     /// A message marker, trimmed, at the end of the text (before an opening quote).
     marker_tail: Regex,
+    /// The earliest question marker, the longest at that place.
+    ask: Regex,
     /// The number candidate: digits and the separators people write (`+ ( ) - . /`,
     /// spaces), up to the last digit.
     number: Regex,
@@ -252,6 +264,16 @@ impl Grammar {
             )),
             marker: build(format!("(?i-u:{marker_search})")),
             marker_tail: build(format!(r"(?i-u:{})\z", words(&trimmed_markers))),
+            ask: build({
+                let mut asks = ASK_MARKERS.to_vec();
+                asks.sort_by_key(|m| std::cmp::Reverse(m.len()));
+                let alternatives = asks
+                    .iter()
+                    .map(|m| format!(r"(?:\A| ){}", regex::escape(m.trim_start())))
+                    .collect::<Vec<_>>()
+                    .join("|");
+                format!("(?i-u:{alternatives})")
+            }),
             number: build(r"\A[0-9+()./ \-]*[0-9]".to_owned()),
             prefix_first: ByteSet::new(
                 firsts(POLITE_PREFIXES)
@@ -418,7 +440,31 @@ fn strip_call_verb<'a>(grammar: &Grammar, core: &'a str) -> Option<&'a str> {
 }
 
 fn parse_call(grammar: &Grammar, rest: &str, region: Region) -> Result<Command, ParseError> {
+    // "… and ask: QUESTION" ends the request: cut it off first, unless a message marker or
+    // a quote comes before it (then the question is cut off the message).
+    let ask = grammar.ask.find(rest).map(|m| (m.start(), m.end()));
+    let first_marker = find_marker(grammar, rest).map(|(at, _)| at);
+    let first_quote = rest.find(['"', '“', '«']);
+    let (rest, mut question) = match ask {
+        Some((at, end))
+            if first_marker.is_none_or(|m| at <= m) && first_quote.is_none_or(|q| at < q) =>
+        {
+            (&rest[..at], Question::parse(&rest[end..]))
+        }
+        _ => (rest, None),
+    };
     let (number_part, message) = split_message(grammar, rest);
+    let message = match message {
+        // A quoted message is the message, whatever it says.
+        Some(m) if question.is_none() && first_quote.is_none() => match grammar.ask.find(&m) {
+            Some(found) => {
+                question = Question::parse(&m[found.end()..]);
+                clean_message(&m[..found.start()])
+            }
+            None => Some(m),
+        },
+        other => other,
+    };
     let number_text = grammar.strip_polite_suffixes(number_part.trim());
 
     let (number_span, trailing) = take_number(grammar, number_text);
@@ -443,6 +489,7 @@ fn parse_call(grammar: &Grammar, rest: &str, region: Region) -> Result<Command, 
         Some(m) => message_options(&m, &mut speech),
         None => None,
     };
+    speech.question = question;
     Ok(Command::Call {
         to,
         message,
@@ -658,8 +705,55 @@ mod tests {
             speech: Speech {
                 language: language.map(str::to_owned),
                 repeat,
+                question: None,
             },
         }
+    }
+
+    #[test]
+    fn questions_are_cut_off_the_request_with_their_options() {
+        let ask = |text: &str| match parse(text, india()) {
+            Ok(Some(Command::Call {
+                to,
+                message,
+                speech,
+            })) => (to.e164().to_owned(), message, speech.question),
+            other => panic!("{text:?}: {other:?}"),
+        };
+        let yes_no = Some(Question {
+            text: "Can you come tomorrow?".to_owned(),
+            options: vec![(1, "yes".to_owned()), (2, "no".to_owned())],
+        });
+        assert_eq!(
+            ask("call +91 98765 43210 and ask: Can you come tomorrow? 1 yes 2 no"),
+            ("+919876543210".to_owned(), None, yes_no.clone())
+        );
+        assert_eq!(
+            ask("call +91 98765 43210 ask Can you come tomorrow? (yes/no)"),
+            (
+                "+919876543210".to_owned(),
+                None,
+                Some(Question {
+                    text: "Can you come tomorrow?".to_owned(),
+                    options: vec![(1, "yes".to_owned()), (2, "no".to_owned())],
+                })
+            )
+        );
+        assert_eq!(
+            ask(
+                "call +91 98765 43210 and say the party is on and ask: Can you come tomorrow? 1 for yes, 2 for no"
+            ),
+            (
+                "+919876543210".to_owned(),
+                Some("the party is on".to_owned()),
+                yes_no
+            )
+        );
+        // "ask" inside quotes is the message's.
+        assert_eq!(
+            ask("call +91 98765 43210 \"ask Bob\""),
+            ("+919876543210".to_owned(), Some("ask Bob".to_owned()), None)
+        );
     }
 
     #[test]

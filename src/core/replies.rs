@@ -10,7 +10,7 @@ use super::command::ParseError;
 use super::phone::PhoneError;
 use super::phone::PhoneNumber;
 use super::policy::Refusal;
-use super::speech;
+use super::speech::{self, Answer};
 
 /// "0:42", "12:05", "1:02:03".
 pub fn duration(secs: u32) -> String {
@@ -40,8 +40,41 @@ pub fn status_line(call: &Call) -> String {
     }
 }
 
-/// The final outcome of an ended call.
+/// The final outcome of an ended call, and the answer to its question when one was taken.
 pub fn outcome(call: &Call) -> String {
+    let line = outcome_line(call);
+    match answer_line(call) {
+        Some(answer) => format!("{line}\n{answer}"),
+        None => line,
+    }
+}
+
+/// "📞 +91 98765 43210 answered the question: 1 — yes", when the callee's answer (or its
+/// absence, after the question was asked twice) is recorded.
+pub fn answer_line(call: &Call) -> Option<String> {
+    let to = call.to.display();
+    Some(match call.answer.as_deref()? {
+        Answer::Key {
+            digits,
+            label: Some(label),
+        } => format!("📞 {to} answered the question: {digits} — {label}"),
+        Answer::Key {
+            digits,
+            label: None,
+        } => format!("📞 {to} answered the question: {digits}"),
+        Answer::Speech {
+            text,
+            confidence: Some(c),
+        } => format!("📞 {to} answered the question: “{text}” (said, confidence {c:.2})"),
+        Answer::Speech {
+            text,
+            confidence: None,
+        } => format!("📞 {to} answered the question: “{text}” (said)"),
+        Answer::Nothing => format!("📞 {to}: no answer to the question"),
+    })
+}
+
+fn outcome_line(call: &Call) -> String {
     let to = call.to.display();
     match call.status {
         CallStatus::Completed => match call.duration_secs {

@@ -19,6 +19,8 @@ mod leases;
 #[cfg(feature = "llm")]
 mod llm;
 mod policy;
+#[cfg(all(feature = "telegram", feature = "slack"))]
+mod questions;
 #[cfg(all(feature = "redis", feature = "telegram", feature = "slack"))]
 mod redis_chat;
 #[cfg(all(feature = "redis", feature = "telegram"))]

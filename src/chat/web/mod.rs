@@ -277,6 +277,13 @@ pub struct CallView<'a> {
     /// Times the message is said, when more than once.
     #[serde(skip_serializing_if = "Option::is_none")]
     say_loop: Option<u8>,
+    /// The question asked after the message, and how it was answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    question: Option<&'a crate::core::speech::Question>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    answer: Option<&'a crate::core::speech::Answer>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    answer_text: Option<String>,
     status: CallStatus,
     history: &'a [(CallStatus, chrono::DateTime<chrono::Utc>)],
     created_at: chrono::DateTime<chrono::Utc>,
@@ -315,6 +322,9 @@ impl<'a> CallView<'a> {
             voice: &call.voice,
             language: &call.language,
             say_loop: call.say_loop,
+            question: call.question.as_deref(),
+            answer: call.answer.as_deref(),
+            answer_text: replies::answer_line(call),
             status: call.status,
             history: &call.history,
             created_at: call.created_at,

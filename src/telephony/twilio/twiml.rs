@@ -4,6 +4,8 @@
 
 use quick_xml::escape::escape;
 
+use crate::core::call::Call;
+
 fn xml_text(s: &str) -> String {
     let allowed: String = s
         .chars()
@@ -36,14 +38,62 @@ pub fn render_say(message: &str, voice: &str, language: &str, times: u8) -> Stri
     )
 }
 
-/// The TwiML of a stored call.
-pub fn for_call(call: &crate::core::call::Call) -> String {
-    render_say(
-        &call.message,
-        &call.voice,
-        &call.language,
-        call.say_loop.unwrap_or(1),
-    )
+/// The TwiML of a stored call. With a question, the message (if any) is followed by the
+/// question in a `<Gather>` posting to `gather_action`, asked a second time when nothing
+/// came; the second `<Gather>` posts even an empty result (`actionOnEmptyResult`), which
+/// records that the question went unanswered.
+pub fn for_call(call: &Call, gather_action: &str) -> String {
+    let times = call.say_loop.unwrap_or(1);
+    let Some(question) = &call.question else {
+        return render_say(&call.message, &call.voice, &call.language, times);
+    };
+    let say = |text: &str, times: u8| {
+        let looped = if times > 1 {
+            format!(" loop=\"{times}\"")
+        } else {
+            String::new()
+        };
+        format!(
+            "<Say voice=\"{}\" language=\"{}\"{looped}>{}</Say>",
+            xml_text(&call.voice),
+            xml_text(&call.language),
+            xml_text(text)
+        )
+    };
+    let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response>");
+    if !call.message.trim().is_empty() {
+        xml.push_str(&say(&call.message, times));
+    }
+    let spoken = question.spoken();
+    for last in [false, true] {
+        xml.push_str(&format!(
+            "<Gather input=\"dtmf speech\" numDigits=\"1\" timeout=\"{GATHER_TIMEOUT_SECS}\" language=\"{}\" action=\"{}\" method=\"POST\"{}>{}</Gather>",
+            xml_text(&call.language),
+            xml_text(gather_action),
+            if last { " actionOnEmptyResult=\"true\"" } else { "" },
+            say(&spoken, 1)
+        ));
+    }
+    xml.push_str("</Response>");
+    xml
+}
+
+/// Seconds `<Gather>` waits for a key or words after the question.
+pub const GATHER_TIMEOUT_SECS: u32 = 6;
+
+/// What the callee hears once the answer is taken: thanks, in the call's voice, then the
+/// call ends.
+pub fn after_answer(call: &Call) -> String {
+    let thanks = if call.language_chosen {
+        "" // No canned text in another language: the call simply ends.
+    } else {
+        "Thank you. Goodbye."
+    };
+    if thanks.is_empty() {
+        return "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Hangup/></Response>"
+            .to_owned();
+    }
+    render_say(thanks, &call.voice, &call.language, 1)
 }
 
 #[cfg(test)]
