@@ -11,6 +11,10 @@
 //! | 2 | failed (SIP 404) |
 //! | 3–9 | completed, talking for (2 + digit) seconds |
 //!
+//! A call with a question is answered after its message by the number's second-to-last
+//! digit ([`Callee`]): 7 says "yes" (confidence 0.9), 8 never answers (the empty post of the
+//! second `<Gather>`), any other presses 1.
+//!
 //! Timing is realistic at `speed = 1.0` (about 1 s to initiate and ring) and scales down
 //! for tests. With `chaos`, every callback is sent twice and all of them in shuffled order.
 

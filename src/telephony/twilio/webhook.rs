@@ -1,5 +1,5 @@
-//! Twilio's inbound routes: `GET|POST /twiml/{id}` and `POST /webhooks/status`.
-//! Both are authenticated by [`TwilioRequest::read`], which bounds the body, checks
+//! Twilio's inbound routes: `GET|POST /twiml/{id}`, `POST /webhooks/status` and
+//! `POST /webhooks/gather` (a question's answer). All are authenticated by [`TwilioRequest::read`], which bounds the body, checks
 //! `X-Twilio-Signature` against our public URL and hands the handler the form params.
 //! The routes' state is the engine ([`CallService`]): the provider is built before the
 //! engine (which places calls through it), so `app.rs` supplies it with `with_state`.
