@@ -3,6 +3,9 @@
 
 use quick_xml::events::Event;
 
+/// An element: its name and its attributes, unescaped.
+pub type Element = (String, Vec<(String, String)>);
+
 /// One `<Say>` as Twilio reads it: its attributes and its text, unescaped.
 #[derive(Debug, PartialEq)]
 pub struct Say {
@@ -12,7 +15,7 @@ pub struct Say {
 
 /// The elements of a TwiML document in order (name, attributes), and its `<Say>`s. Panics
 /// on anything that is not well-formed XML.
-pub fn parse_twiml(xml: &str) -> (Vec<(String, Vec<(String, String)>)>, Vec<Say>) {
+pub fn parse_twiml(xml: &str) -> (Vec<Element>, Vec<Say>) {
     let mut reader = quick_xml::Reader::from_str(xml);
     let mut elements = Vec::new();
     let mut says = Vec::new();
