@@ -174,6 +174,7 @@ async fn callbacks(duration: Duration, rounds: usize, calls: usize) {
                 to: PhoneNumber::from_e164("+919876543210").unwrap(),
                 message: None,
                 origin: Origin::new(Platform::Web, "load"),
+                speech: Default::default(),
             })
             .await
             .unwrap();
@@ -331,6 +332,7 @@ async fn pacing(n: usize, cps: u32) {
                 to: PhoneNumber::from_e164(&format!("+9198{:08}", 76_000_000 + i)).unwrap(),
                 message: None,
                 origin: Origin::new(Platform::Web, "load"),
+                speech: Default::default(),
             })
             .await
             .unwrap();

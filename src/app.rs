@@ -423,6 +423,7 @@ impl App {
             store,
             telephony.clone(),
             CallDefaults {
+                voices: settings.voices(),
                 from,
                 voice: calls.voice.clone(),
                 language: calls.language.clone(),

@@ -17,6 +17,7 @@ use url::Url;
 use crate::core::call::{MachineDetection, Platform};
 use crate::core::phone::{PhoneNumber, Region};
 use crate::core::policy::{AllowList, Limits, Policy};
+use crate::core::speech::{self, canonical_tag};
 
 /// The defaults, documented key by key.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -72,6 +73,11 @@ pub struct Settings {
     pub llm: LlmSettings,
     pub access: AccessSettings,
     pub limits: LimitSettings,
+    /// Languages a request may ask for, each with its `<Say>` voice: `hi-IN = "Polly.Aditi"`
+    /// (`CALLBOT_VOICES__HI_IN=Polly.Aditi`; `_` reads as `-`). `calls.language` with
+    /// `calls.voice` is always there, unless this table names another voice for it.
+    #[serde(default)]
+    pub voices: BTreeMap<String, String>,
     /// Where each key that was not a default came from (environment variable or file), so
     /// that errors name what the user actually set.
     #[serde(skip)]
@@ -1164,6 +1170,7 @@ impl Settings {
                 }
             }
         }
+        self.validate_voices(&mut refuse);
         let max_chars = self.limits.message_max_chars;
         if max_chars == 0 || max_chars > 4000 {
             refuse(format!(
@@ -1418,6 +1425,79 @@ impl Settings {
         }
     }
 
+    /// The `[voices]` table as configured (tags canonicalized when the service builds its
+    /// [`speech::Voices`]).
+    pub fn voices(&self) -> Vec<(String, String)> {
+        self.voices
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// `calls.language` and every `[voices]` key is a language tag, once; every voice a
+    /// name Twilio could know (`alice`, `Polly.Aditi`, `Google.hi-IN-Wavenet-A`).
+    fn validate_voices(&self, refuse: &mut impl FnMut(String)) {
+        if canonical_tag(&self.calls.language).is_none() {
+            refuse(format!(
+                "{} is not a language tag such as en-US or hi-IN",
+                self.named("calls.language", &self.calls.language)
+            ));
+        }
+        let voice_ok = |v: &str| {
+            let v = v.trim();
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        };
+        if !voice_ok(&self.calls.voice) {
+            refuse(format!(
+                "{} is not a voice name (such as alice, Polly.Aditi or Google.hi-IN-Wavenet-A)",
+                self.named("calls.voice", &self.calls.voice)
+            ));
+        }
+        let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+        for (key, voice) in &self.voices {
+            let name = format!("voices.{key}");
+            match canonical_tag(key) {
+                None => refuse(format!(
+                    "{}: {key:?} is not a language tag such as hi-IN (in the environment: CALLBOT_VOICES__HI_IN)",
+                    self.name(&name)
+                )),
+                Some(tag) => {
+                    if let Some(other) = seen.insert(tag.clone(), key) {
+                        refuse(format!(
+                            "{} and voices.{other} are the same language ({tag}); keep one",
+                            self.name(&name)
+                        ));
+                    }
+                }
+            }
+            if !voice_ok(voice) {
+                refuse(format!(
+                    "{} is not a voice name (such as Polly.Aditi or Google.hi-IN-Wavenet-A)",
+                    self.named(&name, voice)
+                ));
+            }
+        }
+    }
+
+    /// "en-US alice (default), hi-IN Polly.Aditi": every language a call may be spoken in.
+    fn describe_voices(&self) -> String {
+        let voices = speech::Voices::new(&self.calls.language, &self.calls.voice, self.voices());
+        voices
+            .table()
+            .map(|(tag, voice)| {
+                if tag == voices.default_language() {
+                    format!("{tag} {voice} (default)")
+                } else {
+                    format!("{tag} {voice}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Human summary for `callbot check-config`; secrets show only whether they are set.
     pub fn describe(&self) -> String {
         let secret = |s: &Option<SecretString>| {
@@ -1458,6 +1538,7 @@ impl Settings {
              dialing:         {} call(s)/s, {} request(s) in flight, {} tries, queue {}\n\
              calls:           ring {} s, limit {} s, voice {} ({})\n\
              callee:          machine detection {}, recording {}\n\
+             voices:          {}\n\
              telegram:        {}\n\
              slack:           {}\n\
              llm:             {}\n\
@@ -1482,6 +1563,7 @@ impl Settings {
             self.calls.language,
             self.calls.machine_detection.as_str(),
             if self.calls.record { "on" } else { "off" },
+            self.describe_voices(),
             feature_state(
                 cfg!(feature = "telegram"),
                 self.telegram.bot_token.is_some(),

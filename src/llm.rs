@@ -27,6 +27,7 @@ use crate::calls::memo::{Memo, Space};
 use crate::config::{LimitSettings, LlmSettings};
 use crate::core::command::{Command, ParseError};
 use crate::core::phone::{PhoneNumber, Region};
+use crate::core::speech::Speech;
 use crate::retry::{self, Policy, Verdict};
 
 /// How long an interpretation is reused for the same text (redelivered chat messages).
@@ -54,8 +55,9 @@ intent is \"call\" when the user wants a phone call placed. number: the phone nu
 the user gave it, written with digits (convert spelled-out digits, \"double 5\" = 55); include + and \
 a country code only if the user gave them; never invent, guess or complete a number: if there is \
 none, use null. message: what to say when the call is answered, as a short sentence addressed to \
-the callee (e.g. \"The meeting moved to 5pm\"), or null. language: the BCP-47 code of the message, \
-or null. Anything else is intent \"none\".";
+the callee (e.g. \"The meeting moved to 5pm\"), or null. language: the BCP-47 code of the language \
+the user asks the call to be spoken in (\"in Hindi\" = \"hi-IN\"), or null when they ask for none. \
+Anything else is intent \"none\".";
 
 /// What the model understood.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -351,7 +353,22 @@ pub fn to_command(
                 .map(str::trim)
                 .filter(|m| !m.is_empty())
                 .map(str::to_owned);
-            Command::Call { to, message }
+            // The language as the model gave it: the voices table decides what it is.
+            let speech = Speech {
+                language: i
+                    .language
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned),
+                repeat: false,
+                question: None,
+            };
+            Command::Call {
+                to,
+                message,
+                speech,
+            }
         }
         "status" => Command::Status { id: None },
         "cancel" => Command::Cancel { id: None },
@@ -462,8 +479,21 @@ mod tests {
             Ok(Some(Command::Call {
                 to: PhoneNumber::from_e164("+919876543210").unwrap(),
                 message: Some("The meeting moved to 5pm".into()),
+                speech: Speech::default(),
             }))
         );
+    }
+
+    #[test]
+    fn the_models_language_is_the_calls() {
+        let mut i = interp("call", Some("9876543210"), Some("namaste"));
+        i.language = Some(" hi-IN ".into());
+        let Ok(Some(Command::Call { speech, .. })) =
+            to_command(&i, "call 9876543210 in Hindi and say namaste", india())
+        else {
+            panic!("not a call");
+        };
+        assert_eq!(speech.language.as_deref(), Some("hi-IN"));
     }
 
     #[test]

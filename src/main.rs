@@ -197,6 +197,7 @@ async fn call(mut settings: Settings, number: &str, say: Option<String>) -> Exit
             to,
             message: say,
             origin: Origin::new(Platform::Cli, user),
+            speech: Default::default(),
         })
         .await
     {

@@ -19,6 +19,7 @@ use crate::core::call::{
 use crate::core::phone::PhoneNumber;
 use crate::core::policy::{Policy, Refusal, RefusalKind, Request};
 use crate::core::replies;
+use crate::core::speech::{Answer, Speech, Spoken, Voices};
 
 /// How soon, and then how often at most, an ended call's leaving the live set is retried
 /// when the ledger could not be reached.
@@ -30,13 +31,18 @@ const ENDED_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(24 *
 #[derive(Debug, Clone)]
 pub struct CallDefaults {
     pub from: String,
+    /// The default language's voice.
     pub voice: String,
+    /// The default language.
     pub language: String,
     pub message: String,
     /// Answering-machine detection asked for every call.
     pub machine_detection: MachineDetection,
     /// Every call is recorded.
     pub record: bool,
+    /// More languages a request may ask for, each with its voice (`[voices]`, tags as
+    /// configured).
+    pub voices: Vec<(String, String)>,
 }
 
 /// A request to place one call.
@@ -45,6 +51,16 @@ pub struct CallRequest {
     pub to: PhoneNumber,
     pub message: Option<String>,
     pub origin: Origin,
+    /// The language and repetition asked for.
+    pub speech: Speech,
+}
+
+impl CallRequest {
+    /// The call needs the provider to reach us during the call (a `<Gather>` posts its
+    /// answer back): a provider mode without callbacks cannot place it.
+    pub fn needs_callbacks(&self) -> bool {
+        self.speech.question.is_some()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +120,8 @@ pub struct CallService {
     queue: Arc<dyn DialQueue>,
     telephony: Arc<dyn Telephony>,
     defaults: CallDefaults,
+    /// The languages calls may be spoken in, from `defaults`.
+    voices: Voices,
 }
 
 impl CallService {
@@ -137,6 +155,11 @@ impl CallService {
         bus: EventBus,
         ledger: Arc<dyn Ledger>,
     ) -> Arc<Self> {
+        let voices = Voices::new(
+            &defaults.language,
+            &defaults.voice,
+            defaults.voices.iter().cloned(),
+        );
         Arc::new(Self {
             policy,
             ledger,
@@ -145,6 +168,7 @@ impl CallService {
             queue,
             telephony,
             defaults,
+            voices,
         })
     }
 
@@ -160,40 +184,95 @@ impl CallService {
         &self.policy
     }
 
+    /// The language and voice `req` would be spoken in, or why it cannot be: a language
+    /// with no voice configured, or a text longer than that voice speaks. Pure; `request`
+    /// checks it again, and a chat checks it before asking to confirm.
+    pub fn speech(&self, req: &CallRequest) -> Result<Spoken, Refusal> {
+        let message = self.message_of(req);
+        let question = req.speech.question.as_ref().map(|q| q.spoken());
+        let mut texts = vec![message.as_str()];
+        texts.extend(question.as_deref());
+        self.voices.choose(&req.speech, &texts)
+    }
+
+    /// What the call says before any question: the request's message, else the default one
+    /// (a call that only asks says nothing before its question).
+    fn message_of(&self, req: &CallRequest) -> String {
+        match req.message.as_deref().filter(|m| !m.trim().is_empty()) {
+            Some(m) => m.to_owned(),
+            None if req.speech.question.is_some() => String::new(),
+            None => self.defaults.message.clone(),
+        }
+    }
+
+    /// The callee's answer to the call's question (a `<Gather>` post). The first answer is
+    /// kept and published; a repeated or late one changes nothing.
+    pub async fn on_answer(
+        &self,
+        id: &CallId,
+        answer: Answer,
+    ) -> Result<StatusOutcome, StoreError> {
+        Ok(
+            match self
+                .change(id, |call| call.answered(answer.clone()))
+                .await?
+            {
+                Some((call, applied)) => {
+                    if applied != Applied::Ignored {
+                        info!(call_id = %call.id, "question answered");
+                    }
+                    StatusOutcome::Applied(applied)
+                }
+                None => StatusOutcome::UnknownCall,
+            },
+        )
+    }
+
     /// Checks the access policy, records the call as queued and hands it to the dialer.
     /// One audit event per request, whatever the decision.
     pub async fn request(&self, req: CallRequest) -> Result<Call, RequestError> {
         let id = CallId::generate();
-        let message = req
-            .message
-            .as_deref()
-            .filter(|m| !m.trim().is_empty())
-            .map_or_else(|| self.defaults.message.clone(), str::to_owned);
+        // The language and voice asked for (refused below, after the identity checks, when
+        // none is configured or the text is too long for the voice).
+        let spoken = self.speech(&req);
+        let message = self.message_of(&req);
+        let times = req.speech.times();
+        let (voice, language, chosen) = match &spoken {
+            Ok(s) => (s.voice.clone(), s.language.clone(), s.chosen),
+            Err(_) => (
+                self.defaults.voice.to_string(),
+                self.defaults.language.to_string(),
+                false,
+            ),
+        };
         // The call as it would be placed, for the provider's own check (stamped with the
         // time it is admitted at below).
-        let draft = Call::new(
+        let mut draft = Call::new(
             req.to,
             self.defaults.from.clone(),
             message,
-            self.defaults.voice.clone(),
-            self.defaults.language.clone(),
+            voice,
+            language,
             req.origin,
             Utc::now(),
         )
         .with_id(id);
-        let mut draft = draft;
         draft.machine_detection = self.defaults.machine_detection;
         draft.record = self.defaults.record;
+        draft.language_chosen = chosen;
+        draft.say_loop = (times > 1).then_some(times);
+        draft.question = req.speech.question.map(Box::new);
         let request = Request {
             origin: &draft.origin,
             to: &draft.to,
             message: req.message.as_deref(),
         };
-        // Identity, destination and what the provider can carry first (pure); then the
-        // limits, checked and counted in one step by the ledger.
+        // Identity, destination, the voice and what the provider can carry first (pure);
+        // then the limits, checked and counted in one step by the ledger.
         let decision = match self
             .policy
             .check_request(&request)
+            .and_then(|()| spoken.map(drop))
             .and_then(|()| self.telephony.accepts(&draft))
         {
             Err(refusal) => Ok(Admission::Refused(refusal)),

@@ -32,6 +32,7 @@ use crate::core::command::{Command, ParseError};
 use crate::core::phone::PhoneNumber;
 use crate::core::policy::{Refusal, requester_key};
 use crate::core::replies;
+use crate::core::speech::Speech;
 
 /// How long a confirmation can be pressed.
 pub const CONFIRM_TTL: Duration = Duration::from_secs(120);
@@ -68,6 +69,12 @@ struct Pending {
     message: Option<String>,
     origin: Origin,
     expires: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    speech: Speech,
+}
+
+fn is_default(speech: &Speech) -> bool {
+    *speech == Speech::default()
 }
 
 impl Pending {
@@ -76,6 +83,7 @@ impl Pending {
             to: self.to,
             message: self.message,
             origin: self.origin,
+            speech: self.speech,
         }
     }
 
@@ -172,6 +180,8 @@ pub enum Reply {
         nonce: String,
         to: PhoneNumber,
         message: Option<String>,
+        /// How it will be spoken when not the default way: "in Hindi (hi-IN), twice".
+        spoken: Option<String>,
     },
     /// The access policy said no (who asks, what was asked, or a limit).
     Refused(Refusal),
@@ -224,7 +234,12 @@ impl Reply {
     pub fn text(&self) -> String {
         match self {
             Self::Placed(call) => replies::placed(call),
-            Self::Confirm { to, message, .. } => replies::confirm_question(to, message.as_deref()),
+            Self::Confirm {
+                to,
+                message,
+                spoken,
+                ..
+            } => replies::confirm_question(to, message.as_deref(), spoken.as_deref()),
             Self::Refused(r) => replies::refusal(r),
             Self::Unreadable(ParseError::NotUnderstood) | Self::NotUnderstood => {
                 replies::not_understood()
@@ -341,14 +356,29 @@ impl Dialogue<'_> {
             return Reply::Refused(refusal);
         }
         match command {
-            Command::Call { to, message } => {
+            Command::Call {
+                to,
+                message,
+                speech,
+            } => {
                 let request = CallRequest {
                     to,
                     message,
                     origin: conv.origin.clone(),
+                    speech,
                 };
                 if self.ctx.confirm && !conv.operator {
-                    self.ask(request).await
+                    // A language without a voice, or a text too long for it, is refused
+                    // before the button (and again when the call is requested).
+                    let spoken = match self.ctx.service.speech(&request) {
+                        Ok(spoken) => spoken,
+                        Err(refusal) => return Reply::Refused(refusal),
+                    };
+                    let note = replies::spoken_as(
+                        spoken.chosen.then_some(spoken.language.as_str()),
+                        request.speech.times(),
+                    );
+                    self.ask(request, (!note.is_empty()).then_some(note)).await
                 } else {
                     self.place(request).await
                 }
@@ -461,7 +491,7 @@ impl Dialogue<'_> {
         }
     }
 
-    async fn ask(&self, request: CallRequest) -> Reply {
+    async fn ask(&self, request: CallRequest, spoken: Option<String>) -> Reply {
         let nonce = nonce();
         let (to, message) = (request.to.clone(), request.message.clone());
         let pending = Pending {
@@ -469,6 +499,7 @@ impl Dialogue<'_> {
             message: request.message,
             origin: request.origin,
             expires: Utc::now() + ttl(),
+            speech: request.speech,
         };
         if let Err(e) = self
             .ctx
@@ -479,7 +510,12 @@ impl Dialogue<'_> {
             error!(error = %e, "could not keep a confirmation");
             return Reply::Sorry;
         }
-        Reply::Confirm { nonce, to, message }
+        Reply::Confirm {
+            nonce,
+            to,
+            message,
+            spoken,
+        }
     }
 
     async fn place(&self, request: CallRequest) -> Reply {

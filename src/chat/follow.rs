@@ -685,6 +685,7 @@ mod tests {
             Arc::new(MemoryStore::new(100_000, Duration::from_secs(3600))),
             Arc::new(NoTelephony),
             CallDefaults {
+                voices: Default::default(),
                 from: "+15005550006".into(),
                 voice: "alice".into(),
                 language: "en-US".into(),
@@ -710,6 +711,7 @@ mod tests {
                     to: PhoneNumber::parse("+91 98765 43210", region).unwrap(),
                     message: None,
                     origin,
+                    speech: Default::default(),
                 })
                 .await
                 .unwrap();

@@ -12,6 +12,7 @@ use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use super::phone::PhoneNumber;
+use super::speech::{Answer, Question};
 
 /// Our id for a call: 128 random bits, base64url, so it is unguessable (it appears in the
 /// URLs the telephony provider fetches and posts to) and URL-safe.
@@ -500,6 +501,18 @@ pub struct Call {
     /// instances.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub polls: u32,
+    /// `language` was asked for and is not the default one (replies then name it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub language_chosen: bool,
+    /// How many times the message is said (`<Say loop>`), when more than once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub say_loop: Option<u8>,
+    /// The question asked after the message (`<Gather>`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question: Option<Box<Question>>,
+    /// How the callee answered it; set once, by the first answer that arrives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<Box<Answer>>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -610,6 +623,10 @@ impl Call {
             record: false,
             recording: None,
             polls: 0,
+            language_chosen: false,
+            say_loop: None,
+            question: None,
+            answer: None,
         }
     }
 
@@ -667,7 +684,9 @@ impl Call {
     /// here, so that a provider without a public URL refuses it at request time with
     /// [`crate::core::policy::Refusal::NeedsCallbacks`].
     pub fn needs_callbacks(&self) -> Option<&'static str> {
-        if !self.machine_detection.is_off() {
+        if self.question.is_some() {
+            Some("a question")
+        } else if !self.machine_detection.is_off() {
             Some("answering-machine detection")
         } else if self.record {
             Some("a recording")
@@ -680,6 +699,16 @@ impl Call {
     pub fn with_id(mut self, id: CallId) -> Self {
         self.id = id;
         self
+    }
+
+    /// Records the callee's answer to the call's question. Only the first counts: a repeated
+    /// or late delivery changes nothing (and so posts nothing twice).
+    pub fn answered(&mut self, answer: Answer) -> Applied {
+        if self.question.is_none() || self.answer.is_some() {
+            return Applied::Ignored;
+        }
+        self.answer = Some(Box::new(answer));
+        Applied::Progress
     }
 
     /// When the call reached `status`, if it did.

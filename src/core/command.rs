@@ -3,10 +3,14 @@
 //! ```text
 //! request  := polite* (call | status | list | cancel | help) polite*
 //! call     := ("/call" | "call" | "dial" | "ring" | "phone" | "place a call to" | "make a call to")
-//!             lead? lead? NUMBER [message]
+//!             lead? lead? NUMBER option* [message]
+//! option   := "in" LANGUAGE ["language"] | ("lang=" | "language=") TAG | "repeat" | "repeated"
 //! lead     := "to" | "up" | "on" | "at" | "the number" | "number" | "no."   ("call to the number …")
 //! message  := ("and say" | "say" | "say:" | "saying" | "and tell them" | "with message" | "message:" | ",")
-//!             TEXT  |  "quoted text"  |  “quoted text”
+//!             ["in" LANGUAGE (":" | ",")] TEXT [sep repeat]  [("lang=" | "language=") TAG]
+//!             |  "quoted text"  |  “quoted text”
+//! repeat   := "say it twice" | "repeat it" | "repeat" | …  after ", " "; " ". " " - " " and ",
+//!             or "(repeat)" | "(twice)" | "(say it twice)" after a space
 //! status   := "/status" | "status" [ID]        list   := "/calls" | "calls" | "list" | "history"
 //! cancel   := "/cancel" | "cancel" | "hang up" [ID]   help := "/help" | "/start" | "help" | "?"
 //! polite   := "please" | "pls" | "can you" | "could you" | "would you" | "kindly" | "hey" | "now" | …
@@ -14,7 +18,9 @@
 //!
 //! Case-insensitive. `parse` returns `Ok(None)` when the text is not for us (ordinary chat),
 //! `Err(reason)` when it is a call request we cannot accept (the reason is shown to the user),
-//! and numbers are normalized to E.164 with [`PhoneNumber::parse`].
+//! and numbers are normalized to E.164 with [`PhoneNumber::parse`]. The language is taken
+//! as written ("Hindi", "hi-IN"): which configured language and voice it means, and whether
+//! there is one, is [`super::speech::Voices`]' answer when the call is requested.
 
 use std::borrow::Cow;
 use std::sync::LazyLock;
@@ -22,6 +28,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::phone::{PhoneError, PhoneNumber, Region};
+use super::speech::{Question, Speech, canonical_tag, subtag_of_name};
 
 /// What a message asks callbot to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +36,8 @@ pub enum Command {
     Call {
         to: PhoneNumber,
         message: Option<String>,
+        /// Language and repetition, as asked.
+        speech: Speech,
     },
     /// Status of one call, or of the latest when `id` is `None`.
     Status {
@@ -143,6 +152,16 @@ const MESSAGE_MARKERS: &[&str] = &[
     ", ",
 ];
 
+/// Markers that start a question ("and ask: Can you come? 1 yes 2 no").
+const ASK_MARKERS: &[&str] = &[
+    " and ask them: ",
+    " and ask: ",
+    " and ask ",
+    " ask: ",
+    " ask ",
+    " asking ",
+];
+
 /// Punctuation trimmed around a request, with the polite words.
 const PUNCTUATION: &str = "!?.,; ";
 
@@ -167,6 +186,8 @@ struct Grammar {
     marker: Regex,
     /// A message marker, trimmed, at the end of the text (before an opening quote).
     marker_tail: Regex,
+    /// The earliest question marker, the longest at that place.
+    ask: Regex,
     /// The number candidate: digits and the separators people write (`+ ( ) - . /`,
     /// spaces), up to the last digit.
     number: Regex,
@@ -243,6 +264,16 @@ impl Grammar {
             )),
             marker: build(format!("(?i-u:{marker_search})")),
             marker_tail: build(format!(r"(?i-u:{})\z", words(&trimmed_markers))),
+            ask: build({
+                let mut asks = ASK_MARKERS.to_vec();
+                asks.sort_by_key(|m| std::cmp::Reverse(m.len()));
+                let alternatives = asks
+                    .iter()
+                    .map(|m| format!(r"(?:\A| ){}", regex::escape(m.trim_start())))
+                    .collect::<Vec<_>>()
+                    .join("|");
+                format!("(?i-u:{alternatives})")
+            }),
             number: build(r"\A[0-9+()./ \-]*[0-9]".to_owned()),
             prefix_first: ByteSet::new(
                 firsts(POLITE_PREFIXES)
@@ -409,7 +440,31 @@ fn strip_call_verb<'a>(grammar: &Grammar, core: &'a str) -> Option<&'a str> {
 }
 
 fn parse_call(grammar: &Grammar, rest: &str, region: Region) -> Result<Command, ParseError> {
+    // "… and ask: QUESTION" ends the request: cut it off first, unless a message marker or
+    // a quote comes before it (then the question is cut off the message).
+    let ask = grammar.ask.find(rest).map(|m| (m.start(), m.end()));
+    let first_marker = find_marker(grammar, rest).map(|(at, _)| at);
+    let first_quote = rest.find(['"', '“', '«']);
+    let (rest, mut question) = match ask {
+        Some((at, end))
+            if first_marker.is_none_or(|m| at <= m) && first_quote.is_none_or(|q| at < q) =>
+        {
+            (&rest[..at], Question::parse(&rest[end..]))
+        }
+        _ => (rest, None),
+    };
     let (number_part, message) = split_message(grammar, rest);
+    let message = match message {
+        // A quoted message is the message, whatever it says.
+        Some(m) if question.is_none() && first_quote.is_none() => match grammar.ask.find(&m) {
+            Some(found) => {
+                question = Question::parse(&m[found.end()..]);
+                clean_message(&m[..found.start()])
+            }
+            None => Some(m),
+        },
+        other => other,
+    };
     let number_text = grammar.strip_polite_suffixes(number_part.trim());
 
     let (number_span, trailing) = take_number(grammar, number_text);
@@ -423,13 +478,136 @@ fn parse_call(grammar: &Grammar, rest: &str, region: Region) -> Result<Command, 
     }
     let to = PhoneNumber::parse(number_span, region)?;
     let trailing = trailing.trim();
-    if !trailing.is_empty() {
+    let mut speech = Speech::default();
+    if !take_options(trailing, &mut speech) {
         return Err(ParseError::TrailingText {
             number: to.display(),
             rest: trailing.to_owned(),
         });
     }
-    Ok(Command::Call { to, message })
+    let message = match message {
+        Some(m) => message_options(&m, &mut speech),
+        None => None,
+    };
+    speech.question = question;
+    Ok(Command::Call {
+        to,
+        message,
+        speech,
+    })
+}
+
+/// Reads the options between the number and the message ("in Hindi", "lang=hi-IN",
+/// "repeat") into `speech`; false when anything else is there (nothing is taken then).
+fn take_options(trailing: &str, speech: &mut Speech) -> bool {
+    let mut found = Speech::default();
+    let mut words = trailing
+        .split([' ', ','])
+        .filter(|w| !w.is_empty())
+        .peekable();
+    while let Some(word) = words.next() {
+        if word.eq_ignore_ascii_case("in") {
+            let Some(language) = words.next().filter(|w| is_language_word(w)) else {
+                return false;
+            };
+            found.language = Some(language.to_owned());
+            words.next_if(|w| w.eq_ignore_ascii_case("language"));
+        } else if let Some(tag) = language_option(word) {
+            found.language = Some(tag.to_owned());
+        } else if word.eq_ignore_ascii_case("repeat") || word.eq_ignore_ascii_case("repeated") {
+            found.repeat = true;
+        } else {
+            return false;
+        }
+    }
+    *speech = found;
+    true
+}
+
+/// A word that may name a language after "in": letters ("Hindi", "Klingon": the voices
+/// table decides whether it is one) or a tag ("hi-IN").
+fn is_language_word(word: &str) -> bool {
+    word.bytes().all(|b| b.is_ascii_alphabetic()) || canonical_tag(word).is_some()
+}
+
+/// The tag of `lang=hi-IN` / `language=hi-IN`.
+fn language_option(word: &str) -> Option<&str> {
+    let (key, value) = word.split_once('=')?;
+    let key_ok = key.eq_ignore_ascii_case("lang") || key.eq_ignore_ascii_case("language");
+    (key_ok && canonical_tag(value).is_some()).then_some(value)
+}
+
+/// Endings of a message that ask for it to be said twice, lower case.
+const REPEAT_ENDINGS: &[&str] = &[
+    "say it twice",
+    "say it two times",
+    "repeat it twice",
+    "repeat twice",
+    "repeat it",
+    "repeat",
+];
+/// What separates a repeat ending from the message.
+const REPEAT_SEPARATORS: &[&str] = &[", ", "; ", ". ", " - ", " — ", " and "];
+/// Repeat endings in brackets, after a space.
+const REPEAT_BRACKETED: &[&str] = &["(repeat)", "(twice)", "(say it twice)", "[repeat]"];
+
+/// The options a message carries: a leading "in Hindi:", a trailing "lang=hi-IN", a
+/// trailing ", say it twice". Returns the message without them (`None` if nothing is left).
+fn message_options(message: &str, speech: &mut Speech) -> Option<String> {
+    let mut text = message.trim();
+    // "in Tamil: …" / "in hi-IN, …": only a language the grammar knows by name, or a tag
+    // with a region, so that "in time, …" stays the message.
+    if let Some(rest) = strip_word_prefix(text, "in")
+        && let Some(end) = rest.find([':', ','])
+    {
+        let word = rest[..end].trim();
+        let known =
+            subtag_of_name(word).is_some() || (word.contains('-') && canonical_tag(word).is_some());
+        if known {
+            speech.language = Some(word.to_owned());
+            text = rest[end + 1..].trim_start();
+        }
+    }
+    // "… lang=hi-IN" at the very end.
+    if let Some((before, last)) = text.rsplit_once(' ')
+        && let Some(tag) = language_option(last)
+    {
+        speech.language = Some(tag.to_owned());
+        text = before.trim_end();
+    }
+    if let Some(rest) = strip_repeat_ending(text) {
+        speech.repeat = true;
+        text = rest;
+    }
+    clean_message(text)
+}
+
+/// `text` without a trailing "…, say it twice" / "… (repeat)", if it has one.
+fn strip_repeat_ending(text: &str) -> Option<&str> {
+    let body = text.trim_end_matches(['.', '!', ' ']);
+    // ASCII lower case keeps every byte offset of `body`.
+    let lower = body.to_ascii_lowercase();
+    for ending in REPEAT_BRACKETED {
+        if let Some(before) = lower.strip_suffix(ending)
+            && before.ends_with(' ')
+        {
+            return Some(body[..before.len()].trim_end());
+        }
+    }
+    for ending in REPEAT_ENDINGS {
+        let Some(before) = lower.strip_suffix(ending) else {
+            continue;
+        };
+        for sep in REPEAT_SEPARATORS {
+            if before.ends_with(sep) {
+                let cut = before.len() - sep.len();
+                // A sentence's full stop stays with the sentence.
+                let keep = if sep.starts_with('.') { cut + 1 } else { cut };
+                return Some(body[..keep].trim_end());
+            }
+        }
+    }
+    None
 }
 
 /// Splits "NUMBER and say TEXT" / "NUMBER \"TEXT\"" into the number part and the message.
@@ -516,6 +694,153 @@ mod tests {
         Command::Call {
             to: PhoneNumber::from_e164(to).unwrap(),
             message: message.map(str::to_owned),
+            speech: Speech::default(),
+        }
+    }
+
+    fn spoken(to: &str, message: Option<&str>, language: Option<&str>, repeat: bool) -> Command {
+        Command::Call {
+            to: PhoneNumber::from_e164(to).unwrap(),
+            message: message.map(str::to_owned),
+            speech: Speech {
+                language: language.map(str::to_owned),
+                repeat,
+                question: None,
+            },
+        }
+    }
+
+    #[test]
+    fn questions_are_cut_off_the_request_with_their_options() {
+        let ask = |text: &str| match parse(text, india()) {
+            Ok(Some(Command::Call {
+                to,
+                message,
+                speech,
+            })) => (to.e164().to_owned(), message, speech.question),
+            other => panic!("{text:?}: {other:?}"),
+        };
+        let yes_no = Some(Question {
+            text: "Can you come tomorrow?".to_owned(),
+            options: vec![(1, "yes".to_owned()), (2, "no".to_owned())],
+        });
+        assert_eq!(
+            ask("call +91 98765 43210 and ask: Can you come tomorrow? 1 yes 2 no"),
+            ("+919876543210".to_owned(), None, yes_no.clone())
+        );
+        assert_eq!(
+            ask("call +91 98765 43210 ask Can you come tomorrow? (yes/no)"),
+            (
+                "+919876543210".to_owned(),
+                None,
+                Some(Question {
+                    text: "Can you come tomorrow?".to_owned(),
+                    options: vec![(1, "yes".to_owned()), (2, "no".to_owned())],
+                })
+            )
+        );
+        assert_eq!(
+            ask(
+                "call +91 98765 43210 and say the party is on and ask: Can you come tomorrow? 1 for yes, 2 for no"
+            ),
+            (
+                "+919876543210".to_owned(),
+                Some("the party is on".to_owned()),
+                yes_no
+            )
+        );
+        // "ask" inside quotes is the message's.
+        assert_eq!(
+            ask("call +91 98765 43210 \"ask Bob\""),
+            ("+919876543210".to_owned(), Some("ask Bob".to_owned()), None)
+        );
+    }
+
+    #[test]
+    fn languages_and_repeats_are_read_where_people_write_them() {
+        let to = "+919876543210";
+        let cases = [
+            (
+                "call +91 98765 43210 in Hindi and say namaste",
+                spoken(to, Some("namaste"), Some("Hindi"), false),
+            ),
+            (
+                "call +91 98765 43210 in hindi language and say namaste",
+                spoken(to, Some("namaste"), Some("hindi"), false),
+            ),
+            (
+                "call +91 98765 43210 say in Tamil: vanakkam",
+                spoken(to, Some("vanakkam"), Some("Tamil"), false),
+            ),
+            (
+                "call +91 98765 43210 and say in hi-IN, namaste",
+                spoken(to, Some("namaste"), Some("hi-IN"), false),
+            ),
+            (
+                "call +91 98765 43210 lang=hi-IN and say namaste",
+                spoken(to, Some("namaste"), Some("hi-IN"), false),
+            ),
+            (
+                "/call +91 98765 43210 and say namaste lang=ta-IN",
+                spoken(to, Some("namaste"), Some("ta-IN"), false),
+            ),
+            (
+                "call +91 98765 43210 in Klingon and say nuqneH",
+                spoken(to, Some("nuqneH"), Some("Klingon"), false),
+            ),
+            (
+                "call +91 98765 43210 in Hindi: namaste",
+                spoken(to, Some("namaste"), Some("Hindi"), false),
+            ),
+            (
+                "call +91 98765 43210 and say the table is ready, say it twice",
+                spoken(to, Some("the table is ready"), None, true),
+            ),
+            (
+                "call +91 98765 43210 and say The table is ready. Say it twice.",
+                spoken(to, Some("The table is ready."), None, true),
+            ),
+            (
+                "call +91 98765 43210 and say the table is ready (repeat)",
+                spoken(to, Some("the table is ready"), None, true),
+            ),
+            (
+                "call +91 98765 43210 repeat and say in Hindi: namaste",
+                spoken(to, Some("namaste"), Some("Hindi"), true),
+            ),
+            (
+                "call +91 98765 43210 in Hindi repeat: namaste",
+                spoken(to, Some("namaste"), Some("Hindi"), true),
+            ),
+            // What only looks like an option stays the message.
+            (
+                "call +91 98765 43210 and say in time, we leave",
+                spoken(to, Some("in time, we leave"), None, false),
+            ),
+            (
+                "call +91 98765 43210 and say please repeat",
+                spoken(to, Some("please repeat"), None, false),
+            ),
+            (
+                "call +91 98765 43210 and say in the morning",
+                spoken(to, Some("in the morning"), None, false),
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse(text, india()), Ok(Some(want)), "{text:?}");
+        }
+        for refused in [
+            "call +91 98765 43210 in 5 minutes",
+            "call +91 98765 43210 in the morning",
+            "call +91 98765 43210 lang=!! and say hi",
+        ] {
+            assert!(
+                matches!(
+                    parse(refused, india()),
+                    Err(ParseError::TrailingText { .. })
+                ),
+                "{refused:?}"
+            );
         }
     }
 
@@ -777,7 +1102,16 @@ mod tests {
     fn describe(parsed: &Result<Option<Command>, ParseError>) -> String {
         match parsed {
             Ok(None) => "not for us".to_owned(),
-            Ok(Some(Command::Call { to, message })) => format!("call {} {message:?}", to.e164()),
+            Ok(Some(Command::Call {
+                to,
+                message,
+                speech,
+            })) if *speech == Speech::default() => format!("call {} {message:?}", to.e164()),
+            Ok(Some(Command::Call {
+                to,
+                message,
+                speech,
+            })) => format!("call {} {message:?} {speech:?}", to.e164()),
             Ok(Some(other)) => format!("{other:?}"),
             Err(e) => format!("refused {:?}", e.to_string()),
         }

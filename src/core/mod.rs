@@ -6,6 +6,7 @@
 //! - [`call`]: the [`call::Call`] record, its [`call::CallStatus`] state machine and [`call::Origin`].
 //! - [`policy`]: who may call what — identities, destinations, limits (pure, clock injected).
 //! - [`replies`]: every text a user can read, built by pure functions.
+//! - [`speech`]: how the message is spoken — languages, their voices, repeats, text limits.
 
 pub mod call;
 pub mod command;
@@ -13,3 +14,4 @@ pub mod countries;
 pub mod phone;
 pub mod policy;
 pub mod replies;
+pub mod speech;

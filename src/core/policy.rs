@@ -106,6 +106,17 @@ pub enum Refusal {
     NeedsCallbacks {
         feature: &'static str,
     },
+    /// A language with no voice configured (`[voices]`): `known` lists the ones there are.
+    UnknownLanguage {
+        asked: String,
+        known: Vec<String>,
+    },
+    /// A text longer than the voice speaks in one `<Say>` (Twilio error 13521).
+    SayTooLong {
+        len: usize,
+        max: usize,
+        voice: String,
+    },
     UserHour {
         limit: u32,
         retry_in: Duration,
@@ -154,7 +165,9 @@ impl Refusal {
             | Self::NumberType { .. }
             | Self::MessageTooLong { .. }
             | Self::InstructionsTooLong { .. }
-            | Self::NeedsCallbacks { .. } => RefusalKind::Request,
+            | Self::NeedsCallbacks { .. }
+            | Self::UnknownLanguage { .. }
+            | Self::SayTooLong { .. } => RefusalKind::Request,
             _ => RefusalKind::Limit,
         }
     }
@@ -169,6 +182,8 @@ impl Refusal {
             Self::MessageTooLong { .. } => "message_too_long",
             Self::InstructionsTooLong { .. } => "instructions_too_long",
             Self::NeedsCallbacks { .. } => "needs_callbacks",
+            Self::UnknownLanguage { .. } => "unknown_language",
+            Self::SayTooLong { .. } => "say_too_long",
             Self::UserHour { .. } => "user_hourly_limit",
             Self::UserDay { .. } => "user_daily_limit",
             Self::Destination { .. } => "destination_limit",

@@ -10,6 +10,7 @@ use super::command::ParseError;
 use super::phone::PhoneError;
 use super::phone::PhoneNumber;
 use super::policy::Refusal;
+use super::speech::{self, Answer};
 
 /// "0:42", "12:05", "1:02:03".
 pub fn duration(secs: u32) -> String {
@@ -25,23 +26,64 @@ pub fn duration(secs: u32) -> String {
 pub fn status_line(call: &Call) -> String {
     let to = call.to.display();
     match call.status {
-        CallStatus::Queued | CallStatus::Initiated => format!("📞 Calling {to}…"),
+        CallStatus::Queued | CallStatus::Initiated => {
+            format!("📞 Calling {to}{}…", spoken_note(call))
+        }
         CallStatus::Ringing => format!("🔔 Ringing {to}…"),
         CallStatus::InProgress => match call.answerer() {
             Some(a) if a.is_machine() && call.machine_detection == MachineDetection::MessageEnd => {
                 format!("📼 {to}: voicemail answered, waiting for the beep…")
             }
             Some(a) if a.is_machine() => {
-                format!("📼 {to}: voicemail answered, speaking the message…")
+                format!(
+                    "📼 {to}: voicemail answered, speaking the message{}…",
+                    spoken_note(call)
+                )
             }
-            _ => format!("🗣️ {to} answered, speaking the message…"),
+            _ => format!(
+                "🗣️ {to} answered, speaking the message{}…",
+                spoken_note(call)
+            ),
         },
         _ => outcome(call),
     }
 }
 
-/// The final outcome of an ended call.
+/// The final outcome of an ended call, and the answer to its question when one was taken.
 pub fn outcome(call: &Call) -> String {
+    let line = outcome_line(call);
+    match answer_line(call) {
+        Some(answer) => format!("{line}\n{answer}"),
+        None => line,
+    }
+}
+
+/// "📞 +91 98765 43210 answered the question: 1 — yes", when the callee's answer (or its
+/// absence, after the question was asked twice) is recorded.
+pub fn answer_line(call: &Call) -> Option<String> {
+    let to = call.to.display();
+    Some(match call.answer.as_deref()? {
+        Answer::Key {
+            digits,
+            label: Some(label),
+        } => format!("📞 {to} answered the question: {digits} — {label}"),
+        Answer::Key {
+            digits,
+            label: None,
+        } => format!("📞 {to} answered the question: {digits}"),
+        Answer::Speech {
+            text,
+            confidence: Some(c),
+        } => format!("📞 {to} answered the question: “{text}” (said, confidence {c:.2})"),
+        Answer::Speech {
+            text,
+            confidence: None,
+        } => format!("📞 {to} answered the question: “{text}” (said)"),
+        Answer::Nothing => format!("📞 {to}: no answer to the question"),
+    })
+}
+
+fn outcome_line(call: &Call) -> String {
     let to = call.to.display();
     match call.status {
         CallStatus::Completed => {
@@ -151,20 +193,52 @@ pub fn not_understood() -> String {
     format!("I couldn't understand that.\n{}", help())
 }
 
+/// How a call is spoken when not the default way: " in Hindi (hi-IN)", " twice",
+/// " in Hindi (hi-IN), twice", or nothing. `language` only when it is not the default.
+pub fn spoken_as(language: Option<&str>, times: u8) -> String {
+    let mut out = String::new();
+    if let Some(tag) = language {
+        out.push_str(" in ");
+        out.push_str(&speech::describe(tag));
+    }
+    if times > 1 {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if times == 2 {
+            out.push_str(" twice");
+        } else {
+            out.push_str(&format!(" {times} times"));
+        }
+    }
+    out
+}
+
+/// [`spoken_as`] for a call.
+pub fn spoken_note(call: &Call) -> String {
+    spoken_as(
+        call.language_chosen.then_some(call.language.as_str()),
+        call.say_loop.unwrap_or(1),
+    )
+}
+
 /// A call was requested; its progress follows.
 pub fn placed(call: &Call) -> String {
     format!(
-        "Placing the call to {}… (call {})",
+        "Placing the call to {}{}… (call {})",
         call.to.display(),
+        spoken_note(call),
         call.id
     )
 }
 
-/// The question asked before dialing when `calls.confirm` is on.
-pub fn confirm_question(to: &PhoneNumber, message: Option<&str>) -> String {
+/// The question asked before dialing when `calls.confirm` is on; `spoken` is
+/// [`spoken_as`]'s note, when there is one.
+pub fn confirm_question(to: &PhoneNumber, message: Option<&str>, spoken: Option<&str>) -> String {
+    let spoken = spoken.unwrap_or_default();
     match message {
-        Some(m) => format!("Call {} and say “{m}”?", to.display()),
-        None => format!("Call {}?", to.display()),
+        Some(m) => format!("Call {} and say “{m}”{spoken}?", to.display()),
+        None => format!("Call {}{spoken}?", to.display()),
     }
 }
 
@@ -356,6 +430,13 @@ pub fn refusal(r: &Refusal) -> String {
             "{} needs the phone provider to call callbot back, and this callbot has no public URL (it follows calls by polling). Ask without it, or ask the admin to set CALLBOT_PUBLIC_URL.",
             capitalized(feature)
         ),
+        Refusal::UnknownLanguage { asked, known } => format!(
+            "I have no voice for “{asked}”. The languages set up are: {}.",
+            known.join(", ")
+        ),
+        Refusal::SayTooLong { len, max, voice } => format!(
+            "That is {len} characters to speak; the voice {voice} speaks at most {max} at a time. Please shorten it."
+        ),
         Refusal::UserHour { limit, retry_in } => format!(
             "You have placed {limit} calls in the last hour, the limit. Try again in {}.",
             wait(*retry_in)
@@ -459,7 +540,7 @@ mod tests {
         );
         let to = PhoneNumber::from_e164("+919876543210").unwrap();
         assert_eq!(
-            confirm_question(&to, Some("hi")),
+            confirm_question(&to, Some("hi"), None),
             "Call +91 98765 43210 and say “hi”?"
         );
         assert_eq!(wait(Duration::seconds(3700)), "1 hour 2 min");

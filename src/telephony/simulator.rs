@@ -18,6 +18,10 @@
 //! TwiML's `<Redirect>` (after its `<Pause>`) as Twilio does. With `calls.record` it posts a
 //! signed recording callback after the call, and serves a generated tone as the audio.
 //!
+//! A call with a question is answered after its message by the number's second-to-last
+//! digit ([`Callee`]): 7 says "yes" (confidence 0.9), 8 never answers (the empty post of the
+//! second `<Gather>`), any other presses 1.
+//!
 //! Timing is realistic at `speed = 1.0` (about 1 s to initiate and ring) and scales down
 //! for tests. With `chaos`, every callback is sent twice and all of them in shuffled order.
 
@@ -105,6 +109,52 @@ impl Outcome {
             Some(2) => Self::Failed,
             Some(d) => Self::Answer { talk_secs: 2 + d },
             None => Self::Failed,
+        }
+    }
+}
+
+/// How the simulated callee answers a question, from the number's second-to-last digit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Callee {
+    /// 6, and any digit but 7 and 8: presses 1.
+    Key,
+    /// 7: says "yes" (confidence 0.9).
+    Voice,
+    /// 8: never answers.
+    Silent,
+}
+
+impl Callee {
+    pub fn for_number(e164: &str) -> Self {
+        match e164.chars().rev().nth(1).and_then(|c| c.to_digit(10)) {
+            Some(7) => Self::Voice,
+            Some(8) => Self::Silent,
+            _ => Self::Key,
+        }
+    }
+
+    /// The fields of its `<Gather>` post.
+    fn answer(self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            Self::Key => vec![("Digits", "1")],
+            Self::Voice => vec![("SpeechResult", "yes"), ("Confidence", "0.9")],
+            Self::Silent => vec![],
+        }
+    }
+}
+
+/// The `action` of the first `<Gather>` in `twiml`, unescaped.
+fn gather_action(twiml: &str) -> Option<String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(twiml);
+    loop {
+        match reader.read_event().ok()? {
+            Event::Start(e) | Event::Empty(e) if e.name().as_ref() == b"Gather" => {
+                let action = e.try_get_attribute("action").ok()??;
+                return action.unescape_value().ok().map(|v| v.into_owned());
+            }
+            Event::Eof => return None,
+            _ => {}
         }
     }
 }
@@ -408,6 +458,14 @@ impl Script {
             wait(step(after)).await;
             self.post_detection(inner, answered_by, after).await;
         }
+        if let Some(action) = gather_action(&twiml) {
+            // The callee hears the message and the question, then answers (or, asked twice,
+            // does not: Twilio then posts the second <Gather>'s empty result).
+            if wait(step(2.0)).await {
+                return self.emit(inner, p, Canceled, vec![]).await;
+            }
+            self.answer(inner, &action).await;
+        }
         let talked = if wait(step(f64::from(talk_secs))).await {
             (answered.elapsed().as_secs_f64() / inner.speed).round() as u32
         } else {
@@ -497,6 +555,35 @@ impl Script {
         let url = status_callback_url(&inner.public_url, &self.id);
         if let Err(e) = post_signed(inner, &url, form).await {
             warn!(call_id = %self.id, error = %e, "simulator could not deliver a status callback");
+        }
+    }
+
+    /// Posts the callee's answer to the `<Gather>` action (relative to the TwiML's URL, as
+    /// Twilio resolves it), signed, with the call's fields as Twilio sends them.
+    async fn answer(&self, inner: &Inner, action: &str) {
+        let twiml = twiml_url(&inner.public_url, &self.id);
+        let url = match url::Url::parse(&twiml).and_then(|base| base.join(action)) {
+            Ok(url) => url.to_string(),
+            Err(e) => {
+                warn!(call_id = %self.id, error = %e, "simulator could not resolve the gather action");
+                return;
+            }
+        };
+        let mut form = self.callback_form(CallStatus::InProgress, 0, vec![]);
+        form.retain(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "SequenceNumber" | "Timestamp" | "CallbackSource"
+            )
+        });
+        form.extend(
+            Callee::for_number(&self.to)
+                .answer()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+        if let Err(e) = post_signed(inner, &url, &form).await {
+            warn!(call_id = %self.id, error = %e, "simulator could not deliver the answer");
         }
     }
 

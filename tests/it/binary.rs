@@ -898,3 +898,82 @@ async fn machine_detection_and_recording_from_the_environment_reach_the_create_r
         "{twiml}"
     );
 }
+
+/// The `[voices]` table from the environment only: `CALLBOT_VOICES__HI_IN` is the language
+/// hi-IN. check-config lists it, a call asked "in Hindi" is served with its voice, a language
+/// not in it is refused with the list, and a bad entry is refused by its variable's name by
+/// check-config and serve alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_voices_table_from_the_environment_speaks_a_call_in_hindi() {
+    let twilio = FakeTwilio::start().await;
+    let port = free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let public = format!("http://{bind}");
+    let mut vars = env(&[
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+        ("TWILIO_FROM_NUMBER", "+15005550006"),
+        ("TWILIO_API_BASE", &twilio.base),
+        ("CALLBOT_BIND", &bind),
+        ("CALLBOT_PUBLIC_URL", &public),
+        ("CALLBOT_VOICES__HI_IN", "Polly.Aditi"),
+        ("CALLBOT_VOICES__EN_IN", "Polly.Raveena"),
+    ]);
+    let out = command(&vars, &["check-config"]).output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(
+            "voices:          en-IN Polly.Raveena, en-US alice (default), hi-IN Polly.Aditi"
+        ),
+        "{text}"
+    );
+
+    let server = start(&vars, &[]).await.expect("callbot starts");
+    let http = reqwest::Client::new();
+    let prompt = |command: &'static str| {
+        http.post(format!("http://{}/ai_prompt", server.addr))
+            .json(&serde_json::json!({ "command": command }))
+            .send()
+    };
+    let res = prompt("Call +91 98765 43215 in Hindi and say namaste")
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 202, "{}", res.text().await.unwrap());
+    let create = twilio.wait_creates(1).await.remove(0);
+    let (status, xml) = twilio.fetch_twiml(&create).await;
+    assert_eq!(status, 200, "{xml}");
+    let (_, says) = crate::support::twiml::parse_twiml(&xml);
+    assert_eq!(
+        says[0].attrs,
+        [
+            ("voice".to_owned(), "Polly.Aditi".to_owned()),
+            ("language".to_owned(), "hi-IN".to_owned())
+        ]
+    );
+    let res = prompt("Call +91 98765 43215 in Tamil and say vanakkam")
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 422);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(
+        body["error"],
+        "I have no voice for “Tamil”. The languages set up are: English (en-IN), English (en-US), Hindi (hi-IN)."
+    );
+    drop(server);
+
+    // A voice that is no voice name, a key that is no language tag: refused by name.
+    vars.retain(|(k, _)| k != "CALLBOT_BIND");
+    for (var, value) in [
+        ("CALLBOT_VOICES__HI_IN", "Polly Aditi"),
+        ("CALLBOT_VOICES__HINDUSTANI_IN", "Polly.Aditi"),
+        ("CALLBOT_VOICES__HI_IN", ""),
+    ] {
+        let mut bad = vars.clone();
+        bad.retain(|(k, _)| k != var);
+        bad.push((var.to_owned(), value.to_owned()));
+        let (problem, accepted) = agree(var, bad).await;
+        assert_eq!(problem, None);
+        assert!(!accepted, "{var}={value:?} was accepted");
+    }
+}

@@ -155,6 +155,7 @@ async fn live_log_that_falls_behind_asks_the_page_to_reload() {
                 to,
                 message: None,
                 origin: Origin::new(Platform::Web, "console"),
+                speech: Default::default(),
             })
             .await
             .unwrap();

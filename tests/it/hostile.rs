@@ -711,6 +711,7 @@ async fn a_client_that_stops_reading_is_dropped_after_the_idle_timeout() {
                 to,
                 message: Some(say.clone()),
                 origin: Origin::new(Platform::Web, "web"),
+                speech: Default::default(),
             })
             .await
             .unwrap();

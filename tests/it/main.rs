@@ -22,6 +22,8 @@ mod leases;
 mod llm;
 mod policy;
 mod polling;
+#[cfg(all(feature = "telegram", feature = "slack"))]
+mod questions;
 #[cfg(all(feature = "redis", feature = "telegram", feature = "slack"))]
 mod redis_chat;
 #[cfg(all(feature = "redis", feature = "telegram"))]
@@ -38,6 +40,8 @@ mod simulator;
 mod slack;
 #[cfg(feature = "telegram")]
 mod soak;
+#[cfg(all(feature = "telegram", feature = "slack"))]
+mod speech;
 #[cfg(feature = "telegram")]
 mod telegram;
 mod twilio;

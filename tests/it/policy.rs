@@ -361,6 +361,7 @@ async fn a_platform_core_does_not_know_is_allow_listed_and_limited_like_any_chat
         Arc::new(MemoryStore::new(1000, Duration::from_secs(3600))),
         plug.telephony.clone(),
         CallDefaults {
+            voices: Default::default(),
             from: plug.from.clone(),
             voice: s.calls.voice.clone(),
             language: s.calls.language.clone(),
@@ -394,6 +395,7 @@ async fn a_platform_core_does_not_know_is_allow_listed_and_limited_like_any_chat
             to: PhoneNumber::from_e164(to).unwrap(),
             message: None,
             origin,
+            speech: Default::default(),
         })
     };
 

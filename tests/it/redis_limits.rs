@@ -401,6 +401,7 @@ impl Engine {
             Arc::new(MemoryStore::new(10_000, Duration::from_secs(3600))),
             plug.telephony.clone(),
             CallDefaults {
+                voices: Default::default(),
                 from: plug.from.clone(),
                 voice: s.calls.voice.clone(),
                 language: s.calls.language.clone(),
@@ -444,6 +445,7 @@ impl Engine {
                 to: PhoneNumber::from_e164(to).unwrap(),
                 message: None,
                 origin: origin.clone(),
+                speech: Default::default(),
             })
             .await
     }

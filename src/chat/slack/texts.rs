@@ -29,9 +29,10 @@ pub fn mention(user: &str) -> String {
 pub fn status_text(call: &Call) -> String {
     match call.status {
         CallStatus::Queued | CallStatus::Initiated => format!(
-            "📞 {} is calling {}…",
+            "📞 {} is calling {}{}…",
             mention(&call.origin.requester),
-            escape(&call.to.display())
+            escape(&call.to.display()),
+            escape(&replies::spoken_note(call))
         ),
         _ => escape(&replies::status_line(call)),
     }

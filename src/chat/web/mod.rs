@@ -275,6 +275,16 @@ pub struct CallView<'a> {
     message: &'a str,
     voice: &'a str,
     language: &'a str,
+    /// Times the message is said, when more than once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    say_loop: Option<u8>,
+    /// The question asked after the message, and how it was answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    question: Option<&'a crate::core::speech::Question>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    answer: Option<&'a crate::core::speech::Answer>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    answer_text: Option<String>,
     status: CallStatus,
     history: &'a [(CallStatus, chrono::DateTime<chrono::Utc>)],
     created_at: chrono::DateTime<chrono::Utc>,
@@ -322,6 +332,10 @@ impl<'a> CallView<'a> {
             message: &call.message,
             voice: &call.voice,
             language: &call.language,
+            say_loop: call.say_loop,
+            question: call.question.as_deref(),
+            answer: call.answer.as_deref(),
+            answer_text: replies::answer_line(call),
             status: call.status,
             history: &call.history,
             created_at: call.created_at,

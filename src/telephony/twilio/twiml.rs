@@ -1,8 +1,10 @@
-//! TwiML for an outbound call: `<Response><Say voice=… language=…>message</Say></Response>`.
+//! TwiML for an outbound call: `<Response><Say voice=… language=… [loop=…]>message</Say></Response>`.
 //! The message is XML-escaped text (quick-xml), and characters XML 1.0 forbids are dropped,
 //! so a user's `<`, `&` or quotes can neither break nor inject TwiML.
 
 use quick_xml::escape::escape;
+
+use crate::core::call::Call;
 
 fn xml_text(s: &str) -> String {
     let allowed: String = s
@@ -18,8 +20,18 @@ fn xml_text(s: &str) -> String {
 }
 
 pub fn render(message: &str, voice: &str, language: &str) -> String {
+    render_say(message, voice, language, 1)
+}
+
+/// The message said `times` times (`<Say loop>`, written only when more than once).
+pub fn render_say(message: &str, voice: &str, language: &str, times: u8) -> String {
+    let looped = if times > 1 {
+        format!(" loop=\"{times}\"")
+    } else {
+        String::new()
+    };
     format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Say voice=\"{}\" language=\"{}\">{}</Say></Response>",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Say voice=\"{}\" language=\"{}\"{looped}>{}</Say></Response>",
         xml_text(voice),
         xml_text(language),
         xml_text(message)
@@ -47,6 +59,64 @@ pub fn with_announcement(twiml: &str, announcement: &str, voice: &str, language:
     twiml.replacen("<Response>", &say, 1)
 }
 
+/// The TwiML of a stored call. With a question, the message (if any) is followed by the
+/// question in a `<Gather>` posting to `gather_action`, asked a second time when nothing
+/// came; the second `<Gather>` posts even an empty result (`actionOnEmptyResult`), which
+/// records that the question went unanswered.
+pub fn for_call(call: &Call, gather_action: &str) -> String {
+    let times = call.say_loop.unwrap_or(1);
+    let Some(question) = &call.question else {
+        return render_say(&call.message, &call.voice, &call.language, times);
+    };
+    let say = |text: &str, times: u8| {
+        let looped = if times > 1 {
+            format!(" loop=\"{times}\"")
+        } else {
+            String::new()
+        };
+        format!(
+            "<Say voice=\"{}\" language=\"{}\"{looped}>{}</Say>",
+            xml_text(&call.voice),
+            xml_text(&call.language),
+            xml_text(text)
+        )
+    };
+    let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response>");
+    if !call.message.trim().is_empty() {
+        xml.push_str(&say(&call.message, times));
+    }
+    let spoken = question.spoken();
+    for last in [false, true] {
+        xml.push_str(&format!(
+            "<Gather input=\"dtmf speech\" numDigits=\"1\" timeout=\"{GATHER_TIMEOUT_SECS}\" language=\"{}\" action=\"{}\" method=\"POST\"{}>{}</Gather>",
+            xml_text(&call.language),
+            xml_text(gather_action),
+            if last { " actionOnEmptyResult=\"true\"" } else { "" },
+            say(&spoken, 1)
+        ));
+    }
+    xml.push_str("</Response>");
+    xml
+}
+
+/// Seconds `<Gather>` waits for a key or words after the question.
+pub const GATHER_TIMEOUT_SECS: u32 = 6;
+
+/// What the callee hears once the answer is taken: thanks, in the call's voice, then the
+/// call ends.
+pub fn after_answer(call: &Call) -> String {
+    let thanks = if call.language_chosen {
+        "" // No canned text in another language: the call simply ends.
+    } else {
+        "Thank you. Goodbye."
+    };
+    if thanks.is_empty() {
+        return "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Hangup/></Response>"
+            .to_owned();
+    }
+    render_say(thanks, &call.voice, &call.language, 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +142,14 @@ mod tests {
             "en-US",
         );
         assert!(xml.contains("<Response><Say voice=\"alice\" language=\"en-US\">Recorded &lt;here&gt;</Say><Say voice=\"alice\" language=\"en-US\">Hi</Say></Response>"), "{xml}");
+    }
+
+    #[test]
+    fn a_repeated_message_loops() {
+        insta::assert_snapshot!(render_say("नमस्ते", "Polly.Aditi", "hi-IN", 2), @r#"
+        <?xml version="1.0" encoding="UTF-8"?>
+        <Response><Say voice="Polly.Aditi" language="hi-IN" loop="2">नमस्ते</Say></Response>
+        "#);
     }
 
     #[test]

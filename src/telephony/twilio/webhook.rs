@@ -1,6 +1,7 @@
-//! Twilio's inbound routes: `GET|POST /twiml/{id}`, `POST /webhooks/status`, and the
-//! answering-machine result (`POST /webhooks/amd`) and recording (`POST /webhooks/recording`)
-//! callbacks. All are authenticated by [`TwilioRequest::read`], which bounds the body, checks
+//! Twilio's inbound routes: `GET|POST /twiml/{id}`, `POST /webhooks/status`, a question's
+//! answer (`POST /webhooks/gather`), and the answering-machine result (`POST /webhooks/amd`)
+//! and recording (`POST /webhooks/recording`) callbacks. All are authenticated by
+//! [`TwilioRequest::read`], which bounds the body, checks
 //! `X-Twilio-Signature` against our public URL and hands the handler the form params.
 //! The routes' state is the engine ([`CallService`]): the provider is built before the
 //! engine (which places calls through it), so `app.rs` supplies it with `with_state`.
@@ -29,6 +30,7 @@ use super::{twiml, wire};
 use crate::calls::CallService;
 use crate::calls::service::StatusOutcome;
 use crate::core::call::{CallError, CallId, CallSid, MachineDetection, Recording, StatusUpdate};
+use crate::core::speech::{Answer, Question};
 
 /// `callbot_webhook_requests_total` for the two routes, registered once: `counter!` hashes
 /// the name and labels to find its handle on every call.
@@ -84,6 +86,13 @@ pub fn recording_callback_url(public_url: &str, id: &CallId) -> String {
 /// (`unknown`) after `MachineDetectionTimeout`, 30 s by default, and a greeting may run on.
 pub const DETECTION_WAIT_ROUNDS: u32 = 45;
 
+/// Where a call's `<Gather>` posts its answer, relative to the TwiML's own URL
+/// (`{public}/twiml/{id}`), as Twilio resolves it: `{public}/webhooks/gather?call_id={id}`,
+/// whatever path the public URL has.
+pub fn gather_action(id: &CallId) -> String {
+    format!("../webhooks/gather?call_id={id}")
+}
+
 /// What the routes need besides the engine: the signature check, limits and counters.
 pub struct TwilioHooks {
     verifier: SignatureVerifier,
@@ -128,6 +137,7 @@ pub fn routes(hooks: Arc<TwilioHooks>) -> Router<Arc<CallService>> {
             let hooks = hooks.clone();
             async move { twiml_handler(&hooks, &service, &id, req).await }
         };
+    let gather_hooks = status_hooks.clone();
     let status = move |State(service): State<Arc<CallService>>, req: Request| {
         let hooks = status_hooks.clone();
         async move { status_handler(&hooks, &service, req).await }
@@ -140,11 +150,16 @@ pub fn routes(hooks: Arc<TwilioHooks>) -> Router<Arc<CallService>> {
         let hooks = recording_hooks.clone();
         async move { recording_handler(&hooks, &service, req).await }
     };
+    let gather = move |State(service): State<Arc<CallService>>, req: Request| {
+        let hooks = gather_hooks.clone();
+        async move { gather_handler(&hooks, &service, req).await }
+    };
     Router::new()
         .route("/twiml/{id}", get(twiml.clone()).post(twiml))
         .route("/webhooks/status", post(status))
         .route("/webhooks/amd", post(amd))
         .route("/webhooks/recording", post(recording))
+        .route("/webhooks/gather", post(gather))
 }
 
 /// One form field. Twilio's names and most of its values fit in a `CompactString` inline
@@ -257,7 +272,7 @@ async fn twiml_handler(
                 // public URL with a path prefix keeps it.
                 twiml::wait_and_redirect(&format!("{id}?wait={}", round + 1), 1)
             } else {
-                let said = twiml::render(&call.message, &call.voice, &call.language);
+                let said = twiml::for_call(&call, &gather_action(&call.id));
                 if call.record && !hooks.announcement.is_empty() {
                     twiml::with_announcement(
                         &said,
@@ -308,6 +323,67 @@ pub fn parse_status(req: &TwilioRequest) -> StatusUpdate {
         answered_by: req.param("AnsweredBy").map(str::to_owned),
         error,
         sip_response_code: num("SipResponseCode").and_then(|c| u16::try_from(c).ok()),
+    }
+}
+
+/// The answer a `<Gather>` posted: `Digits` (with the question's label for it), or
+/// `SpeechResult` with `Confidence`, or nothing (asked twice, no answer).
+pub fn parse_answer(req: &TwilioRequest, question: Option<&Question>) -> Answer {
+    if let Some(digits) = req.param("Digits") {
+        return Answer::Key {
+            digits: digits.to_owned(),
+            label: question.and_then(|q| q.label(digits)).map(str::to_owned),
+        };
+    }
+    if let Some(text) = req.param("SpeechResult") {
+        return Answer::Speech {
+            text: text.to_owned(),
+            confidence: req
+                .param("Confidence")
+                .and_then(|c| c.parse::<f32>().ok())
+                .filter(|c| (0.0..=1.0).contains(c)),
+        };
+    }
+    Answer::Nothing
+}
+
+/// `POST /webhooks/gather?call_id=…`: the callee's answer, signed like every callback. The
+/// first answer is stored (a repeated delivery changes nothing); Twilio gets the TwiML
+/// that ends the call.
+async fn gather_handler(hooks: &TwilioHooks, service: &CallService, req: Request) -> Response {
+    let req = match TwilioRequest::read(req, hooks).await {
+        Ok(req) => req,
+        Err(refused) => return refused,
+    };
+    let Some(id) = req.param("call_id").and_then(CallId::parse) else {
+        return (StatusCode::BAD_REQUEST, "no call_id").into_response();
+    };
+    let call = match service.get(&id).await {
+        Ok(Some(call)) => call,
+        Ok(None) => {
+            hooks.counters.count("status", "unknown_call");
+            return (StatusCode::NOT_FOUND, "unknown call").into_response();
+        }
+        Err(e) => {
+            warn!(error = %e, "store unavailable while taking an answer");
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+    };
+    let answer = parse_answer(&req, call.question.as_deref());
+    debug!(call_id = %id, ?answer, "gather answer");
+    match service.on_answer(&id, answer).await {
+        Ok(_) => {
+            hooks.counters.count("status", "accepted");
+            (
+                [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+                twiml::after_answer(&call),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            warn!(error = %e, "store unavailable; asking Twilio to retry the answer");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
     }
 }
 

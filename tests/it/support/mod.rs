@@ -10,6 +10,7 @@ pub mod faults;
 pub mod redis;
 #[cfg(feature = "redis")]
 pub mod redis_proxy;
+pub mod twiml;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
