@@ -110,11 +110,62 @@ struct BodyRules {
 /// limits the gap between chunks, so a body dripping one byte at a time would hold a
 /// connection and a task forever; no maintained middleware puts a deadline on the whole
 /// body, hence this one. Bodies here are small webhook payloads, so buffering costs nothing.
+///
+/// A tower service rather than `axum::middleware::from_fn`: that one boxes the inner route
+/// again, extracts its state and boxes the inner call's future on every request, which
+/// showed on the signed-callback path (BENCHMARKS.md, wrk); here one future is boxed, and a
+/// request without a body (GET) goes straight through.
+#[derive(Clone)]
+struct WholeBody<S> {
+    inner: S,
+    rules: BodyRules,
+}
+
+impl<S> tower::Service<axum::extract::Request> for WholeBody<S>
+where
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
+        use axum::body::HttpBody as _;
+        if req.body().is_end_stream() {
+            return Box::pin(self.inner.call(req));
+        }
+        // The service that was made ready is the one called; a clone stays for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let rules = self.rules;
+        Box::pin(async move {
+            match whole_body(rules, req).await {
+                Ok(req) => inner.call(req).await,
+                Err(refused) => Ok(refused),
+            }
+        })
+    }
+}
+
+/// The request with its body read whole, or the answer refusing it.
 async fn whole_body(
-    axum::extract::State(rules): axum::extract::State<BodyRules>,
+    rules: BodyRules,
     req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
+) -> Result<axum::extract::Request, axum::response::Response> {
     use axum::http::{StatusCode, header};
     use axum::response::IntoResponse as _;
     use http_body_util::BodyExt as _;
@@ -124,25 +175,24 @@ async fn whole_body(
     match tokio::time::timeout(rules.deadline, limited.collect()).await {
         Ok(Ok(collected)) => {
             let body = axum::body::Body::from(collected.to_bytes());
-            next.run(axum::extract::Request::from_parts(parts, body))
-                .await
+            Ok(axum::extract::Request::from_parts(parts, body))
         }
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => (
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err((
             StatusCode::PAYLOAD_TOO_LARGE,
             error(format!("request body larger than {} bytes", rules.limit)),
         )
-            .into_response(),
-        Ok(Err(_)) => (
+            .into_response()),
+        Ok(Err(_)) => Err((
             StatusCode::BAD_REQUEST,
             error("unreadable request body".into()),
         )
-            .into_response(),
-        Err(_) => (
+            .into_response()),
+        Err(_) => Err((
             StatusCode::REQUEST_TIMEOUT,
             [(header::CONNECTION, "close")],
             error("request body too slow".into()),
         )
-            .into_response(),
+            .into_response()),
     }
 }
 
@@ -539,14 +589,15 @@ impl App {
         }
         // whole_body bounds every route's body, so axum's DefaultBodyLimit is not layered
         // as well (it inserted a request extension on every callback for nothing).
+        let rules = BodyRules {
+            deadline: Duration::from_millis(settings.server.body_timeout_ms),
+            limit: settings.server.webhook_body_limit,
+        };
         let router = router
-            .layer(axum::middleware::from_fn_with_state(
-                BodyRules {
-                    deadline: Duration::from_millis(settings.server.body_timeout_ms),
-                    limit: settings.server.webhook_body_limit,
-                },
-                whole_body,
-            ))
+            .layer(tower::layer::layer_fn(move |inner| WholeBody {
+                inner,
+                rules,
+            }))
             .layer(TraceLayer::new_for_http().make_span_with(request_span));
         let limits = ConnectionLimits {
             header_timeout: Duration::from_millis(settings.server.header_timeout_ms),
