@@ -251,6 +251,91 @@ async fn console_places_a_call_shows_errors_and_cancels_in_a_real_browser() {
     client.close().await.unwrap();
 }
 
+/// What the callee did, in the console (the simulator plays the callee): a voicemail that
+/// got the message after its beep, a question answered by key, a call in Hindi, each with its
+/// recording. The screenshot is `docs/console-callee.png`.
+#[tokio::test]
+async fn console_shows_voicemail_answers_and_recordings_in_a_real_browser() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let profile = tempfile::tempdir().unwrap();
+    let Some((_driver, client)) = browser(profile.path()).await else {
+        return;
+    };
+    let mut s = settings();
+    s.simulator.speed = 0.2;
+    s.calls.machine_detection = callbot::core::call::MachineDetection::MessageEnd;
+    s.calls.record = true;
+    s.voices.insert("hi-IN".into(), "Polly.Aditi".into());
+    let app = TestApp::spawn(s).await;
+    client.goto(&format!("{}/", app.base)).await.unwrap();
+    client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath("//span[@id='conn' and text()='● live']"))
+        .await
+        .expect("the live log connects");
+
+    // The second-to-last digit picks the simulated callee: 5 a voicemail, 6 presses 1,
+    // others are people.
+    submit(
+        &client,
+        "call +91 98765 43244 in Hindi and say namaste, your table is ready",
+    )
+    .await;
+    submit(
+        &client,
+        "call +91 98765 43263 and ask: Can you come tomorrow? 1 yes 2 no",
+    )
+    .await;
+    submit(
+        &client,
+        "call +91 98765 43259 and say Your parcel is at the front desk",
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = client
+            .find_all(Locator::Css("tr[data-status='completed']"))
+            .await
+            .unwrap();
+        let recordings = client
+            .find_all(Locator::Css("tr[data-status='completed'] button.recording"))
+            .await
+            .unwrap();
+        if rows.len() == 3 && recordings.len() == 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "three completed calls with their recordings: {} rows, {} recordings",
+            rows.len(),
+            recordings.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let page = client
+        .find(Locator::Id("calls"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("answered by: machine end beep"), "{page}");
+    assert!(page.contains("answered by: human"), "{page}");
+    assert!(page.contains("Q: Can you come tomorrow?"), "{page}");
+    let answer = wait_for(&client, "tr[data-status='completed'] .answer").await;
+    assert!(
+        answer.text().await.unwrap().contains("1 — yes"),
+        "{}",
+        answer.text().await.unwrap()
+    );
+    let png = client.screenshot().await.unwrap();
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-callee.png");
+    std::fs::write(&shot, png).unwrap();
+    eprintln!("screenshot: {}", shot.display());
+    client.close().await.unwrap();
+}
+
 /// Runs the browser test in this test binary, with the browser missing and `ci` as `CI`.
 fn run_browser_test_without_a_browser(ci: &str) -> (bool, String) {
     let out = Command::new(std::env::current_exe().unwrap())
