@@ -74,7 +74,7 @@ impl Env {
 /// The create-call parameters of Twilio's OpenAPI description (`Calls.json`, POST).
 fn openapi_create_params() -> serde_json::Map<String, Value> {
     let spec: Value =
-        serde_json::from_str(include_str!("support/twilio-calls-openapi.json")).unwrap();
+        serde_json::from_str(include_str!("../data/twilio/twilio-calls-openapi.json")).unwrap();
     let post = &spec["paths"]["/2010-04-01/Accounts/{AccountSid}/Calls.json"]["post"];
     post["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]["properties"]
         .as_object()
