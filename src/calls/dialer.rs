@@ -258,6 +258,7 @@ async fn dial(ctx: &Arc<Ctx>, delivery: &Delivery) {
                     delivery.clone(),
                     tries,
                     why,
+                    started - chrono::Duration::seconds(2),
                 ));
                 return;
             }
@@ -318,6 +319,7 @@ async fn dial(ctx: &Arc<Ctx>, delivery: &Delivery) {
                         delivery.clone(),
                         tries,
                         reason.message,
+                        since,
                     ));
                     return;
                 }
@@ -385,11 +387,29 @@ async fn placed_after_all(
 }
 
 /// A call the provider accepted without our learning its sid: its first status callback names our
-/// call id and gives it the sid. If none comes, the call is closed with the reason. The
+/// call id and gives it the sid. If none comes, the provider's call list (calls created since
+/// `since`) is asked once more — with no callbacks at all (Twilio polled, no public URL) it is
+/// the only way to learn the sid — and only then is the call closed with the reason. The
 /// delivery is held until then: should this instance die meanwhile, the call's next dialer
 /// finds the create in the provider's call list.
-async fn await_first_callback(ctx: Arc<Ctx>, delivery: Delivery, tries: u32, why: String) {
+async fn await_first_callback(
+    ctx: Arc<Ctx>,
+    delivery: Delivery,
+    tries: u32,
+    why: String,
+    since: DateTime<Utc>,
+) {
     let id = &delivery.call;
+    // Asked at once too: with the provider polled there is no callback to wait for.
+    if let Ok(Some(call)) = ctx.service.get(id).await
+        && call.status == CallStatus::Queued
+        && call.sid.is_none()
+        && let Ok(Some(placed)) = placed_after_all(&ctx, &call, since).await
+    {
+        info!(call_id = %id, sid = %placed.sid, "the provider's call list shows the unconfirmed call");
+        let recorded = record_placed(&ctx, id, &placed, tries).await;
+        return settle(&ctx, &delivery, recorded).await;
+    }
     let start = tokio::time::Instant::now();
     while start.elapsed() < UNCONFIRMED_WAIT {
         match ctx.service.get(id).await {
@@ -401,6 +421,25 @@ async fn await_first_callback(ctx: Arc<Ctx>, delivery: Delivery, tries: u32, why
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let call = match ctx.service.get(id).await {
+        Ok(Some(call)) if call.status == CallStatus::Queued && call.sid.is_none() => call,
+        Ok(_) => return settle(&ctx, &delivery, true).await,
+        Err(e) => {
+            warn!(call_id = %id, error = %e, "store unavailable while waiting for the first callback");
+            return settle(&ctx, &delivery, false).await;
+        }
+    };
+    match placed_after_all(&ctx, &call, since).await {
+        Ok(Some(placed)) => {
+            info!(call_id = %id, sid = %placed.sid, "the provider's call list shows the unconfirmed call");
+            let recorded = record_placed(&ctx, id, &placed, tries).await;
+            return settle(&ctx, &delivery, recorded).await;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            warn!(call_id = %id, error = %e, "could not ask the provider's call list about an unconfirmed call");
+        }
     }
     let reason = format!(
         "{why}; no status followed within {} s",

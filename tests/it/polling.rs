@@ -371,3 +371,27 @@ mod shared {
         assert!(call.polls as usize > killed_at, "{call:#?}");
     }
 }
+
+/// A create Twilio took but whose answer came back garbled: with no callback to wait for, the
+/// dialer finds the call in Twilio's call list at once (not after the 30 s it waits for a
+/// first callback), and polling follows it to its end. Created once.
+#[tokio::test]
+async fn a_create_whose_answer_was_lost_is_found_in_the_call_list_and_followed_by_polling() {
+    use crate::support::faults::Fault;
+    let twilio = FakeTwilio::start().await;
+    twilio.move_on_get();
+    twilio.faults().script([Fault::Malformed]);
+    let app = TestApp::spawn(polling_settings(&twilio)).await;
+    let id = app.place("call +91 98765 43212").await;
+    let call = tokio::time::timeout(Duration::from_secs(15), app.wait_final(&id))
+        .await
+        .expect("followed to its end well before the wait for a callback runs out");
+    assert_eq!(call.status, CallStatus::Completed, "{call:#?}");
+    assert_eq!(twilio.creates().len(), 1, "created once");
+    assert!(!twilio.lists().is_empty(), "Twilio's call list was asked");
+    assert_eq!(
+        call.sid.map(|s| s.to_string()),
+        twilio.creates()[0].sid,
+        "the sid Twilio's list gave"
+    );
+}
