@@ -12,7 +12,7 @@ use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use super::phone::PhoneNumber;
-use super::speech::{Answer, Question};
+use super::question::{Answer, Question};
 
 /// Our id for a call: 128 random bits, base64url, so it is unguessable (it appears in the
 /// URLs the telephony provider fetches and posts to) and URL-safe.

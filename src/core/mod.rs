@@ -7,11 +7,13 @@
 //! - [`policy`]: who may call what — identities, destinations, limits (pure, clock injected).
 //! - [`replies`]: every text a user can read, built by pure functions.
 //! - [`speech`]: how the message is spoken — languages, their voices, repeats, text limits.
+//! - [`question`]: a question asked after the message and the callee's answer.
 
 pub mod call;
 pub mod command;
 pub mod countries;
 pub mod phone;
 pub mod policy;
+pub mod question;
 pub mod replies;
 pub mod speech;

@@ -843,7 +843,12 @@ async fn two_processes_on_redis_one_killed_with_sigkill_and_the_other_finishes_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn machine_detection_and_recording_from_the_environment_reach_the_create_request() {
     let twilio = FakeTwilio::start().await;
+    // Both need Twilio's callbacks: a public URL (here the bound address itself).
+    let bind = format!("127.0.0.1:{}", free_port());
+    let public = format!("http://{bind}");
     let env = with_port(env(&[
+        ("CALLBOT_BIND", &bind),
+        ("CALLBOT_PUBLIC_URL", &public),
         ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
         ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
         ("TWILIO_FROM_NUMBER", FROM),
@@ -862,6 +867,17 @@ async fn machine_detection_and_recording_from_the_environment_reach_the_create_r
         stdout.contains("machine detection message_end, recording on"),
         "{stdout}"
     );
+    // Without the public URL Twilio is polled, and neither can work: refused by name.
+    let mut polled = env.clone();
+    polled.retain(|(k, _)| k != "CALLBOT_PUBLIC_URL");
+    let out = command(&polled, &["check-config"]).output().await.unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{said}");
+    for var in ["CALLBOT_CALLS__MACHINE_DETECTION", "CALLBOT_CALLS__RECORD"] {
+        assert!(said.contains(var), "{var}: {said}");
+    }
+    assert!(said.contains("needs Twilio to call callbot back"), "{said}");
     let server = start(&env, &["serve"]).await.expect("starts");
     let res = reqwest::Client::new()
         .post(format!("http://{}/ai_prompt", server.addr))
