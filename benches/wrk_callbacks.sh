@@ -82,9 +82,13 @@ SID="AC$(printf '0%.0s' $(seq 1 30))be"
 TOKEN="bench-auth-token-0123456789abcdef"
 FROM="+15005550006"
 printf '[twilio]\nfrom_number = "%s"\n' "$FROM" >"$WORK/callbot.toml"
+# Twilio calls back only with a public URL set (without one callbot polls Twilio instead):
+# here the bound address itself, on a free port chosen first.
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 env -u RUST_LOG \
   "${STORE_ENV[@]}" \
-  CALLBOT_BIND=127.0.0.1:0 \
+  CALLBOT_BIND="127.0.0.1:$PORT" \
+  CALLBOT_PUBLIC_URL="http://127.0.0.1:$PORT" \
   TWILIO_ACCOUNT_SID="$SID" \
   TWILIO_AUTH_TOKEN="$TOKEN" \
   TWILIO_API_BASE="$PEER" \
