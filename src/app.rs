@@ -17,6 +17,8 @@ use tracing::{Span, info, warn};
 
 use self::serve::ConnectionLimits;
 
+use crate::body::BodyRules;
+
 use crate::calls::dialer::{self, DialerConfig};
 use crate::calls::memo::{Memo, MemoryMemo};
 use crate::calls::reaper::Housekeeping;
@@ -98,18 +100,9 @@ fn request_span(req: &axum::http::Request<axum::body::Body>) -> Span {
     )
 }
 
-/// How long a request body may take to arrive and how large it may be.
-#[derive(Clone, Copy)]
-struct BodyRules {
-    deadline: Duration,
-    limit: usize,
-}
-
-/// Reads every request body up front: complete within the deadline (408 otherwise, and the
-/// connection is closed) and no larger than the limit (413). tower-http's body timeout only
-/// limits the gap between chunks, so a body dripping one byte at a time would hold a
-/// connection and a task forever; no maintained middleware puts a deadline on the whole
-/// body, hence this one. Bodies here are small webhook payloads, so buffering costs nothing.
+/// Reads every request body up front with [`crate::body::read_whole`]: complete within the
+/// deadline (408 otherwise, and the connection is closed) and no larger than the limit (413).
+/// Twilio's routes read their bodies the same way themselves and are not under this layer.
 ///
 /// A tower service rather than `axum::middleware::from_fn`: that one boxes the inner route
 /// again, extracts its state and boxes the inner call's future on every request, which
@@ -166,34 +159,12 @@ async fn whole_body(
     rules: BodyRules,
     req: axum::extract::Request,
 ) -> Result<axum::extract::Request, axum::response::Response> {
-    use axum::http::{StatusCode, header};
-    use axum::response::IntoResponse as _;
-    use http_body_util::BodyExt as _;
-    let error = |message: String| axum::Json(serde_json::json!({ "error": message }));
     let (parts, body) = req.into_parts();
-    let limited = http_body_util::Limited::new(body, rules.limit);
-    match tokio::time::timeout(rules.deadline, limited.collect()).await {
-        Ok(Ok(collected)) => {
-            let body = axum::body::Body::from(collected.to_bytes());
-            Ok(axum::extract::Request::from_parts(parts, body))
-        }
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err((
-            StatusCode::PAYLOAD_TOO_LARGE,
-            error(format!("request body larger than {} bytes", rules.limit)),
-        )
-            .into_response()),
-        Ok(Err(_)) => Err((
-            StatusCode::BAD_REQUEST,
-            error("unreadable request body".into()),
-        )
-            .into_response()),
-        Err(_) => Err((
-            StatusCode::REQUEST_TIMEOUT,
-            [(header::CONNECTION, "close")],
-            error("request body too slow".into()),
-        )
-            .into_response()),
-    }
+    let bytes = crate::body::read_whole(body, rules).await?;
+    Ok(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
 }
 
 /// What the engine keeps and coordinates through: in this process (the embedded default), or
@@ -416,7 +387,7 @@ impl App {
         // The telephony provider: one factory per provider, one line each.
         let plug_ctx = PlugContext {
             public_url: &public_url,
-            body_limit: settings.server.webhook_body_limit,
+            body: settings.server.body_rules(),
             calls: &settings.calls,
         };
         let Plug {
@@ -574,7 +545,6 @@ impl App {
                 "/healthz",
                 get(move || std::future::ready(health.response())),
             )
-            .merge(provider_routes.with_state(service.clone()))
             .merge(web::routes(web));
         #[cfg(feature = "telegram")]
         if settings.telegram.bot_token.is_some() {
@@ -588,16 +558,16 @@ impl App {
             router = router.merge(crate::chat::slack::start(&settings.slack, ctx.clone()).await?);
         }
         // whole_body bounds every route's body, so axum's DefaultBodyLimit is not layered
-        // as well (it inserted a request extension on every callback for nothing).
-        let rules = BodyRules {
-            deadline: Duration::from_millis(settings.server.body_timeout_ms),
-            limit: settings.server.webhook_body_limit,
-        };
+        // as well (it inserted a request extension on every callback for nothing). The
+        // provider's routes, merged after it, bound theirs as they read them (the signed
+        // callback path, measured in BENCHMARKS.md, goes without the layer's extra future).
+        let rules = settings.server.body_rules();
         let router = router
             .layer(tower::layer::layer_fn(move |inner| WholeBody {
                 inner,
                 rules,
             }))
+            .merge(provider_routes.with_state(service.clone()))
             .layer(TraceLayer::new_for_http().make_span_with(request_span));
         let limits = ConnectionLimits {
             header_timeout: Duration::from_millis(settings.server.header_timeout_ms),

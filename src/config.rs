@@ -318,6 +318,16 @@ pub struct ServerSettings {
     pub max_connections: usize,
 }
 
+impl ServerSettings {
+    /// The size limit and deadline of every request body.
+    pub fn body_rules(&self) -> crate::body::BodyRules {
+        crate::body::BodyRules {
+            deadline: std::time::Duration::from_millis(self.body_timeout_ms),
+            limit: self.webhook_body_limit,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {

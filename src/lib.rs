@@ -4,6 +4,7 @@
 //! engine (`calls`), which builds on the pure domain (`core`) and the typed `config`.
 
 pub mod app;
+pub mod body;
 pub mod calls;
 pub mod chat;
 pub mod config;

@@ -35,8 +35,8 @@ pub struct Plug {
 pub struct PlugContext<'a> {
     /// Where the provider reaches our webhooks (no trailing slash).
     pub public_url: &'a str,
-    /// Largest webhook body accepted, bytes.
-    pub body_limit: usize,
+    /// Largest webhook body accepted and how long it may take to arrive.
+    pub body: crate::body::BodyRules,
     /// Ring timeout and time limit of every call.
     pub calls: &'a CallSettings,
 }

@@ -57,7 +57,7 @@ pub fn plug(section: &SimulatorSettings, ctx: PlugContext<'_>) -> Plug {
     let token: SecretString = format!("{:032x}", rand::random::<u128>()).into();
     let hooks = TwilioHooks::new(
         SignatureVerifier::new(token.clone(), ctx.public_url),
-        ctx.body_limit,
+        ctx.body,
     )
     .with_announcement(&ctx.calls.record_announcement);
     Plug {

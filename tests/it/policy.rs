@@ -351,7 +351,7 @@ async fn a_platform_core_does_not_know_is_allow_listed_and_limited_like_any_chat
         s.twilio_mode(),
         PlugContext {
             public_url: "http://127.0.0.1:9",
-            body_limit: s.server.webhook_body_limit,
+            body: s.server.body_rules(),
             calls: &s.calls,
         },
     )

@@ -390,7 +390,7 @@ impl Engine {
             s.twilio_mode(),
             PlugContext {
                 public_url: "http://127.0.0.1:9",
-                body_limit: s.server.webhook_body_limit,
+                body: s.server.body_rules(),
                 calls: &s.calls,
             },
         )

@@ -53,7 +53,7 @@ pub fn plug(
     })?;
     let hooks = TwilioHooks::new(
         SignatureVerifier::new(account.auth_token, ctx.public_url),
-        ctx.body_limit,
+        ctx.body,
     )
     .with_announcement(&ctx.calls.record_announcement);
     Ok(Plug {
