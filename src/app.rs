@@ -567,8 +567,21 @@ impl App {
                 inner,
                 rules,
             }))
-            .merge(provider_routes.with_state(service.clone()))
-            .layer(TraceLayer::new_for_http().make_span_with(request_span));
+            .merge(provider_routes.with_state(service.clone()));
+        // tower-http's request tracing (a span per request, with the URI's token redacted,
+        // and a DEBUG line per request and answer) only when the log filter lets those lines
+        // through (`RUST_LOG=tower_http=debug`; the filter is fixed at start). With the
+        // default filter it wrote nothing but still cost about a twentieth of a signed
+        // callback's CPU (BENCHMARKS.md, wrk). Its one line at the default level, an ERROR
+        // per 5xx answer, is left to the code that answers 5xx, which logs why.
+        let router = if tracing::enabled!(
+            target: "tower_http::trace::on_response",
+            tracing::Level::DEBUG
+        ) {
+            router.layer(TraceLayer::new_for_http().make_span_with(request_span))
+        } else {
+            router
+        };
         let limits = ConnectionLimits {
             header_timeout: Duration::from_millis(settings.server.header_timeout_ms),
             idle_timeout: Duration::from_secs(settings.server.idle_timeout_secs),
