@@ -795,3 +795,82 @@ async fn the_web_token_in_a_query_never_reaches_a_log_line_even_at_trace_level()
         "request spans were captured:\n{logs}"
     );
 }
+
+/// The header deadline counts from the end of the previous answer: a keep-alive connection
+/// that sends nothing more is closed once it has passed, while an answer that takes longer
+/// (an `/api/events` stream, here three deadlines long) is not cut, and its connection is
+/// still served afterwards.
+#[tokio::test]
+async fn the_header_deadline_closes_idle_keep_alive_connections_but_not_long_answers() {
+    use futures::StreamExt as _;
+    let env = spawn(|s| s.server.header_timeout_ms = 400).await;
+    let addr = env.app.base.trim_start_matches("http://").to_owned();
+
+    // Idle after one answer: closed about one deadline after it, not before.
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = conn.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let answered = Instant::now();
+    let rest = tokio::time::timeout(Duration::from_secs(3), read_until_closed(&mut conn))
+        .await
+        .expect("an idle keep-alive connection is closed after the header timeout");
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    let idle = answered.elapsed();
+    assert!(
+        idle >= Duration::from_millis(300),
+        "closed too early: {idle:?}"
+    );
+
+    // Requests one after another on one connection, each within the deadline, for longer
+    // than the deadline in all: the connection stays open.
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .unwrap();
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
+
+    // A stream three deadlines long stays open and still delivers.
+    let res = env
+        .app
+        .http
+        .get(env.url(&format!("/api/events?token={WEB_TOKEN}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let mut stream = res.bytes_stream();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let placed = env
+        .app
+        .http
+        .post(env.url("/ai_prompt"))
+        .bearer_auth(WEB_TOKEN)
+        .json(&serde_json::json!({ "command": "call +91 98765 43210" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(placed.status().is_success(), "{}", placed.status());
+    let chunk = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("the event stream outlived the header timeout and delivered")
+        .expect("the stream is open")
+        .unwrap();
+    assert!(!chunk.is_empty());
+    env.healthy().await;
+}
