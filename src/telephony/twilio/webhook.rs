@@ -184,12 +184,19 @@ fn form_fields(encoded: &str) -> Vec<Field> {
     if encoded.is_empty() {
         return Vec::new();
     }
-    let mut fields = Vec::with_capacity(1 + encoded.bytes().filter(|&b| b == b'&').count());
-    for pair in encoded.split('&') {
+    let bytes = encoded.as_bytes();
+    let mut fields = Vec::with_capacity(1 + memchr::memchr_iter(b'&', bytes).count());
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'&', bytes).chain(std::iter::once(bytes.len())) {
+        let pair = &encoded[start..end];
+        start = end + 1;
         if pair.is_empty() {
             continue;
         }
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let (name, value) = match memchr::memchr(b'=', pair.as_bytes()) {
+            Some(eq) => (&pair[..eq], &pair[eq + 1..]),
+            None => (pair, ""),
+        };
         fields.push((form_decoded(name), form_decoded(value)));
     }
     fields
@@ -199,16 +206,21 @@ fn form_fields(encoded: &str) -> Vec<Field> {
 /// is), and bytes that are not UTF-8 become U+FFFD, as in `form_urlencoded`.
 fn form_decoded(text: &str) -> CompactString {
     let bytes = text.as_bytes();
-    if !bytes.iter().any(|&b| b == b'%' || b == b'+') {
+    let Some(first) = memchr::memchr2(b'%', b'+', bytes) else {
         return CompactString::new(text);
-    }
+    };
     let hex = |b: u8| char::from(b).to_digit(16);
     let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
+    out.extend_from_slice(&bytes[..first]);
+    let mut i = first;
     while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => match (
+        // The run up to the next `%` or `+` is copied as it is.
+        let next = memchr::memchr2(b'%', b'+', &bytes[i..]).map_or(bytes.len(), |n| i + n);
+        out.extend_from_slice(&bytes[i..next]);
+        i = next;
+        match bytes.get(i) {
+            Some(b'+') => out.push(b' '),
+            Some(_) => match (
                 bytes.get(i + 1).and_then(|&b| hex(b)),
                 bytes.get(i + 2).and_then(|&b| hex(b)),
             ) {
@@ -219,7 +231,7 @@ fn form_decoded(text: &str) -> CompactString {
                 }
                 _ => out.push(b'%'),
             },
-            b => out.push(b),
+            None => break,
         }
         i += 1;
     }
