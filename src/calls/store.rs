@@ -183,9 +183,17 @@ impl MemoryStore {
     }
 
     fn cell(&self, id: &CallId) -> Option<Arc<Mutex<Call>>> {
-        // The guard is dropped before the ended cache is read.
+        // The guard is dropped before the ended cache is read. A miss there is asked with
+        // `contains_key`, which moka does not count as a read: a flood of callbacks for calls
+        // this instance never knew (after a restart) records nothing and runs no upkeep.
         let live = self.live.get(id).map(|c| c.value().clone());
-        live.or_else(|| self.ended.get(id))
+        live.or_else(|| {
+            if self.ended.contains_key(id) {
+                self.ended.get(id)
+            } else {
+                None
+            }
+        })
     }
 
     /// Every call once (one that is moving from live to ended is in both for a moment).
