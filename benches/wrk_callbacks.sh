@@ -25,7 +25,9 @@
 # default logging (no RUST_LOG), stderr to a file whose size is reported; the known call's
 # time limit is 4 hours so the stale-call reaper does not end it during a run. Rounds alternate
 # callbot / bare so that the host's drift hits both alike; the ratio printed is the median
-# of the per-round ratios. Needs wrk and curl (apt-get install wrk curl).
+# of the per-round ratios. Each round also reports the server's CPU time (user + system, from
+# /proc) per request, which moves less with the host's load than the rates do. Needs wrk and
+# curl (apt-get install wrk curl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -75,7 +77,8 @@ first_line() {
 }
 
 "$BIN/examples/wrk_peer" serve >"$WORK/peer.out" &
-PIDS+=($!)
+PEER_PID=$!
+PIDS+=("$PEER_PID")
 PEER=$(first_line "$WORK/peer.out")
 
 SID="AC$(printf '0%.0s' $(seq 1 30))be"
@@ -135,18 +138,27 @@ wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 wrk.headers["X-Twilio-Signature"] = os.getenv("WRK_SIG")
 LUA
 
-# One wrk round; prints requests per second. Fails on any non-2xx answer (a signature
-# callbot refused would measure the wrong path).
-round() { # base path body sig
-  local out
+# CPU time (user + system, clock ticks) the process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
+
+# One wrk round; prints requests per second and the server's CPU microseconds per request.
+# Fails on any non-2xx answer (a signature callbot refused would measure the wrong path).
+round() { # base path body sig pid
+  local out before after
+  before=$(cpu_ticks "$5")
   out=$(WRK_BODY="$3" WRK_SIG="$4" wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_ROUND}s" \
     -s "$WORK/post.lua" "$1$2")
+  after=$(cpu_ticks "$5")
   if grep -q "Non-2xx" <<<"$out"; then
     echo "wrk_callbacks: non-2xx answers from $1:" >&2
     echo "$out" >&2
     exit 1
   fi
-  awk '/Requests\/sec:/ {print $2}' <<<"$out"
+  awk -v ticks=$((after - before)) -v tick="$TICK" '
+    /Requests\/sec:/ {rate = $2}
+    /requests in/ {n = $1}
+    END {printf "%s %.2f\n", rate, (n > 0 ? ticks * 1e6 / tick / n : 0)}' <<<"$out"
 }
 
 median() { sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
@@ -166,18 +178,20 @@ for scenario in $SCENARIOS; do
   : >"$WORK/$scenario.rates"
   log_before=$(stat -c %s "$WORK/callbot.err")
   for i in $(seq 1 "$ROUNDS"); do
-    c=$(round "$CALLBOT" "$path" "$body" "$sig")
-    b=$(round "$PEER" "$path" "$body" "$sig")
-    echo "$c $b" >>"$WORK/$scenario.rates"
-    printf '  %-8s round %2d: callbot %9.0f/s  bare %9.0f/s  ratio %.2f\n' \
-      "$scenario" "$i" "$c" "$b" "$(awk -v c="$c" -v b="$b" 'BEGIN {print c/b}')"
+    read -r c c_cpu <<<"$(round "$CALLBOT" "$path" "$body" "$sig" "$CALLBOT_PID")"
+    read -r b b_cpu <<<"$(round "$PEER" "$path" "$body" "$sig" "$PEER_PID")"
+    echo "$c $b $c_cpu $b_cpu" >>"$WORK/$scenario.rates"
+    printf '  %-8s round %2d: callbot %9.0f/s  bare %9.0f/s  ratio %.2f  CPU per request: callbot %5.1f µs, bare %5.1f µs\n' \
+      "$scenario" "$i" "$c" "$b" "$(awk -v c="$c" -v b="$b" 'BEGIN {print c/b}')" "$c_cpu" "$b_cpu"
   done
   log_bytes=$(($(stat -c %s "$WORK/callbot.err") - log_before))
   c_med=$(awk '{print $1}' "$WORK/$scenario.rates" | median)
   b_med=$(awk '{print $2}' "$WORK/$scenario.rates" | median)
   r_med=$(awk '{print $1/$2}' "$WORK/$scenario.rates" | median)
-  printf '%-8s median: callbot %.0f/s, bare %.0f/s, ratio %.2f (median of per-round ratios); log written: %d bytes\n' \
-    "$scenario" "$c_med" "$b_med" "$r_med" "$log_bytes"
+  c_cpu_med=$(awk '{print $3}' "$WORK/$scenario.rates" | median)
+  b_cpu_med=$(awk '{print $4}' "$WORK/$scenario.rates" | median)
+  printf '%-8s median: callbot %.0f/s, bare %.0f/s, ratio %.2f (median of per-round ratios); CPU per request: callbot %.1f µs, bare %.1f µs; log written: %d bytes\n' \
+    "$scenario" "$c_med" "$b_med" "$r_med" "$c_cpu_med" "$b_cpu_med" "$log_bytes"
 done
 if [ -n "${PERF_DATA:-}" ]; then
   kill -INT "$PERF_PID"
