@@ -141,6 +141,14 @@ async fn serve(settings: Settings) -> ExitCode {
         eprintln!(
             "callbot: SIMULATOR mode: no real calls are placed (set TWILIO_* for real calls)"
         );
+        eprintln!(
+            "callbot: the simulated callee, by the number's last digit: 0 busy, 1 no answer, \
+             2 failed, 3-9 answers and talks 2 + digit seconds"
+        );
+        eprintln!(
+            "callbot: a question is answered by the second-to-last digit: 7 says yes, 8 never \
+             answers, any other presses 1 (5 is a voicemail with machine detection on)"
+        );
     }
     eprintln!("callbot: web console at http://{}/", app.local_addr());
     let token = app.shutdown_token();

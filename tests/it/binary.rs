@@ -89,6 +89,8 @@ async fn check_config(env: &Env) -> Outcome {
 /// A running `callbot serve`; killed when dropped.
 struct Server {
     addr: String,
+    /// What it wrote to stderr up to the line with its address.
+    banner: String,
     _child: tokio::process::Child,
 }
 
@@ -120,6 +122,7 @@ async fn start(env: &Env, args: &[&str]) -> Result<Server, String> {
             assert_eq!(status.ok(), Some(200), "{env:?}: /healthz\n{seen}");
             return Ok(Server {
                 addr,
+                banner: seen,
                 _child: child,
             });
         }
@@ -568,6 +571,25 @@ async fn twilio_credentials_without_a_public_url_follow_calls_by_polling() {
 /// `--config FILE`: text in quotes stays text (`"+1…"`, `"007"`), a bare number where text
 /// belongs is refused naming the file and key, and the environment still wins over the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_default_says_it_simulates_and_how_the_simulated_callee_answers() {
+    let server = start(&with_port(env(&[])), &[])
+        .await
+        .expect("callbot starts");
+    for told in [
+        "SIMULATOR mode: no real calls are placed",
+        "last digit: 0 busy, 1 no answer, 2 failed, 3-9 answers",
+        "second-to-last digit: 7 says yes, 8 never answers, any other presses 1",
+        "5 is a voicemail",
+    ] {
+        assert!(
+            server.banner.contains(told),
+            "{told:?} in\n{}",
+            server.banner
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settings_file_is_read_like_the_environment_and_errors_name_the_file_and_key() {
     let twilio = FakeTwilio::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -599,6 +621,11 @@ async fn a_settings_file_is_read_like_the_environment_and_errors_name_the_file_a
     assert!(stdout.contains("7 call(s)/s"), "{stdout}");
     assert!(stdout.contains("voice true"), "{stdout}");
     let server = start(&env, &["--config", &good]).await.expect("starts");
+    assert!(
+        !server.banner.contains("SIMULATOR"),
+        "Twilio is configured: {}",
+        server.banner
+    );
     let res = reqwest::Client::new()
         .post(format!("http://{}/ai_prompt", server.addr))
         .bearer_auth("007")
