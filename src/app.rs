@@ -571,7 +571,7 @@ impl App {
         // tower-http's request tracing (a span per request, with the URI's token redacted,
         // and a DEBUG line per request and answer) only when the log filter lets those lines
         // through (`RUST_LOG=tower_http=debug`; the filter is fixed at start). With the
-        // default filter it wrote nothing but still cost about a twentieth of a signed
+        // default filter it wrote nothing but still cost about 3 % of a signed
         // callback's CPU (BENCHMARKS.md, wrk). Its one line at the default level, an ERROR
         // per 5xx answer, is left to the code that answers 5xx, which logs why.
         let router = if tracing::enabled!(
